@@ -1,0 +1,1 @@
+"""Measuring models: operation and energy counting, benchmarks, figures."""

@@ -1,0 +1,198 @@
+"""Arithmetic cost of a forward pass, counted by dispatch: multiplications, additions, XNORs, energy, latency.
+
+Counting intercepts the ATen / ``frugalvision::`` ops that a model actually runs (``TorchDispatchMode``), so any
+model is counted, including user models built from frugalvision layers. Each op kind has a formula registered in
+:data:`_FORMULAS`; :func:`register_counter` adds more. The innermost module running an op is recorded with it, which
+tells binary convolutions (XNOR + popcount) from ordinary ones.
+
+Conventions (those of the AdderNet paper, Chen et al. CVPR 2020, Tables 1-3):
+    convolution / linear: one multiplication and one addition per multiply-accumulate (MAC), plus bias additions;
+    adder layer: two additions per term (the subtraction and the accumulation), no multiplication;
+    binary convolution: one XNOR and one addition (popcount accumulation) per MAC; the per-channel scale folds into
+        the following BatchNorm and is not counted;
+    BatchNorm (inference): one multiplication and one addition per element (the folded affine map).
+``paper_convention=True`` drops BatchNorm and the first and last weight layers, as the paper's CIFAR/ImageNet
+tables do. Energy uses Horowitz, "Computing's Energy Problem", ISSCC 2014 (45 nm); latency uses the VIA Nano 2000
+latencies the paper quotes (FP add 2 cycles, FP mul 4 cycles). XNORs have no entry in either table and are left
+unpriced (reported as a count only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from ..layers.binary import BinaryConv2d
+
+__all__ = ["ENERGY_TABLES", "EnergyTable", "count_ops", "register_counter"]
+
+
+@dataclass(frozen=True)
+class EnergyTable:
+    """Energy per operation in picojoules and latency in cycles."""
+
+    name: str
+    add_pj: float
+    mul_pj: float
+    add_cycles: int = 2
+    mul_cycles: int = 4
+    source: str = "Horowitz, ISSCC 2014, 45 nm, 0.9 V; latency: VIA Nano 2000 (Agner Fog), as in AdderNet Sec. 4.1"
+
+
+ENERGY_TABLES = {
+    "fp32": EnergyTable("fp32", add_pj=0.9, mul_pj=3.7),
+    "int8": EnergyTable("int8", add_pj=0.03, mul_pj=0.2),
+}
+
+_WEIGHT_LAYER = "weight"  # a layer counted as "first"/"last" by the paper convention
+_NORM = "norm"
+
+# formula(args, kwargs, output, module) -> (kind, {"mul": .., "add": .., "xnor": ..}) or None to skip
+Formula = Callable[[Sequence[Any], dict[str, Any], Any, nn.Module | None], tuple[str, dict[str, int]] | None]
+_FORMULAS: dict[Any, Formula] = {}
+
+
+def register_counter(op: Any, formula: Formula) -> None:
+    """Count ``op`` (an OpOverload) with ``formula``; the kind it returns is ``"weight"``, ``"norm"`` or other."""
+    _FORMULAS[op] = formula
+
+
+def _convolution(args, kwargs, out, module):
+    x, weight, bias = args[0], args[1], args[2]
+    macs = out.numel() * weight[0].numel()  # every output element is one dot product over C_in/groups*kh*kw
+    bias_adds = out.numel() if bias is not None else 0
+    if isinstance(module, BinaryConv2d):
+        return _WEIGHT_LAYER, {"xnor": macs, "add": macs + bias_adds}
+    return _WEIGHT_LAYER, {"mul": macs, "add": macs + bias_adds}
+
+
+def _matmul(args, kwargs, out, module):
+    inner = args[0].shape[-1]
+    return _WEIGHT_LAYER, {"mul": out.numel() * inner, "add": out.numel() * inner}
+
+
+def _addmm(args, kwargs, out, module):
+    inner = args[1].shape[-1]
+    return _WEIGHT_LAYER, {"mul": out.numel() * inner, "add": out.numel() * (inner + 1)}
+
+
+def _adder(args, kwargs, out, module):
+    weight = args[1]
+    return _WEIGHT_LAYER, {"add": 2 * out.numel() * weight[0].numel()}
+
+
+def _batch_norm(args, kwargs, out, module):
+    y = out[0] if isinstance(out, (tuple, list)) else out
+    return _NORM, {"mul": y.numel(), "add": y.numel()}
+
+
+aten = torch.ops.aten
+register_counter(aten.convolution.default, _convolution)
+register_counter(aten.mm.default, _matmul)
+register_counter(aten.bmm.default, _matmul)
+register_counter(aten.addmm.default, _addmm)
+for _op in (aten._native_batch_norm_legit_no_training.default, aten._native_batch_norm_legit.default,
+            aten.native_batch_norm.default):
+    register_counter(_op, _batch_norm)
+
+
+def _register_frugalvision_ops() -> None:
+    from .. import ops  # noqa: F401  (registers the frugalvision:: ops)
+
+    register_counter(torch.ops.frugalvision.adder2d.default, _adder)
+
+
+class _Counter(TorchDispatchMode):
+    def __init__(self, module_stack: list[tuple[str, nn.Module]]) -> None:
+        super().__init__()
+        self.module_stack = module_stack
+        self.records: list[dict[str, Any]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = _FORMULAS.get(func)
+        if formula is not None:
+            name, module = self.module_stack[-1] if self.module_stack else ("", None)
+            result = formula(args, kwargs, out, module)
+            if result is not None:
+                kind, counts = result
+                self.records.append({"module": name, "op": str(func.overloadpacket.__name__), "kind": kind,
+                                     "mul": counts.get("mul", 0), "add": counts.get("add", 0),
+                                     "xnor": counts.get("xnor", 0)})
+        return out
+
+
+def count_ops(
+    model: nn.Module,
+    input_size: Sequence[int],
+    *,
+    paper_convention: bool = False,
+    energy: str = "fp32",
+    batch_size: int = 1,
+) -> dict[str, Any]:
+    """Count the arithmetic of one forward pass of ``model`` on a (batch_size, *input_size) input.
+
+    Args:
+        model: any ``nn.Module``; it is run once in eval mode under ``torch.no_grad`` (its mode is restored).
+        input_size: (C, H, W).
+        paper_convention: exclude BatchNorm and the first and last weight layers (AdderNet Tables 2-3).
+        energy: ``"fp32"`` or ``"int8"`` (see :data:`ENERGY_TABLES`).
+
+    Returns:
+        ``params``, ``mul``, ``add``, ``xnor``, ``energy_pj``, ``latency_cycles`` (per image), plus ``layers``
+        (one record per counted op: module, op, kind, mul, add, xnor) and ``energy_table``.
+    """
+    if energy not in ENERGY_TABLES:
+        raise ValueError(f"unknown energy table {energy!r}; choose one of {', '.join(ENERGY_TABLES)}")
+    if len(input_size) != 3:
+        raise ValueError(f"input_size must be (C, H, W), got {tuple(input_size)}")
+    _register_frugalvision_ops()
+    table = ENERGY_TABLES[energy]
+    stack: list[tuple[str, nn.Module]] = []
+    hooks = []
+
+    def enter(name: str, module: nn.Module) -> None:
+        stack.append((name, module))
+
+    def leave(*_: Any) -> None:
+        stack.pop()
+
+    for name, module in model.named_modules():
+        hooks.append(module.register_forward_pre_hook(lambda m, a, name=name: enter(name, m)))
+        hooks.append(module.register_forward_hook(leave))
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    x = torch.zeros(batch_size, *input_size, device=device, dtype=dtype)
+    was_training = model.training
+    counter = _Counter(stack)
+    try:
+        model.eval()
+        with torch.no_grad(), counter:
+            model(x)
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    records = counter.records
+    if paper_convention:
+        weight_idx = [i for i, r in enumerate(records) if r["kind"] == _WEIGHT_LAYER]
+        dropped = {weight_idx[0], weight_idx[-1]} if weight_idx else set()
+        records = [r for i, r in enumerate(records) if i not in dropped and r["kind"] != _NORM]
+    totals = {key: sum(r[key] for r in records) // batch_size for key in ("mul", "add", "xnor")}
+    return {
+        "params": sum(p.numel() for p in model.parameters()),
+        **totals,
+        "energy_pj": totals["mul"] * table.mul_pj + totals["add"] * table.add_pj,
+        "latency_cycles": totals["mul"] * table.mul_cycles + totals["add"] * table.add_cycles,
+        "energy_table": table.name,
+        "paper_convention": paper_convention,
+        "layers": records,
+    }
+

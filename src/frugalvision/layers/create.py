@@ -1,0 +1,40 @@
+"""Layer factory: models pick their convolution by name (``conv_type``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from .adder import Adder2d
+from .binary import BinaryConv2d
+
+__all__ = ["CONV_TYPES", "create_conv2d"]
+
+CONV_TYPES = ("conv", "adder", "binary")
+
+
+def create_conv2d(
+    conv_type: str,
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int | tuple[int, int],
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+    groups: int = 1,
+    bias: bool = False,
+    **kwargs: Any,
+) -> nn.Module:
+    """An ``nn.Conv2d``, :class:`Adder2d` or :class:`BinaryConv2d` with the same geometry.
+
+    Extra keyword arguments go to the layer (e.g. ``weight_grad`` for adder layers).
+    """
+    args = (in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
+    if conv_type == "conv":
+        return nn.Conv2d(*args, **kwargs)
+    if conv_type == "adder":
+        return Adder2d(*args, **kwargs)
+    if conv_type == "binary":
+        return BinaryConv2d(*args, **kwargs)
+    raise ValueError(f"unknown conv_type {conv_type!r}; choose one of {', '.join(CONV_TYPES)}")

@@ -1,0 +1,141 @@
+"""Reading and writing model weights safely.
+
+Formats read: frugalvision ``.safetensors`` files (weights + JSON metadata naming the model), run folders, and
+``torch.save`` files (zip or legacy pre-1.6 pickles) through ``torch.load(weights_only=True)``, whose restricted
+unpickler builds only tensors and containers: no arbitrary code runs. Nested checkpoints (``model``, ``model_ema``,
+``state_dict``) and ``nn.DataParallel`` prefixes (``module.``) are unwrapped. Family-specific key conversions for
+official checkpoints are registered with :func:`register_converter`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+from torch import Tensor, nn
+
+__all__ = [
+    "CheckpointError",
+    "atomic_write",
+    "read_checkpoint_config",
+    "read_state_dict",
+    "register_converter",
+    "save_model_file",
+]
+
+MODEL_FILE = "model.safetensors"
+_METADATA_KEY = "frugalvision"
+_NESTED_KEYS = ("model", "state_dict", "model_state_dict", "net")
+_CONVERTERS: dict[str, Callable[[dict[str, Tensor], nn.Module], dict[str, Tensor]]] = {}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, unreadable or does not fit the model."""
+
+
+def register_converter(family: str, fn: Callable[[dict[str, Tensor], nn.Module], dict[str, Tensor]]) -> None:
+    """``fn(state_dict, model)`` maps an official state dict of a model family to frugalvision key names."""
+    _CONVERTERS[family] = fn
+
+
+def converter_for(family: str) -> Callable[[dict[str, Tensor], nn.Module], dict[str, Tensor]] | None:
+    return _CONVERTERS.get(family)
+
+
+def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        path = path / MODEL_FILE
+        if not path.is_file():
+            raise CheckpointError(f"run folder {path.parent} has no {MODEL_FILE}")
+    elif not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    return path
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp_path)`` then rename over ``path``: readers see the old file or the new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_model_file(path: str | os.PathLike, state_dict: Mapping[str, Tensor], config: Mapping[str, Any]) -> None:
+    """Write weights as safetensors with ``config`` (JSON) in the metadata, atomically."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    metadata = {_METADATA_KEY: json.dumps(dict(config), sort_keys=True)}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def read_checkpoint_config(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The frugalvision config stored in a safetensors checkpoint, or None for other files."""
+    path = resolve_checkpoint_path(path)
+    if path.suffix != ".safetensors":
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"corrupt checkpoint {path}: {error}") from None
+    if _METADATA_KEY not in metadata:
+        return None
+    try:
+        return json.loads(metadata[_METADATA_KEY])
+    except json.JSONDecodeError:
+        raise CheckpointError(f"corrupt checkpoint {path}: unreadable frugalvision metadata") from None
+
+
+def _unwrap(obj: Any, path: Path, use_ema: bool) -> dict[str, Tensor]:
+    if isinstance(obj, Mapping):
+        if use_ema and isinstance(obj.get("model_ema"), Mapping):
+            return _unwrap(obj["model_ema"], path, use_ema)
+        for key in _NESTED_KEYS:
+            if isinstance(obj.get(key), Mapping):
+                return _unwrap(obj[key], path, use_ema)
+        if not use_ema and isinstance(obj.get("model_ema"), Mapping):
+            return _unwrap(obj["model_ema"], path, use_ema)
+        tensors = {k: v for k, v in obj.items() if isinstance(v, Tensor)}
+        if tensors:
+            return tensors
+    raise CheckpointError(f"checkpoint {path} holds no state dict (found {type(obj).__name__})")
+
+
+def read_state_dict(path: str | os.PathLike, *, use_ema: bool = False) -> dict[str, Tensor]:
+    """Tensors of a checkpoint file or run folder on the CPU, without ``module.`` prefixes.
+
+    Args:
+        use_ema: prefer the ``model_ema`` entry of nested checkpoints.
+    """
+    path = resolve_checkpoint_path(path)
+    if path.suffix == ".safetensors":
+        try:
+            state = load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as error:
+            raise CheckpointError(f"corrupt checkpoint {path}: {error}") from None
+    else:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # the unpickler raises many types; all mean the same to the user
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise CheckpointError(f"cannot read checkpoint {path} safely: {reason}") from None
+        state = _unwrap(obj, path, use_ema)
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    return state

@@ -1,0 +1,86 @@
+"""``create_model`` and ``load_model``: the public way to build and restore models."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from torch import nn
+
+from ._checkpoint import CheckpointError, converter_for, read_checkpoint_config, read_state_dict
+from ._registry import model_entrypoint, model_family
+
+__all__ = ["create_model", "load_checkpoint", "load_model"]
+
+
+def create_model(
+    name: str,
+    *,
+    pretrained: bool = False,
+    checkpoint_path: str | os.PathLike | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a registered model, optionally loading weights.
+
+    Args:
+        name: a name from :func:`frugalvision.list_models`.
+        pretrained: frugalvision downloads nothing; pass the released file as ``checkpoint_path`` instead.
+        checkpoint_path: a frugalvision checkpoint (file or run folder) or an official AdderNet / VanillaNet
+            checkpoint as released.
+        **kwargs: model options (``num_classes``, ``in_chans``, ``conv_type``, ...). ``None`` values are dropped so
+            that defaults stay in effect.
+
+    Example:
+        >>> model = create_model("lenet5_bn", conv_type="adder")
+    """
+    if pretrained and checkpoint_path is None:
+        raise ValueError(
+            f"pretrained weights for {name!r} are not bundled and nothing is downloaded; "
+            "pass the released file as checkpoint_path=..."
+        )
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    model = model_entrypoint(name)(**kwargs)
+    model.frugalvision_cfg = {"model": name, "kwargs": dict(kwargs)}
+    if checkpoint_path is not None:
+        load_checkpoint(model, checkpoint_path)
+    return model
+
+
+def load_checkpoint(model: nn.Module, checkpoint_path: str | os.PathLike, *, use_ema: bool = False) -> nn.Module:
+    """Load weights into ``model`` (strict), converting official key names when the family has a converter."""
+    state = read_state_dict(checkpoint_path, use_ema=use_ema)
+    name = getattr(model, "frugalvision_cfg", {}).get("model")
+    converter = converter_for(model_family(name)) if name else None
+    if converter is not None:
+        state = converter(state, model)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+        raise CheckpointError(f"checkpoint {checkpoint_path} does not fit {name or type(model).__name__}: "
+                              + "; ".join(parts))
+    for key, tensor in state.items():
+        if tensor.shape != expected[key].shape:
+            raise CheckpointError(
+                f"checkpoint {checkpoint_path}: {key} has shape {tuple(tensor.shape)}, "
+                f"model expects {tuple(expected[key].shape)}"
+            )
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def load_model(path: str | os.PathLike) -> nn.Module:
+    """Rebuild a model saved by frugalvision (checkpoint file or run folder) in eval mode."""
+    config = read_checkpoint_config(path)
+    if config is None or "model" not in config:
+        raise CheckpointError(
+            f"{path} carries no frugalvision model config; use create_model(name, checkpoint_path=...) instead"
+        )
+    model = create_model(config["model"], **config.get("kwargs", {}))
+    load_checkpoint(model, path)
+    return model.eval()

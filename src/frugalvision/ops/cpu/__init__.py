@@ -1,0 +1,1 @@
+"""CPU (numba) kernels."""

@@ -1,0 +1,196 @@
+"""Executable specification of the AdderNet operator, in plain PyTorch.
+
+AdderNet: H. Chen et al., "AdderNet: Do We Really Need Multiplications in Deep Learning?", CVPR 2020,
+arXiv 1912.13200. Every fast kernel in :mod:`frugalvision.ops` is tested against these functions, and they are
+the fallback on devices and dtypes that have no fast kernel.
+
+Notation (one group; groups repeat it per block of channels):
+    X_col  (K, P)  zero-padded im2col of the input, K = C_in/groups * kh * kw, P = N * H_out * W_out
+    W      (O, K)  weights, O = C_out/groups
+    G      (O, P)  gradient of the loss with respect to the output
+
+    forward (Eq. 2):      Y[o, p]      = - sum_k |X_col[k, p] - W[o, k]|        (padding counts as x = 0)
+    weight grad (Eq. 5):  dW[o, k]     =   sum_p (X_col[k, p] - W[o, k]) * G[o, p]
+                                       =   (G @ X_col^T)[o, k] - W[o, k] * sum_p G[o, p]
+    input grad (Eq. 6):   dX_col[k, p] =   sum_o HardTanh(W[o, k] - X_col[k, p]) * G[o, p], folded back (col2im)
+    sign ablation:        dW[o, k]     =   sum_p sign(X_col[k, p] - W[o, k]) * G[o, p]   (the true gradient)
+
+Memory: no function here materialises the (O, K, P) broadcast for the whole batch. Work is split into batch
+chunks (bounding the im2col buffer) and column chunks (bounding the broadcast temporary), each kept under
+``chunk_bytes``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "DEFAULT_CHUNK_BYTES",
+    "adder2d_forward",
+    "adder2d_grad_input",
+    "adder2d_grad_weight",
+    "adder2d_grad_weight_sign",
+    "adder2d_output_size",
+]
+
+DEFAULT_CHUNK_BYTES = 64 * 2**20  # budget of one temporary: 64 MiB
+
+Pair = tuple[int, int]
+
+
+def adder2d_output_size(
+    height: int, width: int, kernel_size: Pair, stride: Pair, padding: Pair, dilation: Pair
+) -> Pair:
+    """Spatial output size, the same formula as ``nn.Conv2d``."""
+    out = []
+    for size, k, s, p, d in zip((height, width), kernel_size, stride, padding, dilation):
+        out.append((size + 2 * p - d * (k - 1) - 1) // s + 1)
+    return out[0], out[1]
+
+
+def _batch_chunk(num_samples: int, bytes_per_sample: int, chunk_bytes: int) -> int:
+    return max(1, min(num_samples, chunk_bytes // max(1, bytes_per_sample)))
+
+
+def _im2col(x: Tensor, kernel_size: Pair, stride: Pair, padding: Pair, dilation: Pair, groups: int) -> Tensor:
+    """Zero-padded im2col of a batch chunk, columns ordered (n, l): returns (groups, K, n * L)."""
+    n = x.shape[0]
+    cols = F.unfold(x, kernel_size, dilation=dilation, padding=padding, stride=stride)  # (n, C*kh*kw, L)
+    length = cols.shape[-1]
+    cols = cols.view(n, groups, -1, length)  # (n, G, K, L)
+    return cols.permute(1, 2, 0, 3).reshape(groups, -1, n * length)  # (G, K, n*L)
+
+
+def _group_rows(t: Tensor, groups: int) -> Tensor:
+    """(n, G*O, Ho, Wo) -> (G, O, n*Ho*Wo) with the same (n, l) column order as :func:`_im2col`."""
+    n = t.shape[0]
+    t = t.reshape(n, groups, t.shape[1] // groups, -1)  # (n, G, O, L)
+    return t.permute(1, 2, 0, 3).reshape(groups, t.shape[2], -1)  # (G, O, n*L)
+
+
+def _ungroup_rows(t: Tensor, n: int, out_hw: Pair) -> Tensor:
+    """Inverse of :func:`_group_rows`: (G, O, n*L) -> (n, G*O, Ho, Wo)."""
+    groups, rows = t.shape[0], t.shape[1]
+    t = t.view(groups, rows, n, out_hw[0] * out_hw[1]).permute(2, 0, 1, 3)  # (n, G, O, L)
+    return t.reshape(n, groups * rows, out_hw[0], out_hw[1])
+
+
+def adder2d_forward(
+    x: Tensor,
+    weight: Tensor,
+    stride: Pair = (1, 1),
+    padding: Pair = (0, 0),
+    dilation: Pair = (1, 1),
+    groups: int = 1,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> Tensor:
+    """Y = -sum |X_col - W| (AdderNet Eq. 2) for x (N, C, H, W) and weight (O, C/groups, kh, kw)."""
+    n, _, height, width = x.shape
+    out_channels, _, kh, kw = weight.shape
+    out_hw = adder2d_output_size(height, width, (kh, kw), stride, padding, dilation)
+    length = out_hw[0] * out_hw[1]
+    w_col = weight.reshape(groups, out_channels // groups, -1)  # (G, O, K)
+    rows, k = w_col.shape[1], w_col.shape[2]
+    item = x.element_size()
+    out = x.new_empty(n, out_channels, out_hw[0], out_hw[1])
+    batch = _batch_chunk(n, groups * k * length * item, chunk_bytes)
+    cols_per_chunk = max(1, chunk_bytes // (rows * k * item))
+    for n0 in range(0, n, batch):
+        x_col = _im2col(x[n0 : n0 + batch], (kh, kw), stride, padding, dilation, groups)  # (G, K, P)
+        y = x_col.new_empty(groups, rows, x_col.shape[-1])  # (G, O, P)
+        for g in range(groups):
+            for p0 in range(0, x_col.shape[-1], cols_per_chunk):
+                block = x_col[g, None, :, p0 : p0 + cols_per_chunk]  # (1, K, p)
+                y[g, :, p0 : p0 + cols_per_chunk] = -(block - w_col[g, :, :, None]).abs().sum(1)  # (O, K, p) -> (O, p)
+        out[n0 : n0 + batch] = _ungroup_rows(y, y.shape[-1] // length, out_hw)
+    return out
+
+
+def adder2d_grad_weight(
+    grad_output: Tensor,
+    x: Tensor,
+    weight: Tensor,
+    stride: Pair = (1, 1),
+    padding: Pair = (0, 0),
+    dilation: Pair = (1, 1),
+    groups: int = 1,
+) -> Tensor:
+    """Full-precision weight gradient (Eq. 5) through the GEMM identity dW = G X_col^T - W * rowsum(G).
+
+    ``G X_col^T`` is exactly the convolution weight gradient (zero padding), so the backend's conv kernel does the
+    heavy part; the rank-1 correction needs one reduction of G per output channel.
+    """
+    conv_grad = torch.nn.grad.conv2d_weight(x, weight.shape, grad_output, stride, padding, dilation, groups)
+    row_sum = grad_output.sum(dim=(0, 2, 3))  # (O,)
+    return conv_grad - weight * row_sum.view(-1, 1, 1, 1)
+
+
+def adder2d_grad_weight_sign(
+    grad_output: Tensor,
+    x: Tensor,
+    weight: Tensor,
+    stride: Pair = (1, 1),
+    padding: Pair = (0, 0),
+    dilation: Pair = (1, 1),
+    groups: int = 1,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> Tensor:
+    """True (sign) weight gradient dW = sum_p sign(X_col - W) G, used only by the optimisation ablation."""
+    n = x.shape[0]
+    out_channels, _, kh, kw = weight.shape
+    w_col = weight.reshape(groups, out_channels // groups, -1)  # (G, O, K)
+    rows, k = w_col.shape[1], w_col.shape[2]
+    item = x.element_size()
+    length = grad_output.shape[2] * grad_output.shape[3]
+    grad_w = torch.zeros_like(w_col)
+    batch = _batch_chunk(n, groups * (k + rows) * length * item, chunk_bytes)
+    cols_per_chunk = max(1, chunk_bytes // (rows * k * item))
+    for n0 in range(0, n, batch):
+        x_col = _im2col(x[n0 : n0 + batch], (kh, kw), stride, padding, dilation, groups)  # (G, K, P)
+        g_rows = _group_rows(grad_output[n0 : n0 + batch], groups)  # (G, O, P)
+        for g in range(groups):
+            for p0 in range(0, x_col.shape[-1], cols_per_chunk):
+                block = x_col[g, None, :, p0 : p0 + cols_per_chunk]  # (1, K, p)
+                sign = torch.sign(block - w_col[g, :, :, None])  # (O, K, p)
+                grad_w[g] += (sign * g_rows[g, :, None, p0 : p0 + cols_per_chunk]).sum(-1)
+    return grad_w.view_as(weight)
+
+
+def adder2d_grad_input(
+    grad_output: Tensor,
+    x: Tensor,
+    weight: Tensor,
+    stride: Pair = (1, 1),
+    padding: Pair = (0, 0),
+    dilation: Pair = (1, 1),
+    groups: int = 1,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> Tensor:
+    """Input gradient (Eq. 6): dX_col = sum_o HardTanh(W - X_col) G, folded back; padded positions are dropped."""
+    n, _, height, width = x.shape
+    out_channels, _, kh, kw = weight.shape
+    w_col = weight.reshape(groups, out_channels // groups, -1)  # (G, O, K)
+    rows, k = w_col.shape[1], w_col.shape[2]
+    item = x.element_size()
+    length = grad_output.shape[2] * grad_output.shape[3]
+    grad_x = torch.empty_like(x, memory_format=torch.contiguous_format)
+    batch = _batch_chunk(n, groups * (2 * k + rows) * length * item, chunk_bytes)
+    cols_per_chunk = max(1, chunk_bytes // (rows * k * item))
+    for n0 in range(0, n, batch):
+        chunk = x[n0 : n0 + batch]
+        x_col = _im2col(chunk, (kh, kw), stride, padding, dilation, groups)  # (G, K, P)
+        g_rows = _group_rows(grad_output[n0 : n0 + batch], groups)  # (G, O, P)
+        grad_col = torch.empty_like(x_col)
+        for g in range(groups):
+            for p0 in range(0, x_col.shape[-1], cols_per_chunk):
+                block = x_col[g, None, :, p0 : p0 + cols_per_chunk]  # (1, K, p)
+                hard_tanh = (w_col[g, :, :, None] - block).clamp_(-1.0, 1.0)  # (O, K, p)
+                grad_col[g, :, p0 : p0 + cols_per_chunk] = (hard_tanh * g_rows[g, :, None, p0 : p0 + cols_per_chunk]).sum(0)
+        nb = chunk.shape[0]
+        grad_col = grad_col.view(groups, k, nb, length).permute(2, 0, 1, 3).reshape(nb, groups * k, length)
+        grad_x[n0 : n0 + nb] = F.fold(
+            grad_col, (height, width), (kh, kw), dilation=dilation, padding=padding, stride=stride
+        )
+    return grad_x
