@@ -1,0 +1,71 @@
+"""Series-informed activation and the deep-training nonlinearity of VanillaNet."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from frugalvision.layers.activations import SeriesActivation, deep_training_act
+
+
+def _randomize_bn(bn: nn.BatchNorm2d) -> None:
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.normal_()
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.2, 2.0)
+
+
+@pytest.mark.parametrize("act_num", [0, 1, 2, 3, 4])
+def test_series_activation_is_relu_then_depthwise_then_bn(act_num: int) -> None:
+    torch.manual_seed(act_num)
+    act = SeriesActivation(6, act_num=act_num).eval()
+    _randomize_bn(act.bn)
+    x = torch.randn(2, 6, 9, 9)
+    k = 2 * act_num + 1
+    assert act.weight.shape == (6, 1, k, k)
+    # independent statement of the paper's formula: per channel, sum over the (2n+1)^2 neighbourhood of ReLU(x)
+    padded = F.pad(F.relu(x), (act_num,) * 4)
+    patches = padded.unfold(2, k, 1).unfold(3, k, 1)  # (N, C, H, W, k, k)
+    expected = torch.einsum("nchwij,cij->nchw", patches, act.weight[:, 0])
+    expected = act.bn(expected)
+    torch.testing.assert_close(act(x), expected, rtol=1e-5, atol=1e-5)
+    assert act(x).shape == x.shape
+
+
+@pytest.mark.parametrize("act_num", [0, 3])
+def test_series_activation_deploy_fold_is_exact(act_num: int) -> None:
+    torch.manual_seed(0)
+    act = SeriesActivation(8, act_num=act_num).eval()
+    _randomize_bn(act.bn)
+    x = torch.randn(2, 8, 10, 10)
+    y = act(x)
+    act.switch_to_deploy()
+    assert act.bn is None and act.bias is not None and act.weight.is_contiguous()
+    torch.testing.assert_close(act(x), y, rtol=1e-5, atol=1e-5)
+    assert sorted(act.state_dict()) == ["bias", "weight"]
+    act.switch_to_deploy()  # idempotent
+
+
+def test_series_activation_keys_match_official_layout() -> None:
+    keys = set(SeriesActivation(4).state_dict())
+    assert keys == {"weight", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var", "bn.num_batches_tracked"}
+    assert SeriesActivation(4).bn.eps == 1e-6
+    assert set(SeriesActivation(4, deploy=True).state_dict()) == {"weight", "bias"}
+    with pytest.raises(ValueError):
+        SeriesActivation(4, act_num=-1)
+
+
+def test_series_activation_trains() -> None:
+    act = SeriesActivation(3, act_num=1)
+    x = torch.randn(4, 3, 5, 5)
+    act(x).square().mean().backward()
+    assert act.weight.grad is not None and act.bn.weight.grad is not None
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.3, 1.0])
+def test_deep_training_act_interpolates_relu_and_identity(lam: float) -> None:
+    x = torch.randn(100)
+    torch.testing.assert_close(deep_training_act(x, lam), (1 - lam) * F.relu(x) + lam * x)
