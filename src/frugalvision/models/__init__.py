@@ -1,6 +1,6 @@
 """Model zoo. Importing a family module registers its models."""
 
-from . import lenet
+from . import lenet, vanillanet
 from ._checkpoint import CheckpointError, read_state_dict, register_converter
 from ._factory import create_model, load_checkpoint, load_model
 from ._registry import is_model, list_models, model_entrypoint, register_model
@@ -17,4 +17,5 @@ __all__ = [
     "read_state_dict",
     "register_converter",
     "register_model",
+    "vanillanet",
 ]
