@@ -240,6 +240,10 @@ def test_cifar_missing_folder(tmp_path: Path, name: str) -> None:
         build_dataset(name, "train", tmp_path)
     folder = "cifar-10-batches-py" if name == "cifar10" else "cifar-100-python"
     assert folder in str(err.value) and "\n" not in str(err.value)
+    (tmp_path / folder).mkdir()  # present but empty: torchvision's integrity check fails, still a one-line DataError
+    with pytest.raises(DataError) as err:
+        build_dataset(name, "test", tmp_path)
+    assert folder in str(err.value) and "\n" not in str(err.value)
 
 
 def test_imagenet_missing_and_present(tmp_path: Path) -> None:
