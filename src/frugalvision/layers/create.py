@@ -6,12 +6,13 @@ from typing import Any
 
 from torch import nn
 
+from .adaptive import AdaptiveConv2d
 from .adder import Adder2d
 from .binary import BinaryConv2d
 
 __all__ = ["CONV_TYPES", "create_conv2d"]
 
-CONV_TYPES = ("conv", "adder", "binary")
+CONV_TYPES = ("conv", "adder", "binary", "adaptive")
 
 
 def create_conv2d(
@@ -37,4 +38,8 @@ def create_conv2d(
         return Adder2d(*args, **kwargs)
     if conv_type == "binary":
         return BinaryConv2d(*args, **kwargs)
+    if conv_type == "adaptive":
+        if groups != 1:
+            raise ValueError("conv_type='adaptive' has no groups (each (out, in) pair has its own generator)")
+        return AdaptiveConv2d(*args[:5], bias, dilation=dilation, **kwargs)
     raise ValueError(f"unknown conv_type {conv_type!r}; choose one of {', '.join(CONV_TYPES)}")
