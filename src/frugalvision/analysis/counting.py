@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ..layers.binary import BinaryConv2d
@@ -63,7 +63,7 @@ def register_counter(op: Any, formula: Formula) -> None:
 
 
 def _convolution(args, kwargs, out, module):
-    x, weight, bias = args[0], args[1], args[2]
+    weight, bias = args[1], args[2]
     macs = out.numel() * weight[0].numel()  # every output element is one dot product over C_in/groups*kh*kw
     bias_adds = out.numel() if bias is not None else 0
     if isinstance(module, BinaryConv2d):

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-__all__ = ["is_model", "list_models", "model_entrypoint", "register_model"]
+__all__ = ["is_model", "list_models", "model_entrypoint", "model_train_defaults", "register_model", "train_defaults"]
 
 _ENTRYPOINTS: dict[str, Callable[..., nn.Module]] = {}
 _FAMILIES: dict[str, str] = {}  # model name -> module that defines it
@@ -46,3 +46,18 @@ def model_entrypoint(name: str) -> Callable[..., nn.Module]:
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ValueError(f"unknown model {name!r}{hint} (see `frugalvision.list_models()`)")
     return _ENTRYPOINTS[name]
+
+
+def train_defaults(**options: object) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator (below ``@register_model``) recording the training options a model trains well with by default,
+    e.g. ``@train_defaults(epochs=30, lr=0.1)``; recipes and command-line flags override them."""
+
+    def mark(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        fn.train_defaults = dict(options)
+        return fn
+
+    return mark
+
+
+def model_train_defaults(name: str) -> dict[str, object]:
+    return dict(getattr(model_entrypoint(name), "train_defaults", {}))

@@ -32,6 +32,7 @@ class LeNet5BN(nn.Module):
     ) -> None:
         super().__init__()
         self.num_classes, self.conv_type = num_classes, conv_type
+        self.default_input_size = (in_chans, 28, 28)
         edge_type = "conv" if conv_type == "binary" else conv_type
 
         def layer(kind: str, cin: int, cout: int, k: int, padding: int = 0) -> nn.Module:

@@ -187,7 +187,8 @@ def adder2d_grad_input(
             for p0 in range(0, x_col.shape[-1], cols_per_chunk):
                 block = x_col[g, None, :, p0 : p0 + cols_per_chunk]  # (1, K, p)
                 hard_tanh = (w_col[g, :, :, None] - block).clamp_(-1.0, 1.0)  # (O, K, p)
-                grad_col[g, :, p0 : p0 + cols_per_chunk] = (hard_tanh * g_rows[g, :, None, p0 : p0 + cols_per_chunk]).sum(0)
+                g_block = g_rows[g, :, None, p0 : p0 + cols_per_chunk]  # (O, 1, p)
+                grad_col[g, :, p0 : p0 + cols_per_chunk] = (hard_tanh * g_block).sum(0)
         nb = chunk.shape[0]
         grad_col = grad_col.view(groups, k, nb, length).permute(2, 0, 1, 3).reshape(nb, groups * k, length)
         grad_x[n0 : n0 + nb] = F.fold(

@@ -1,0 +1,94 @@
+"""``frugalvision train``: train models; with no arguments, AdderNet LeNet-5-BN and its CNN twin on mnist5k."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ._common import print_comparison
+
+DEFAULT_MODEL = "lenet5_bn"
+DEFAULT_CONV_TYPES = ("adder", "conv")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "train", help="train a model (default: AdderNet LeNet-5-BN and its CNN twin on the embedded MNIST sample)",
+        description="Train models. With no arguments: the AdderNet LeNet-5-BN and its CNN twin on mnist5k, then a "
+        "side-by-side table of accuracy and cost. Precedence: model defaults < --config recipe < flags.",
+    )
+    p.add_argument("--model", help=f"registered model name (default {DEFAULT_MODEL})")
+    p.add_argument("--conv-type", help="conv | adder | binary; a comma list trains several twins "
+                   f"(default for {DEFAULT_MODEL}: {','.join(DEFAULT_CONV_TYPES)})")
+    p.add_argument("--dataset", choices=("mnist5k", "mnist", "cifar10", "cifar100", "imagenet", "fake"))
+    p.add_argument("--data-dir", help="folder of the dataset's files (not needed for mnist5k and fake)")
+    p.add_argument("--download", action="store_true", default=None, help="let torchvision download the dataset")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="base learning rate")
+    p.add_argument("--alr", choices=("alr", "official", "ilr", "none"), help="AdderNet learning-rate mode")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--workers", type=int, dest="num_workers", help="data-loading worker processes")
+    p.add_argument("--output", help="parent folder of the run folders (default runs/)")
+    p.add_argument("--config", help="YAML recipe (see recipes/)")
+    p.add_argument("--resume", action="store_true", help="continue the run(s) in --output from the last epoch")
+    p.add_argument("--overwrite", action="store_true", help="replace existing run folders")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+_FLAG_FIELDS = ("dataset", "data_dir", "download", "epochs", "batch_size", "lr", "alr", "seed", "num_workers",
+                "output", "device")
+
+
+def build_configs(args: argparse.Namespace) -> list[Any]:
+    """One TrainConfig per conv type to train, from model defaults, the recipe and the flags."""
+    from ..models import is_model, model_entrypoint
+    from ..models._registry import model_train_defaults
+    from ..train.config import TrainConfig, load_recipe
+
+    recipe = load_recipe(args.config) if args.config else {}
+    model = args.model or recipe.get("model") or DEFAULT_MODEL
+    model_entrypoint(model)  # one-line error for unknown names
+    assert is_model(model)
+    values: dict[str, Any] = {**model_train_defaults(model), **recipe, "model": model}
+    values.update({k: getattr(args, k) for k in _FLAG_FIELDS if getattr(args, k) is not None})
+    if args.conv_type:
+        conv_types = [c.strip() for c in args.conv_type.split(",") if c.strip()]
+    elif "conv_type" in values.get("model_kwargs", {}):
+        conv_types = [values["model_kwargs"]["conv_type"]]
+    elif args.model is None and not recipe:
+        conv_types = list(DEFAULT_CONV_TYPES)
+    else:
+        conv_types = [None]
+    configs = []
+    for conv_type in conv_types:
+        kwargs = dict(values.get("model_kwargs", {}))
+        if conv_type is not None:
+            kwargs["conv_type"] = conv_type
+        configs.append(TrainConfig.from_dict({**values, "model_kwargs": kwargs}))
+    return configs
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch.distributed as dist
+
+    from ..analysis.counting import count_ops
+    from ..data import dataset_info
+    from ..models import load_model
+    from ..train.engine import train
+
+    configs = build_configs(args)
+    results = []
+    for config in configs:
+        result = train(config, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+        if dist.is_initialized() and dist.get_rank() != 0:
+            continue
+        model = load_model(result.run_dir)
+        costs = count_ops(model, dataset_info(config.dataset).input_size)
+        results.append((config, result, costs))
+    print_comparison(results)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
