@@ -158,7 +158,7 @@ def _grad_input_kernel(go, x, wt, grad_x, kh, kw, sh, sw, ph, pw, dh, dw, groups
         buf = np.zeros((rows, r_pad), dtype=x.dtype)  # gathered output gradients of one input row: (W_pad, R_pad)
         gsum = np.zeros(rows, dtype=x.dtype)  # sum over R of buf, per input position
         zero = buf[0, 0]
-        one = zero + 1
+        one = np.ones(1, dtype=x.dtype)[0]
         for task in range(chunk * num_tasks // num_chunks, (chunk + 1) * num_tasks // num_chunks):
             n = task // height
             h = task % height
