@@ -28,6 +28,7 @@ class TrainConfig:
     val_split: str = "val"
     augment: bool = True
     fake_size: int = 1024
+    fake_input_size: list[int] | None = None  # (C, H, W) of the fake dataset; default (3, 32, 32)
     epochs: int = 20
     batch_size: int = 128
     eval_batch_size: int = 500

@@ -223,6 +223,10 @@ def train(
     # -- data
     info = dataset_info(config.dataset)
     data_args = {"data_dir": config.data_dir, "download": config.download, "fake_size": config.fake_size}
+    in_chans = info.in_chans
+    if config.dataset == "fake" and config.fake_input_size:
+        data_args["fake_input_size"] = tuple(config.fake_input_size)
+        in_chans = config.fake_input_size[0]
     train_set = build_dataset(config.dataset, config.train_split, augment=config.augment, **data_args)
     val_set = build_dataset(config.dataset, config.val_split, **data_args)
     shuffle_gen = torch.Generator()
@@ -238,7 +242,7 @@ def train(
 
     # -- model, optimisation
     torch.manual_seed(config.seed)
-    model_kwargs = {"num_classes": info.num_classes, "in_chans": info.in_chans, **config.model_kwargs}
+    model_kwargs = {"num_classes": info.num_classes, "in_chans": in_chans, **config.model_kwargs}
     model = create_model(config.model, **model_kwargs).to(device)
     model_cfg = dict(model.frugalvision_cfg)
     alr = AdaptiveLR(adder_weights(model), mode=config.alr, eta=config.alr_eta)

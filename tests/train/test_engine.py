@@ -1,0 +1,101 @@
+"""Training engine: determinism, exact resume after interruption, run folders, BN recalibration."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from frugalvision.models import load_model
+from frugalvision.train.batchnorm import recalibrate_batchnorm
+from frugalvision.train.callbacks import Callback
+from frugalvision.train.config import TrainConfig
+from frugalvision.train.engine import RunExistsError, train
+
+
+def _config(tmp_path, **changes) -> TrainConfig:
+    base = dict(model="lenet5_bn", model_kwargs={"conv_type": "adder"}, dataset="fake", fake_size=96,
+                fake_input_size=[1, 28, 28], epochs=3, batch_size=32, eval_batch_size=48, lr=0.05,
+                bn_recalibration_batches=2, output=str(tmp_path / "runs"))
+    return TrainConfig.from_dict({**base, **changes})
+
+
+class _Interrupt(Callback):
+    def __init__(self, at_epoch: int) -> None:
+        self.at_epoch = at_epoch
+
+    def on_epoch_start(self, ctx) -> None:
+        if ctx.epoch == self.at_epoch:
+            raise KeyboardInterrupt
+
+
+def _weights(run_dir):
+    return load_model(run_dir).state_dict()
+
+
+def test_resume_after_interruption_is_exact(tmp_path, capsys):
+    straight = train(_config(tmp_path, output=str(tmp_path / "a")), log=None)
+    interrupted = _config(tmp_path, output=str(tmp_path / "b"))
+    with pytest.raises(KeyboardInterrupt):
+        train(interrupted, callbacks=[_Interrupt(2)], log=None)
+    assert json.loads((interrupted.run_dir / "config.json").read_text())["train"]["epochs"] == 3
+    result = train(interrupted, resume=True)
+    assert result.resumed_from == 2
+    assert "from epoch 3/3" in capsys.readouterr().out
+    a, b = _weights(straight.run_dir), _weights(result.run_dir)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert [r["val_top1"] for r in straight.history] == [r["val_top1"] for r in result.history]
+    assert (result.run_dir / "metrics.csv").read_text().count("\n") == 4  # header + 3 epochs
+    assert any((result.run_dir / "tensorboard").iterdir())
+
+
+def test_existing_run_folder_is_protected(tmp_path):
+    config = _config(tmp_path, epochs=1)
+    train(config, log=None)
+    with pytest.raises(RunExistsError, match="--resume"):
+        train(config, log=None)
+    train(config, overwrite=True, log=None)
+
+
+def test_training_learns_fake_data(tmp_path):
+    result = train(_config(tmp_path, model_kwargs={"conv_type": "conv"}, epochs=4, fake_size=128, lr=0.1), log=None)
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert result.metrics["val_top1"] > 30  # 10 classes: chance is 10 %
+
+
+def test_recalibration_replaces_stale_statistics_with_exact_means():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Dropout(0.5))
+    data = torch.randn(4, 8, 2, 6, 6) * 3 + 5  # 4 batches
+    model.train()
+    for batch in data[:1]:
+        model(batch)  # one momentum update: the running mean is 10% of the way to the truth
+    model.eval()
+    stale = model(data[0])
+    drift = recalibrate_batchnorm(model, iter(data))
+    features = model[0](data.flatten(0, 1))  # (32, 3, 4, 4)
+    torch.testing.assert_close(model[1].running_mean, features.mean(dim=(0, 2, 3)), rtol=1e-5, atol=1e-5)
+    assert drift > 1.0
+    assert not model.training and not model[1].training
+    model[1].train()
+    train_mode = model[1](model[0](data.flatten(0, 1)))
+    model[1].eval()
+    eval_mode = model[1](model[0](data.flatten(0, 1)))
+    # per-batch variances averaged vs the pooled variance: close, not equal
+    torch.testing.assert_close(train_mode, eval_mode, rtol=2e-2, atol=2e-2)
+    assert not torch.allclose(stale, model(data[0]))
+
+
+def test_engine_recalibrates_adder_models_and_logs_drift(tmp_path):
+    result = train(_config(tmp_path, epochs=1), log=None)
+    assert result.history[0]["bn_drift"] > 0
+    conv = train(_config(tmp_path, epochs=1, model_kwargs={"conv_type": "conv"}), log=None)
+    assert "bn_drift" not in conv.history[0]
+
+
+def test_unknown_option_is_rejected():
+    with pytest.raises(ValueError, match="unknown training option"):
+        TrainConfig.from_dict({"epoch": 3})
