@@ -32,7 +32,7 @@ def test_lenet5_bn_twins(conv_type):
 
 def test_lenet5_bn_adder_has_only_adder_layers():
     model = create_model("lenet5_bn", conv_type="adder")
-    weight_layers = [m for m in model.modules() if hasattr(m, "weight") and m.weight is not None and m.weight.dim() == 4]
+    weight_layers = [m for m in model.modules() if getattr(m, "weight", None) is not None and m.weight.dim() == 4]
     assert len(weight_layers) == 5
     assert all(isinstance(m, frugalvision.layers.Adder2d) for m in weight_layers)
 

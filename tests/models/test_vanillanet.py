@@ -355,3 +355,48 @@ def test_tiny_end_to_end_train_fuse_save_load(tmp_path: Path) -> None:
     assert reloaded.deploy
     torch.testing.assert_close(reloaded(probe), fused(probe))
     assert rel_err(reparameterize_model(ema.module)(probe), ema.module.eval()(probe)) <= 1e-5
+
+
+def test_smoke_recipe_trains_through_the_engine(tmp_path: Path) -> None:
+    """recipes/vanillanet_test_mnist5k.yaml through the training engine, on a few fake images."""
+    engine = pytest.importorskip("frugalvision.train.engine")
+    from frugalvision.train.config import TrainConfig, load_recipe
+
+    recipe = load_recipe(Path(__file__).parents[2] / "recipes" / "vanillanet_test_mnist5k.yaml")
+    assert recipe["deep_training"] == {"decay_epochs": 2, "schedule": "linear"}
+    config = TrainConfig.from_dict({**recipe, "dataset": "fake", "fake_size": 64, "batch_size": 32, "epochs": 3,
+                                    "output": str(tmp_path), "eval_batch_size": 64})
+    result = engine.train(config, log=None)
+    assert [row["act_learn"] for row in result.history] == [0.0, 0.5, 1.0]
+    fused = reparameterize_model(load_model(result.run_dir))
+    assert fused.deploy
+
+
+# ---- command line: deploy, bench model ----------------------------------------------------------------------
+def test_deploy_cli_fuses_and_exports_onnx(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from frugalvision.cli.main import main
+
+    model = randomize_bn(create_model("vanillanet_test"))
+    torch.save({"model": model.state_dict()}, tmp_path / "train.pth")
+    argv = ["deploy", "--checkpoint", str(tmp_path / "train.pth"), "--model", "vanillanet_test",
+            "--output", str(tmp_path / "fused.safetensors")]
+    assert main(argv) == 0
+    fused = load_model(tmp_path / "fused.safetensors")
+    x = torch.randn(2, 3, 32, 32)
+    assert fused.deploy and rel_err(fused(x), model(x)) <= 1e-5
+    assert main(["deploy", "--checkpoint", str(tmp_path / "train.pth")]) == 2  # no --model, nothing to write
+    pytest.importorskip("onnxruntime")
+    onnx_path = str(tmp_path / "m.onnx")
+    assert main(["deploy", "--checkpoint", str(tmp_path / "fused.safetensors"), "--onnx", onnx_path]) == 0
+    assert "onnxruntime vs PyTorch" in capsys.readouterr().out
+
+
+def test_bench_model_measures_and_writes_csv(tmp_path: Path) -> None:
+    from frugalvision.analysis.bench_model import bench_model, write_csv
+
+    results = bench_model("vanillanet_test", variants=("train", "fused"), batch_sizes=(1, 2), input_size=(3, 32, 32),
+                          warmup=1, iters=2)
+    assert [(r.variant, r.batch_size) for r in results] == [("train", 1), ("train", 2), ("fused", 1), ("fused", 2)]
+    assert all(r.median_ms > 0 for r in results)
+    text = write_csv(tmp_path / "b.csv", results).read_text()
+    assert text.startswith("model,variant,batch_size") and text.count("\n") == 5

@@ -78,7 +78,7 @@ def test_adder_update_invariant_to_loss_scale():
         alr = AdaptiveLR(adder_weights(model))
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
         before = [w.detach().clone() for w in alr.params]
-        _step(model, alr, optimizer, lambda model=model: _loss(model, x, y) * scale)
+        _step(model, alr, optimizer, lambda model=model, scale=scale: _loss(model, x, y) * scale)
         updates.append([w.detach() - w0 for w, w0 in zip(alr.params, before)])
     for a, b in zip(*updates):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

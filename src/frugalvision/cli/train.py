@@ -86,7 +86,10 @@ def run(args: argparse.Namespace) -> int:
         if dist.is_initialized() and dist.get_rank() != 0:
             continue
         model = load_model(result.run_dir)
-        costs = count_ops(model, dataset_info(config.dataset).input_size)
+        input_size = dataset_info(config.dataset).input_size
+        if config.dataset == "fake" and config.fake_input_size:
+            input_size = tuple(config.fake_input_size)
+        costs = count_ops(model, input_size)
         results.append((config, result, costs))
     print_comparison(results)
     if dist.is_initialized():

@@ -1,6 +1,6 @@
 """Model zoo. Importing a family module registers its models."""
 
-from . import lenet, vanillanet
+from . import adaptive, lenet, vanillanet
 from ._checkpoint import CheckpointError, read_state_dict, register_converter
 from ._factory import create_model, load_checkpoint, load_model
 from ._registry import is_model, list_models, model_entrypoint, register_model

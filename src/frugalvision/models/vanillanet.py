@@ -172,6 +172,7 @@ class VanillaNet(nn.Module):
             dims=list(dims), strides=list(strides), num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate,
             act_num=act_num, ada_pool=None if ada_pool is None else list(ada_pool), shortcut=shortcut)
         self.num_classes, self.num_features, self.deploy = num_classes, dims[-1], deploy
+        self.default_input_size = (in_chans, 224, 224)  # ImageNet resolution of the paper
         stem_stride, stem_pad = (3, 1) if ada_pool is not None else (4, 0)
         if deploy:
             self.stem = nn.Sequential(nn.Conv2d(in_chans, dims[0], 4, stride=stem_stride, padding=stem_pad),
@@ -403,4 +404,6 @@ def vanillanet_13_x1_5_ada_pool(**kwargs: Any) -> VanillaNet:
 @register_model
 def vanillanet_test(**kwargs: Any) -> VanillaNet:
     """A tiny VanillaNet (widths 16/24/32, act_num 1, 10 classes) for tests and smoke runs; not from the paper."""
-    return _create("vanillanet_test", **kwargs)
+    model = _create("vanillanet_test", **kwargs)
+    model.default_input_size = (model.arch_args["in_chans"], 32, 32)
+    return model

@@ -294,6 +294,9 @@ def train(
                 callback.load_state_dict(callback_state)
             history = state["history"]
             start_epoch = resumed_from = state["epoch"]
+            changed = sorted(k for k, v in config.to_dict().items() if state["config"].get(k, v) != v)
+            if changed:
+                say(f"Note: resuming with changed options: {', '.join(changed)} (the stored schedule state is kept)")
             say(f"Resuming {run_dir} from epoch {start_epoch + 1}/{config.epochs} ({start_epoch} finished)")
         else:
             say(f"Nothing to resume in {run_dir}: starting from epoch 1")
