@@ -1,0 +1,148 @@
+"""Wall-clock latency of whole models on this machine: train-mode vs fused (deploy) vs a ResNet-50 reference.
+
+VanillaNet's claim (Chen et al., NeurIPS 2023, arXiv 2305.12972, Table 3) is batch-1 GPU latency of the *fused*
+network; its authors say it suits CPUs less and that the advantage shrinks at larger batches (official issues #6,
+#26). This module measures what a user's CPU (or GPU) actually does, for the train-mode structure, the fused copy
+from :func:`frugalvision.reparameterize_model`, and torchvision's ResNet-50, at several batch sizes.
+"""
+
+from __future__ import annotations
+
+import csv
+import platform
+import statistics
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+__all__ = ["VARIANTS", "LatencyResult", "bench_model", "measure_latency", "write_csv"]
+
+VARIANTS = ("train", "fused", "resnet50")
+
+
+@dataclass
+class LatencyResult:
+    """One measured configuration; times are per forward pass of the whole batch, in milliseconds."""
+
+    model: str
+    variant: str
+    batch_size: int
+    input_size: str
+    median_ms: float
+    mean_ms: float
+    min_ms: float
+    images_per_s: float
+    iters: int
+    threads: int
+    device: str
+    torch: str
+    cpu: str
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.inference_mode()
+def measure_latency(model: nn.Module, input_size: Sequence[int], batch_size: int = 1, *, warmup: int = 3,
+                    iters: int = 10, min_seconds: float = 0.0, device: str | torch.device = "cpu") -> list[float]:
+    """Seconds per forward pass of ``model`` (eval mode) on a random (batch_size, *input_size) input.
+
+    Runs ``warmup`` untimed passes, then at least ``iters`` timed ones (more until ``min_seconds`` have passed).
+    """
+    device = torch.device(device)
+    model = model.eval().to(device)
+    x = torch.randn(batch_size, *input_size, device=device)
+    for _ in range(warmup):
+        model(x)
+    _sync(device)
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < iters or time.perf_counter() - start < min_seconds:
+        t0 = time.perf_counter()
+        model(x)
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _builders(name: str, variants: Iterable[str]) -> dict[str, Callable[[], nn.Module]]:
+    from ..models import create_model
+    from ..models._reparam import reparameterize_model
+
+    builders: dict[str, Callable[[], nn.Module]] = {}
+    for variant in variants:
+        if variant == "train":
+            builders[variant] = lambda: create_model(name).eval()
+        elif variant == "fused":
+            builders[variant] = lambda: reparameterize_model(create_model(name))
+        elif variant == "resnet50":
+            from torchvision.models import resnet50
+
+            builders[variant] = lambda: resnet50(weights=None).eval()
+        else:
+            raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+    return builders
+
+
+def bench_model(
+    name: str,
+    *,
+    variants: Sequence[str] = VARIANTS,
+    batch_sizes: Sequence[int] = (1, 32),
+    input_size: Sequence[int] = (3, 224, 224),
+    warmup: int = 3,
+    iters: int = 10,
+    min_seconds: float = 0.0,
+    threads: int | None = None,
+    device: str = "cpu",
+    log: Callable[[str], None] | None = None,
+) -> list[LatencyResult]:
+    """Latency of ``name`` as train-mode / fused model and of torchvision ResNet-50, per batch size.
+
+    Args:
+        threads: ``torch.set_num_threads`` for the measurement (restored afterwards); default: leave as is.
+    """
+    old_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    cpu = platform.processor() or platform.machine()
+    results = []
+    try:
+        for variant, build in _builders(name, variants).items():
+            model = build()
+            label = "resnet50" if variant == "resnet50" else name
+            for batch_size in batch_sizes:
+                times = measure_latency(model, input_size, batch_size, warmup=warmup, iters=iters,
+                                        min_seconds=min_seconds, device=device)
+                median = statistics.median(times)
+                result = LatencyResult(
+                    model=label, variant=variant, batch_size=batch_size, input_size="x".join(map(str, input_size)),
+                    median_ms=round(median * 1e3, 3), mean_ms=round(statistics.fmean(times) * 1e3, 3),
+                    min_ms=round(min(times) * 1e3, 3), images_per_s=round(batch_size / median, 2),
+                    iters=len(times), threads=torch.get_num_threads(), device=device, torch=torch.__version__,
+                    cpu=cpu)
+                results.append(result)
+                if log is not None:
+                    log(f"{label} {variant} batch {batch_size}: {result.median_ms:.2f} ms median")
+            del model
+    finally:
+        torch.set_num_threads(old_threads)
+    return results
+
+
+def write_csv(path: str | Path, results: Sequence[LatencyResult]) -> Path:
+    """Write results as CSV (one row per model, variant and batch size)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [asdict(r) for r in results]
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else list(LatencyResult.__dataclass_fields__))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path

@@ -1,0 +1,70 @@
+"""``frugalvision bench model``: latency of a model as trained vs fused, next to torchvision ResNet-50.
+
+Wired under ``frugalvision bench`` by :mod:`frugalvision.cli.bench` through :func:`add_subparser`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from ._common import print_table
+
+__all__ = ["add_subparser", "run"]
+
+DEFAULT_DIR = Path("benchmarks") / "results"
+
+
+def add_subparser(bench_subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = bench_subparsers.add_parser(
+        "model", help="latency of a model: train-mode vs fused vs ResNet-50",
+        description="Measure forward latency (median of timed runs after warm-up) of the train-mode model, its "
+                    "fused deploy copy and torchvision ResNet-50, at each batch size, and write a CSV.")
+    p.add_argument("--model", required=True, help="e.g. vanillanet_5")
+    p.add_argument("--deploy", action="store_true",
+                   help="measure only the fused (deploy) model and the ResNet-50 reference, not the train-mode one")
+    p.add_argument("--no-resnet", action="store_true", help="skip the torchvision ResNet-50 reference")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
+    p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"), default=[3, 224, 224])
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--iters", type=int, default=10, help="timed runs per configuration (at least)")
+    p.add_argument("--min-seconds", type=float, default=0.0, help="keep timing until this many seconds passed")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--output", type=Path, help=f"CSV path (default: {DEFAULT_DIR}/bench_model_MODEL.csv)")
+    p.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..analysis.bench_model import bench_model, write_csv
+    from ..models import is_model
+
+    if not is_model(args.model):
+        raise ValueError(f"unknown model {args.model!r} (see `frugalvision.list_models()`)")
+    if min(args.batch_sizes) < 1 or args.iters < 1 or args.warmup < 0:
+        raise ValueError("batch sizes and --iters must be >= 1, --warmup >= 0")
+    variants = ["fused"] if args.deploy else ["train", "fused"]
+    if not args.no_resnet:
+        variants.append("resnet50")
+    log = None if args.json else print
+    results = bench_model(args.model, variants=variants, batch_sizes=args.batch_sizes, input_size=args.input_size,
+                          warmup=args.warmup, iters=args.iters, min_seconds=args.min_seconds, threads=args.threads,
+                          device=args.device, log=log)
+    output = args.output or DEFAULT_DIR / f"bench_model_{args.model}.csv"
+    write_csv(output, results)
+    train = {r.batch_size: r.median_ms for r in results if r.variant == "train"}
+    if args.json:
+        print(json.dumps({"csv": str(output), "results": [asdict(r) for r in results]}))
+        return 0
+    rows = []
+    for r in results:
+        speedup = f"{train[r.batch_size] / r.median_ms:.2f}x" if r.batch_size in train else "-"
+        rows.append((f"{r.model} ({r.variant})", r.batch_size, f"{r.median_ms:.2f}", f"{r.min_ms:.2f}",
+                     f"{r.images_per_s:.1f}", speedup))
+    print_table(f"Latency on {results[0].device} ({results[0].cpu}, {results[0].threads} threads, torch "
+                f"{results[0].torch})", ("model", "batch", "median ms", "min ms", "images/s", "vs train-mode"),
+                rows, caption=f"written to {output}")
+    return 0

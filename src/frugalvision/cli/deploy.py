@@ -1,0 +1,104 @@
+"""``frugalvision deploy``: fuse a checkpoint into its deploy form; save it and/or export it to ONNX.
+
+Fusion is :func:`frugalvision.reparameterize_model` (VanillaNet: Chen et al., NeurIPS 2023, arXiv 2305.12972,
+deploy conversion). The fused output is compared with the original on a random batch, and the ONNX file, when
+written, with onnxruntime (optional extra ``frugalvision[export]``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+__all__ = ["add_parser", "export_onnx", "run"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "deploy", help="fuse a checkpoint for deployment (safetensors and/or ONNX)",
+        description="Fuse a trained model (fold BatchNorms, merge convs) into its deploy form, check that it "
+                    "computes the same function, and write it as a frugalvision checkpoint and/or ONNX.")
+    p.add_argument("--checkpoint", required=True, type=Path,
+                   help="frugalvision checkpoint or run folder, or an official checkpoint (then give --model)")
+    p.add_argument("--model", help="model name, needed for checkpoints without frugalvision metadata")
+    p.add_argument("--ema", action="store_true", help="use the model_ema weights of a nested official checkpoint")
+    p.add_argument("--output", type=Path, help="write the fused model here (.safetensors)")
+    p.add_argument("--onnx", type=Path, help="export the fused model to this ONNX file")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"),
+                   help="example input size (default: the model's, 3 224 224 for ImageNet models)")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="largest relative error accepted in the checks")
+    return p
+
+
+def _load(args: argparse.Namespace) -> nn.Module:
+    from ..models import create_model, load_checkpoint, load_model
+    from ..models._checkpoint import read_checkpoint_config
+
+    if read_checkpoint_config(args.checkpoint) is not None and not args.model:
+        return load_model(args.checkpoint)
+    if not args.model:
+        raise ValueError(f"{args.checkpoint} carries no frugalvision metadata: name its architecture with --model")
+    model = create_model(args.model)
+    load_checkpoint(model, args.checkpoint, use_ema=args.ema)
+    return model.eval()
+
+
+def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
+
+
+def export_onnx(model: nn.Module, path: Path, example: torch.Tensor, opset: int = 17) -> float | None:
+    """Export ``model`` (batch axis dynamic) and return onnxruntime's relative error, or None without onnxruntime."""
+    try:
+        import onnx  # noqa: F401  (the exporter needs it)
+    except ImportError:
+        raise ValueError("ONNX export needs the optional dependencies: pip install 'frugalvision[export]'") from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated but needs no onnxscript
+        torch.onnx.export(model, (example,), str(path), input_names=["input"], output_names=["logits"],
+                          opset_version=opset, dynamo=False,
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (onnx_out,) = session.run(None, {"input": example.numpy()})
+    with torch.no_grad():
+        return _rel_err(torch.from_numpy(onnx_out), model(example))
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..models._checkpoint import save_model_file
+    from ..models._reparam import reparameterize_model
+
+    if args.output is None and args.onnx is None:
+        raise ValueError("nothing to write: give --output FILE.safetensors and/or --onnx FILE.onnx")
+    model = _load(args)
+    input_size = args.input_size or list(getattr(model, "default_input_size", (3, 224, 224)))
+    fused = reparameterize_model(model)
+    example = torch.randn(2, *input_size)
+    with torch.no_grad():
+        err = _rel_err(fused(example), model(example))
+    params = (sum(p.numel() for p in model.parameters()), sum(p.numel() for p in fused.parameters()))
+    print(f"fused {params[0]:,} -> {params[1]:,} parameters; max relative error vs original {err:.2e}")
+    if err > args.tolerance:
+        raise ValueError(f"fused model differs from the original (relative error {err:.2e} > {args.tolerance:g})")
+    if args.output is not None:
+        save_model_file(args.output, fused.state_dict(), getattr(fused, "frugalvision_cfg", {}))
+        print(f"wrote {args.output}")
+    if args.onnx is not None:
+        onnx_err = export_onnx(fused, args.onnx, example, args.opset)
+        if onnx_err is None:
+            print(f"wrote {args.onnx} (onnxruntime not installed: not verified)")
+        elif onnx_err > args.tolerance:
+            raise ValueError(f"ONNX output differs from PyTorch (relative error {onnx_err:.2e})")
+        else:
+            print(f"wrote {args.onnx}; onnxruntime vs PyTorch max relative error {onnx_err:.2e}")
+    return 0
