@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ..layers.binary import BinaryConv2d
@@ -128,6 +128,35 @@ class _Counter(TorchDispatchMode):
         return out
 
 
+def _run_counted(model: nn.Module, stack: list[tuple[str, nn.Module]], x: Tensor) -> list[dict[str, Any]]:
+    """Run ``model`` on the meta device (shapes only, instant even for ImageNet models) and record its ops.
+
+    Parameters and buffers are swapped for meta tensors for the duration of the call and restored afterwards, so
+    the model's weights are never copied or touched.
+    """
+    saved = {}
+    for module in model.modules():
+        for name, tensor in [*module._parameters.items(), *module._buffers.items()]:
+            if tensor is not None:
+                saved[(module, name)] = tensor
+                meta = torch.empty_like(tensor, device="meta")
+                if name in module._parameters:
+                    module._parameters[name] = nn.Parameter(meta, requires_grad=tensor.requires_grad)
+                else:
+                    module._buffers[name] = meta
+    counter = _Counter(stack)
+    try:
+        with torch.no_grad(), counter:
+            model(x)
+    finally:
+        for (module, name), tensor in saved.items():
+            if name in module._parameters:
+                module._parameters[name] = tensor
+            else:
+                module._buffers[name] = tensor
+    return counter.records
+
+
 def count_ops(
     model: nn.Module,
     input_size: Sequence[int],
@@ -139,7 +168,8 @@ def count_ops(
     """Count the arithmetic of one forward pass of ``model`` on a (batch_size, *input_size) input.
 
     Args:
-        model: any ``nn.Module``; it is run once in eval mode under ``torch.no_grad`` (its mode is restored).
+        model: any ``nn.Module``; it is run once in eval mode on the meta device (no arithmetic is done, its
+            weights are untouched and its mode is restored).
         input_size: (C, H, W).
         paper_convention: exclude BatchNorm and the first and last weight layers (AdderNet Tables 2-3).
         energy: ``"fp32"`` or ``"int8"`` (see :data:`ENERGY_TABLES`).
@@ -167,20 +197,15 @@ def count_ops(
         hooks.append(module.register_forward_pre_hook(lambda m, a, name=name: enter(name, m)))
         hooks.append(module.register_forward_hook(leave))
     param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    x = torch.zeros(batch_size, *input_size, device=device, dtype=dtype)
     was_training = model.training
-    counter = _Counter(stack)
     try:
         model.eval()
-        with torch.no_grad(), counter:
-            model(x)
+        records = _run_counted(model, stack, torch.zeros(batch_size, *input_size, device="meta", dtype=dtype))
     finally:
         model.train(was_training)
         for hook in hooks:
             hook.remove()
-    records = counter.records
     if paper_convention:
         weight_idx = [i for i, r in enumerate(records) if r["kind"] == _WEIGHT_LAYER]
         dropped = {weight_idx[0], weight_idx[-1]} if weight_idx else set()
