@@ -127,7 +127,7 @@ def _forward(x, weight, kernel_bias, kernel_size, stride, padding, dilation, max
         q, b = _generator(weight, kernel_bias, o_chunk)
         pc = p[..., l_chunk]  # (N, C, kk, Lc)
         k = _kernel(q, b, pc)  # (N, C, Oc, kk, Lc)
-        out[:, o_chunk, l_chunk] = (k * pc.unsqueeze(2)).sum(dim=(1, 3))  # (N, Oc, Lc)
+        out[:, o_chunk, l_chunk] = k.mul_(pc.unsqueeze(2)).sum(dim=(1, 3))  # (N, Oc, Lc)
     return out.view(n, c_out, h_out, w_out)
 
 
@@ -150,8 +150,9 @@ def _backward(grad_output, x, weight, kernel_bias, kernel_size, stride, padding,
         gc = g[:, o_chunk, l_chunk].unsqueeze(1).unsqueeze(3)  # (N, 1, Oc, 1, Lc)
         # input gradient through the kernel application: sum_o G[o,p] K[o,c,j,p]
         grad_pc = (k * gc).sum(dim=2)  # (N, C, kk, Lc)
-        # dz = G * P * (1 - K^2), computed in place in k's storage
-        dz = k.square_().neg_().add_(1).mul_(pc.unsqueeze(2)).mul_(gc)  # (N, C, Oc, kk, Lc)
+        # dz = G * P * (1 - K^2) = GP - K^2 GP
+        gp = pc.unsqueeze(2) * gc  # (N, C, Oc, kk, Lc)
+        dz = gp.addcmul_(k.square_(), gp, value=-1)  # (N, C, Oc, kk, Lc)
         oc = dz.shape[2]
         dz = dz.view(n, c_in, oc * kk, -1)  # (N, C, Oc*kk, Lc)
         # dQ[o,c,d,j] = sum_{n,p} dz[n,c,(o,d),p] P[n,c,j,p]
