@@ -146,9 +146,10 @@ def markdown_table(rows: Sequence[dict[str, Any]], settings: dict[str, Any], *, 
     ]
     for row in rows:
         mark = "**" if row is best else ""
-        lines.append(f"| {_GRAD_NAMES.get(row['weight_grad'], row['weight_grad'])} | "
-                     f"{_LR_NAMES.get(row['lr_scaling'], row['lr_scaling'])} | {mark}{row['best_val_top1']:.2f}{mark} | "
-                     f"{row['final_val_top1']:.2f} | {row['final_train_loss']:.4f} | {row['seconds_per_epoch']:.1f} |")
+        grad, mode = _GRAD_NAMES.get(row["weight_grad"], row["weight_grad"]), _LR_NAMES.get(row["lr_scaling"],
+                                                                                            row["lr_scaling"])
+        lines.append(f"| {grad} | {mode} | {mark}{row['best_val_top1']:.2f}{mark} | {row['final_val_top1']:.2f} | "
+                     f"{row['final_train_loss']:.4f} | {row['seconds_per_epoch']:.1f} |")
     lines += ["", "Seconds per epoch were measured on a shared machine; compare them only within one table."]
     if figure is not None:
         shown = os.path.relpath(figure, relative_to) if relative_to is not None else str(figure)

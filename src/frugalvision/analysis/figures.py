@@ -220,14 +220,18 @@ def extract_features(
     max_points: int | None = None,
     batch_size: int = 500,
     data_dir: str | None = None,
+    data_kwargs: Mapping[str, Any] | None = None,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``model.forward_features`` on (a class-balanced random subset of) a dataset split: ``(features, labels)``."""
+    """``model.forward_features`` on (a random subset of ``max_points`` of) a dataset split: ``(features, labels)``.
+
+    ``data_kwargs`` go to :func:`~frugalvision.data.build_dataset` (e.g. ``fake_input_size`` for ``fake``).
+    """
     from ..data import build_dataset
 
     if not hasattr(model, "forward_features"):
         raise ValueError(f"{type(model).__name__} has no forward_features(); use a LeNet++ model (lenet_pp)")
-    data = build_dataset(dataset, split, augment=False, data_dir=data_dir)
+    data = build_dataset(dataset, split, augment=False, data_dir=data_dir, **(data_kwargs or {}))
     indices = list(range(len(data)))
     if max_points is not None and max_points < len(indices):
         generator = torch.Generator().manual_seed(seed)
@@ -257,6 +261,7 @@ def plot_features(
     *,
     max_points: int | None = 2000,
     data_dir: str | None = None,
+    data_kwargs: Mapping[str, Any] | None = None,
     point_size: float = 6.0,
 ) -> Figure:
     """Scatter the feature layer (2-D or 3-D) of each model, one panel per model, coloured by class.
@@ -266,7 +271,8 @@ def plot_features(
     resolved = resolve_models(sources)
     panels = []
     for label, model, info in resolved:
-        feats, labels = extract_features(model, dataset, split, max_points=max_points, data_dir=data_dir)
+        feats, labels = extract_features(model, dataset, split, max_points=max_points, data_dir=data_dir,
+                                         data_kwargs=data_kwargs)
         if feats.ndim != 2 or feats.shape[1] not in (2, 3):
             raise ValueError(f"{label}: forward_features gives {feats.shape[1:]} features; 2 or 3 can be drawn")
         panels.append((label, feats, labels, info))

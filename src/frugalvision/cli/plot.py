@@ -1,0 +1,77 @@
+"""``frugalvision plot KIND``: the AdderNet paper's figures and learning curves as PNG files."""
+
+from __future__ import annotations
+
+import argparse
+
+KINDS = ("features", "filters", "weights", "curves")
+# what `--train` trains for each kind: (model, default epochs)
+TRAIN_MODELS = {"features": ("lenet_pp", 10), "filters": ("lenet5_bn", 5), "weights": ("lenet5_bn", 5)}
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "plot", help="draw a figure (features, filters, weights, curves) to a PNG",
+        description="features: LeNet++ 2-D/3-D features, CNN vs AdderNet (paper Fig. 1). filters: first-layer "
+        "filters. weights: weight histograms with fitted Laplace and Gaussian densities. curves: learning curves "
+        "of run folders. Give checkpoints/run folders with --checkpoint (repeatable), or --train to train the CNN "
+        "and AdderNet twins first (features: lenet_pp; filters, weights: lenet5_bn; finished runs are reused).",
+    )
+    p.add_argument("kind", choices=KINDS)
+    p.add_argument("--checkpoint", action="append", default=[], metavar="RUN_DIR_OR_FILE",
+                   help="run folder or checkpoint file; repeat for side-by-side panels (curves: run folders)")
+    p.add_argument("--label", action="append", default=[], help="panel/legend label per --checkpoint, in order")
+    p.add_argument("--output", required=True, help="image file to write (PNG; .svg and .pdf also work)")
+    p.add_argument("--train", action="store_true",
+                   help="train the CNN and AdderNet twins into --runs-dir first (reused when already finished)")
+    p.add_argument("--runs-dir", default="runs/figures", help="where --train puts its run folders")
+    p.add_argument("--epochs", type=int, help="epochs for --train (features: 10, filters/weights: 5)")
+    p.add_argument("--retrain", action="store_true", help="with --train: start the runs afresh")
+    p.add_argument("--feature-dim", type=int, choices=(2, 3), default=2, help="features: LeNet++ feature size")
+    p.add_argument("--dataset", default="mnist5k",
+                   help="data to train on (--train) and, for features, to embed (default mnist5k)")
+    p.add_argument("--split", default="val", help="features: dataset split (default val)")
+    p.add_argument("--max-points", type=int, default=2000, help="features: most points drawn per panel")
+    p.add_argument("--layer", help="filters, weights: module name (default: first layer / largest layer)")
+    p.add_argument("--panels", help="curves: comma list of loss, accuracy, lr, lambda, train_loss, val_top1")
+    p.add_argument("--dpi", type=int, default=150)
+    p.add_argument("--device", help="with --train: auto | cpu | cuda | cuda:N")
+    return p
+
+
+def _sources(args: argparse.Namespace) -> list[str] | dict[str, str]:
+    if args.label and len(args.label) != len(args.checkpoint):
+        raise ValueError(f"{len(args.label)} --label for {len(args.checkpoint)} --checkpoint; give one per checkpoint")
+    return dict(zip(args.label, args.checkpoint)) if args.label else list(args.checkpoint)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..analysis import figures
+
+    if args.train:
+        if args.kind not in TRAIN_MODELS:
+            raise ValueError("--train applies to features, filters and weights; curves read existing run folders")
+        model, epochs = TRAIN_MODELS[args.kind]
+        extra = {"device": args.device} if args.device else {}
+        extra["dataset"] = args.dataset
+        model_kwargs = {"feature_dim": args.feature_dim} if args.kind == "features" else {}
+        prefix = f"{model}_{args.feature_dim}d" if args.kind == "features" else model
+        runs = figures.train_twins(model, output=args.runs_dir, model_kwargs=model_kwargs, run_prefix=prefix,
+                                   retrain=args.retrain, epochs=args.epochs or epochs, **extra)
+        args.checkpoint = [*args.checkpoint, *(str(path) for path in runs.values())]
+    if not args.checkpoint:
+        raise ValueError(f"plot {args.kind} needs --checkpoint RUN_DIR_OR_FILE"
+                         + (" (or --train)" if args.kind in TRAIN_MODELS else ""))
+    sources = _sources(args)
+    if args.kind == "features":
+        fig = figures.plot_features(sources, args.dataset, args.split, max_points=args.max_points)
+    elif args.kind == "filters":
+        fig = figures.plot_filters(sources, layer=args.layer)
+    elif args.kind == "weights":
+        fig = figures.plot_weights(sources, layer=args.layer)
+    else:
+        panels = [p.strip() for p in args.panels.split(",") if p.strip()] if args.panels else None
+        fig = figures.plot_curves(sources, panels=panels)
+    path = figures.save_figure(fig, args.output, dpi=args.dpi)
+    print(f"wrote {path}")
+    return 0
