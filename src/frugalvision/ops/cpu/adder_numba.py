@@ -40,13 +40,15 @@ from torch import Tensor
 
 from .. import reference
 
-__all__ = ["K_ALIGN", "adder2d_forward", "adder2d_grad_input", "adder2d_grad_weight", "sync_threads"]
+__all__ = ["K_ALIGN", "POS_BLOCK", "adder2d_forward", "adder2d_grad_input", "adder2d_grad_weight", "sync_threads"]
 
 Pair = tuple[int, int]
 
-K_ALIGN = 16  # the reduction axis is padded to a multiple of this (two AVX2 float32 vectors)
-_FWD_MR, _FWD_NR = 4, 2  # forward tile: 4 output positions x 2 output channels
-_BWD_MR, _BWD_NR = 2, 2  # input-gradient tile: 2 input positions x 2 input channels
+K_ALIGN = 32  # the reduction axis is padded to a multiple of this (LLVM runs 2 x 16 float32 lanes per step)
+POS_BLOCK = 32  # positions per task (a multiple of both tiles' position counts)
+_FWD_NR = 2  # forward tile: 4 output positions x 2 output channels
+_BWD_NR = 4  # input channels padded for the tiles: 2 positions x 2 channels (dense), 1 x 4 (sparse)
+_SPARSE_RATIO = 2.5  # input/output area ratio above which the input gradient skips invalid taps
 _TASKS_PER_THREAD = 16
 
 
@@ -67,40 +69,52 @@ def _round_up(value: int, multiple: int) -> int:
 
 
 @njit(parallel=True, fastmath=True, cache=True, nogil=True)
-def _forward_kernel(x, w, out, kh, kw, sh, sw, ph, pw, dh, dw, groups, num_chunks):  # pragma: no cover - compiled
-    """Eq. 2 on NHWC ``x`` (N, H, W, C) and packed ``w`` (G, O_pad, K_pad), K ordered (i, j, c); ``out`` NCHW."""
+def _forward_kernel(x, w, out, h_out, w_out, kh, kw, sh, sw, ph, pw, dh, dw, groups, num_chunks):  # pragma: no cover
+    """Eq. 2 on NHWC ``x`` (N, H, W, C) and packed ``w`` (G, O_pad, K_pad), K ordered (i, j, c).
+
+    ``out`` is the NCHW output viewed as (N, O, Ho*Wo). A task is a block of :data:`_POS_BLOCK` consecutive output
+    positions of the flattened (n, oh, ow) index, so small feature maps (down to 1 x 1) fill the tiles too.
+    """
     n_img, height, width, channels = x.shape
-    out_channels, h_out, w_out = out.shape[1], out.shape[2], out.shape[3]
+    out_channels = out.shape[1]
     k_pad = w.shape[2]
     cg = channels // groups
     og = out_channels // groups
-    num_tasks = n_img * h_out
-    rows = (w_out + 3) // 4 * 4  # positions padded to a multiple of MR = 4
+    hw_out = h_out * w_out
+    num_pos = n_img * hw_out
+    num_tasks = (num_pos + POS_BLOCK - 1) // POS_BLOCK
     for chunk in prange(num_chunks):
-        buf = np.zeros((rows, k_pad), dtype=x.dtype)  # patch rows of one output row: (W_out_pad, K_pad)
+        buf = np.zeros((POS_BLOCK, k_pad), dtype=x.dtype)  # patch rows of one block of positions: (PB, K_pad)
         zero = buf[0, 0]
         for task in range(chunk * num_tasks // num_chunks, (chunk + 1) * num_tasks // num_chunks):
-            n = task // h_out
-            oh = task % h_out
+            p0 = task * POS_BLOCK
+            count = min(POS_BLOCK, num_pos - p0)
             for g in range(groups):
                 c0 = g * cg
-                # gather the patches of output row oh: buf[ow, (i*kw + j)*cg + c] = X_pad[n, ih, iw, c0 + c]
-                for i in range(kh):
-                    ih = oh * sh - ph + i * dh
-                    row_ok = ih >= 0 and ih < height
-                    for j in range(kw):
-                        k0 = (i * kw + j) * cg
-                        for ow in range(w_out):
+                # gather: buf[q, (i*kw + j)*cg + c] = X_pad[n, ih, iw, c0 + c] for position p0 + q = (n, oh, ow)
+                for q in range(count):
+                    n = (p0 + q) // hw_out
+                    rem = (p0 + q) % hw_out
+                    oh = rem // w_out
+                    ow = rem % w_out
+                    for i in range(kh):
+                        ih = oh * sh - ph + i * dh
+                        row_ok = ih >= 0 and ih < height
+                        for j in range(kw):
                             iw = ow * sw - pw + j * dw
+                            k0 = (i * kw + j) * cg
                             if row_ok and iw >= 0 and iw < width:
                                 for c in range(cg):
-                                    buf[ow, k0 + c] = x[n, ih, iw, c0 + c]
+                                    buf[q, k0 + c] = x[n, ih, iw, c0 + c]
                             else:
                                 for c in range(cg):
-                                    buf[ow, k0 + c] = zero
-                # 4 x 2 register tile; the k loop is the vectorised reduction
+                                    buf[q, k0 + c] = zero
+                # 4 x 2 register tile (positions x output channels); the k loop is the vectorised reduction.
+                # Rows >= count hold stale patches: their sums are computed and dropped.
                 for ob in range(0, og, 2):
-                    for pb in range(0, rows, 4):
+                    o = g * og + ob
+                    two = ob + 1 < og
+                    for pb in range(0, count, 4):
                         s00 = zero
                         s01 = zero
                         s10 = zero
@@ -124,77 +138,90 @@ def _forward_kernel(x, w, out, kh, kw, sh, sw, ph, pw, dh, dw, groups, num_chunk
                             s21 += abs(x2 - w1)
                             s30 += abs(x3 - w0)
                             s31 += abs(x3 - w1)
-                        o = c0 // cg * og + ob
-                        two = ob + 1 < og
-                        out[n, o, oh, pb] = -s00
-                        if two:
-                            out[n, o + 1, oh, pb] = -s01
-                        if pb + 1 < w_out:
-                            out[n, o, oh, pb + 1] = -s10
+                        for q in range(min(4, count - pb)):
+                            a = s00
+                            b = s01
+                            if q == 1:
+                                a = s10
+                                b = s11
+                            elif q == 2:
+                                a = s20
+                                b = s21
+                            elif q == 3:
+                                a = s30
+                                b = s31
+                            n = (p0 + pb + q) // hw_out
+                            rem = (p0 + pb + q) % hw_out
+                            out[n, o, rem] = -a
                             if two:
-                                out[n, o + 1, oh, pb + 1] = -s11
-                        if pb + 2 < w_out:
-                            out[n, o, oh, pb + 2] = -s20
-                            if two:
-                                out[n, o + 1, oh, pb + 2] = -s21
-                        if pb + 3 < w_out:
-                            out[n, o, oh, pb + 3] = -s30
-                            if two:
-                                out[n, o + 1, oh, pb + 3] = -s31
+                                out[n, o + 1, rem] = -b
 
 
 @njit(parallel=True, fastmath=True, cache=True, nogil=True)
-def _grad_input_kernel(go, x, wt, grad_x, kh, kw, sh, sw, ph, pw, dh, dw, groups, num_chunks):  # pragma: no cover
-    """Eq. 6 as a gather: ``go`` NHWC (N, Ho, Wo, O), ``x`` NCHW, ``wt`` (G, C_pad, R_pad) with R ordered
-    (i, j, o) and ``wt[g, c, (i*kw + j)*og + o] = W[g*og + o, c, i, j]``; writes ``grad_x`` NCHW."""
+def _grad_input_kernel(go, x, wt, grad_x, height, width, kh, kw, sh, sw, ph, pw, dh, dw, groups,
+                       num_chunks):  # pragma: no cover - compiled
+    """Eq. 6 as a gather: ``go`` NHWC (N, Ho, Wo, O); ``x`` and ``grad_x`` NCHW viewed as (N, C, H*W); ``wt``
+    (G, C_pad, R_pad) with R ordered (i, j, o), ``wt[g, c, (i*kw + j)*og + o] = W[g*og + o, c, i, j]``.
+
+    A task is a block of :data:`POS_BLOCK` consecutive input positions of the flattened (n, h, w) index.
+    """
     n_img, h_out, w_out, out_channels = go.shape
-    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    channels = x.shape[1]
     r_pad = wt.shape[2]
     cg = channels // groups
     og = out_channels // groups
-    num_tasks = n_img * height
-    rows = (width + 1) // 2 * 2  # input positions padded to a multiple of MR = 2
+    hw = height * width
+    num_pos = n_img * hw
+    num_tasks = (num_pos + POS_BLOCK - 1) // POS_BLOCK
     for chunk in prange(num_chunks):
-        buf = np.zeros((rows, r_pad), dtype=x.dtype)  # gathered output gradients of one input row: (W_pad, R_pad)
-        gsum = np.zeros(rows, dtype=x.dtype)  # sum over R of buf, per input position
+        buf = np.zeros((POS_BLOCK, r_pad), dtype=x.dtype)  # gathered output gradients of a block: (PB, R_pad)
+        gsum = np.zeros(POS_BLOCK, dtype=x.dtype)  # sum over R of buf, per position
         zero = buf[0, 0]
         one = np.ones(1, dtype=x.dtype)[0]
         for task in range(chunk * num_tasks // num_chunks, (chunk + 1) * num_tasks // num_chunks):
-            n = task // height
-            h = task % height
+            p0 = task * POS_BLOCK
+            count = min(POS_BLOCK, num_pos - p0)
             for g in range(groups):
                 o0 = g * og
-                # buf[w, (i*kw + j)*og + o] = G[n, oh, ow, o0 + o] for the output positions that read X[n, :, h, w]
-                for i in range(kh):
-                    num_h = h + ph - i * dh
-                    oh = num_h // sh
-                    row_ok = num_h >= 0 and num_h % sh == 0 and oh < h_out
-                    for j in range(kw):
-                        r0 = (i * kw + j) * og
-                        for iw in range(width):
+                # buf[q, (i*kw + j)*og + o] = G[n, oh, ow, o0 + o] for the output positions that read X[n, :, h, w]
+                for q in range(count):
+                    n = (p0 + q) // hw
+                    rem = (p0 + q) % hw
+                    h = rem // width
+                    iw = rem % width
+                    for i in range(kh):
+                        num_h = h + ph - i * dh
+                        oh = num_h // sh
+                        row_ok = num_h >= 0 and num_h % sh == 0 and oh < h_out
+                        for j in range(kw):
                             num_w = iw + pw - j * dw
                             ow = num_w // sw
+                            r0 = (i * kw + j) * og
                             if row_ok and num_w >= 0 and num_w % sw == 0 and ow < w_out:
                                 for o in range(og):
-                                    buf[iw, r0 + o] = go[n, oh, ow, o0 + o]
+                                    buf[q, r0 + o] = go[n, oh, ow, o0 + o]
                             else:
                                 for o in range(og):
-                                    buf[iw, r0 + o] = zero
-                for iw in range(width):
+                                    buf[q, r0 + o] = zero
                     acc = zero
                     for r in range(r_pad):
-                        acc += buf[iw, r]
-                    gsum[iw] = acc
+                        acc += buf[q, r]
+                    gsum[q] = acc
                 # 2 x 2 register tile (positions x input channels); the r loop is the vectorised reduction
                 for cb in range(0, cg, 2):
                     c_a = g * cg + cb
-                    c_b = c_a + 1 if cb + 1 < cg else c_a
-                    for pb in range(0, rows, 2):
-                        q = pb + 1 if pb + 1 < width else pb
-                        xa0 = x[n, c_a, h, pb]
-                        xa1 = x[n, c_a, h, q]
-                        xb0 = x[n, c_b, h, pb]
-                        xb1 = x[n, c_b, h, q]
+                    two = cb + 1 < cg
+                    c_b = c_a + 1 if two else c_a
+                    for pb in range(0, count, 2):
+                        n0 = (p0 + pb) // hw
+                        m0 = (p0 + pb) % hw
+                        last = pb + 1 if pb + 1 < count else pb
+                        n1 = (p0 + last) // hw
+                        m1 = (p0 + last) % hw
+                        xa0 = x[n0, c_a, m0]
+                        xa1 = x[n1, c_a, m1]
+                        xb0 = x[n0, c_b, m0]
+                        xb1 = x[n1, c_b, m1]
                         lo_a0 = xa0 - one
                         hi_a0 = xa0 + one
                         lo_a1 = xa1 - one
@@ -217,13 +244,99 @@ def _grad_input_kernel(go, x, wt, grad_x, kh, kw, sh, sw, ph, pw, dh, dw, groups
                             s_b0 += min(max(wb, lo_b0), hi_b0) * g0
                             s_b1 += min(max(wb, lo_b1), hi_b1) * g1
                         # HardTanh(w - x) = clamp(w, x - 1, x + 1) - x, and the -x part sums to -x * sum_r G
-                        grad_x[n, c_a, h, pb] = s_a0 - xa0 * gsum[pb]
-                        if pb + 1 < width:
-                            grad_x[n, c_a, h, pb + 1] = s_a1 - xa1 * gsum[pb + 1]
+                        grad_x[n0, c_a, m0] = s_a0 - xa0 * gsum[pb]
+                        if two:
+                            grad_x[n0, c_b, m0] = s_b0 - xb0 * gsum[pb]
+                        if pb + 1 < count:
+                            grad_x[n1, c_a, m1] = s_a1 - xa1 * gsum[pb + 1]
+                            if two:
+                                grad_x[n1, c_b, m1] = s_b1 - xb1 * gsum[pb + 1]
+
+
+@njit(parallel=True, fastmath=True, cache=True, nogil=True)
+def _grad_input_sparse_kernel(go, x, wt, grad_x, height, width, kh, kw, sh, sw, ph, pw, dh, dw, groups,
+                              num_chunks):  # pragma: no cover - compiled
+    """Eq. 6 gather like :func:`_grad_input_kernel`, for layers whose output is much smaller than their input
+    (stride > 1, large kernels on small maps): each input position reduces only over the runs of consecutive valid
+    taps ``(i, j_first..j_last)``, which are contiguous ranges of R, with a 1 x 4 tile (position x channels)."""
+    n_img, h_out, w_out, out_channels = go.shape
+    channels = x.shape[1]
+    r_pad = wt.shape[2]
+    cg = channels // groups
+    og = out_channels // groups
+    hw = height * width
+    num_pos = n_img * hw
+    num_tasks = (num_pos + POS_BLOCK - 1) // POS_BLOCK
+    for chunk in prange(num_chunks):
+        buf = np.zeros(r_pad, dtype=x.dtype)  # gathered output gradients of one position (valid taps only)
+        run_lo = np.zeros(kh * kw, dtype=np.int64)  # runs of valid taps, as ranges of R
+        run_hi = np.zeros(kh * kw, dtype=np.int64)
+        zero = buf[0]
+        one = np.ones(1, dtype=x.dtype)[0]
+        for task in range(chunk * num_tasks // num_chunks, (chunk + 1) * num_tasks // num_chunks):
+            p0 = task * POS_BLOCK
+            for p in range(p0, min(p0 + POS_BLOCK, num_pos)):
+                n = p // hw
+                m = p % hw
+                h = m // width
+                iw = m % width
+                for g in range(groups):
+                    o0 = g * og
+                    runs = 0
+                    g_total = zero
+                    for i in range(kh):
+                        num_h = h + ph - i * dh
+                        oh = num_h // sh
+                        if num_h < 0 or num_h % sh != 0 or oh >= h_out:
+                            continue
+                        for j in range(kw):
+                            num_w = iw + pw - j * dw
+                            ow = num_w // sw
+                            if num_w < 0 or num_w % sw != 0 or ow >= w_out:
+                                continue
+                            r0 = (i * kw + j) * og
+                            for o in range(og):
+                                v = go[n, oh, ow, o0 + o]
+                                buf[r0 + o] = v
+                                g_total += v
+                            if runs > 0 and run_hi[runs - 1] == r0:
+                                run_hi[runs - 1] = r0 + og
+                            else:
+                                run_lo[runs] = r0
+                                run_hi[runs] = r0 + og
+                                runs += 1
+                    for cb in range(0, cg, 4):
+                        c_base = g * cg + cb
+                        xs0 = x[n, c_base, m]
+                        xs1 = x[n, min(c_base + 1, channels - 1), m]
+                        xs2 = x[n, min(c_base + 2, channels - 1), m]
+                        xs3 = x[n, min(c_base + 3, channels - 1), m]
+                        lo0 = xs0 - one
+                        hi0 = xs0 + one
+                        lo1 = xs1 - one
+                        hi1 = xs1 + one
+                        lo2 = xs2 - one
+                        hi2 = xs2 + one
+                        lo3 = xs3 - one
+                        hi3 = xs3 + one
+                        s0 = zero
+                        s1 = zero
+                        s2 = zero
+                        s3 = zero
+                        for run in range(runs):
+                            for r in range(run_lo[run], run_hi[run]):
+                                gv = buf[r]
+                                s0 += min(max(wt[g, cb, r], lo0), hi0) * gv
+                                s1 += min(max(wt[g, cb + 1, r], lo1), hi1) * gv
+                                s2 += min(max(wt[g, cb + 2, r], lo2), hi2) * gv
+                                s3 += min(max(wt[g, cb + 3, r], lo3), hi3) * gv
+                        grad_x[n, c_base, m] = s0 - xs0 * g_total
                         if cb + 1 < cg:
-                            grad_x[n, c_b, h, pb] = s_b0 - xb0 * gsum[pb]
-                            if pb + 1 < width:
-                                grad_x[n, c_b, h, pb + 1] = s_b1 - xb1 * gsum[pb + 1]
+                            grad_x[n, c_base + 1, m] = s1 - xs1 * g_total
+                        if cb + 2 < cg:
+                            grad_x[n, c_base + 2, m] = s2 - xs2 * g_total
+                        if cb + 3 < cg:
+                            grad_x[n, c_base + 3, m] = s3 - xs3 * g_total
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -253,9 +366,10 @@ def adder2d_forward(x: Tensor, weight: Tensor, stride: Pair, padding: Pair, dila
     )
     out = torch.empty((x.shape[0], out_channels, *out_hw), dtype=dtype)
     threads = sync_threads()
+    num_tasks = -(-x.shape[0] * out_hw[0] * out_hw[1] // POS_BLOCK)
     _forward_kernel(
-        x_nhwc.numpy(), packed.numpy(), out.numpy(), kh, kw, *stride, *padding, *dilation, groups,
-        _num_chunks(x.shape[0] * out_hw[0], threads),
+        x_nhwc.numpy(), packed.numpy(), out.view(out.shape[0], out_channels, -1).numpy(), *out_hw, kh, kw,
+        *stride, *padding, *dilation, groups, _num_chunks(num_tasks, threads),
     )
     return out
 
@@ -267,6 +381,7 @@ def adder2d_grad_input(
     dtype = _compute_dtype(x, weight)
     out_channels, cg, kh, kw = weight.shape
     og = out_channels // groups
+    h_out, w_out = grad_output.shape[2], grad_output.shape[3]
     go_nhwc = grad_output.detach().to(dtype).permute(0, 2, 3, 1).contiguous()  # (N, Ho, Wo, O)
     x_c = x.detach().to(dtype).contiguous()  # (N, C, H, W)
     r = kh * kw * og
@@ -277,9 +392,13 @@ def adder2d_grad_input(
     )
     grad_x = torch.empty(x.shape, dtype=dtype)
     threads = sync_threads()
-    _grad_input_kernel(
-        go_nhwc.numpy(), x_c.numpy(), packed.numpy(), grad_x.numpy(), kh, kw, *stride, *padding, *dilation,
-        groups, _num_chunks(x.shape[0] * x.shape[2], threads),
+    n, channels, height, width = x.shape
+    num_tasks = -(-n * height * width // POS_BLOCK)
+    sparse = height * width > _SPARSE_RATIO * h_out * w_out
+    kernel = _grad_input_sparse_kernel if sparse else _grad_input_kernel
+    kernel(
+        go_nhwc.numpy(), x_c.view(n, channels, -1).numpy(), packed.numpy(), grad_x.view(n, channels, -1).numpy(),
+        height, width, kh, kw, *stride, *padding, *dilation, groups, _num_chunks(num_tasks, threads),
     )
     return grad_x
 
