@@ -1,5 +1,5 @@
-"""``frugalvision bench adder``: speed and memory of the adder layer against convolution (see
-:mod:`frugalvision.analysis.bench_adder`)."""
+"""``frugalvision bench``: ``bench adder`` (speed and memory of the adder layer against convolution, see
+:mod:`frugalvision.analysis.bench_adder`) and ``bench model`` (see :mod:`frugalvision.cli.bench_model`)."""
 
 from __future__ import annotations
 
@@ -14,14 +14,31 @@ _SHAPE_SETS = ("resnet20", "lenet5")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "bench", help="benchmark kernels (adder layer vs nn.Conv2d)",
+    bench = subparsers.add_parser("bench", help="benchmarks: adder kernels, model latency",
+                                  description="Benchmarks; see `frugalvision bench TARGET --help`.")
+    targets = bench.add_subparsers(dest="bench_target", metavar="TARGET", required=True)
+    _add_adder_parser(targets).set_defaults(_bench_run=_run_adder)
+    try:
+        from . import bench_model
+    except ImportError:  # pragma: no cover - optional sibling command
+        bench_model = None
+    if bench_model is not None:
+        bench_model.add_subparser(targets).set_defaults(_bench_run=bench_model.run)
+    return bench
+
+
+def run(args: argparse.Namespace) -> int:
+    return int(args._bench_run(args) or 0)
+
+
+def _add_adder_parser(targets: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = targets.add_parser(
+        "adder", help="adder layer vs reference, official formulation and nn.Conv2d",
         description="Forward and forward+backward time and peak extra memory of the frugalvision adder kernel, the "
                     "reference op, the official-style unfold formulation and nn.Conv2d on ResNet-20 and LeNet-5 "
                     "layer shapes, plus a LeNet-5-BN training epoch (adder vs CNN twin). Prints a table and writes "
                     "a tidy CSV.",
     )
-    p.add_argument("target", choices=("adder",), help="what to benchmark")
     p.add_argument("--shapes", default="resnet20,lenet5",
                    help=f"comma-separated shape sets out of {', '.join(_SHAPE_SETS)} (default: both)")
     p.add_argument("--batch-size", type=int, default=64)
@@ -36,7 +53,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def run(args: argparse.Namespace) -> int:
+def _run_adder(args: argparse.Namespace) -> int:
     from ..analysis import bench_adder
     from .main import CLIError
 

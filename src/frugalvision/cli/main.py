@@ -15,7 +15,7 @@ from collections.abc import Sequence
 __all__ = ["COMMANDS", "CLIError", "main"]
 
 # module names under frugalvision.cli, in the order `--help` lists them
-COMMANDS = ("train", "eval", "count", "deploy", "plot", "ablation", "report")
+COMMANDS = ("train", "eval", "count", "bench", "deploy", "plot", "ablation", "report")
 
 
 class CLIError(Exception):
