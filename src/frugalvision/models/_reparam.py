@@ -48,7 +48,7 @@ def reparameterize_model(model: M) -> M:
     for param in fused.parameters():
         if not param.is_contiguous():
             param.data = param.data.contiguous()
-    if hasattr(fused, "frugalvision_cfg"):
+    if hasattr(fused, "frugalvision_cfg") and getattr(fused, "deploy", False) is True:
         cfg = copy.deepcopy(fused.frugalvision_cfg)
         cfg.setdefault("kwargs", {})["deploy"] = True
         fused.frugalvision_cfg = cfg

@@ -204,6 +204,10 @@ class VanillaNet(nn.Module):
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
 
+    def group_matcher(self, coarse: bool = False) -> dict[str, str]:
+        """Parameter groups for timm's layer-wise LR decay: stem = 0, block i = i + 1, head = last (as official)."""
+        return {"stem": r"^stem", "blocks": r"^stages\.(\d+)"}
+
     # ---- deep training -------------------------------------------------------------------------------------
     def get_act_learn(self) -> float:
         """The deep-training coefficient lam (1 for deploy models)."""
