@@ -103,6 +103,19 @@ def test_tile_tails(c_in, c_out, width):
     assert _rel_err(adder_numba.adder2d_grad_input(go, x, w, *args), ref.adder2d_grad_input(go, x, w, *args)) <= 1e-12
 
 
+@pytest.mark.parametrize(("size", "k", "stride", "padding"), [(5, 5, 1, 0), (9, 3, 2, 1), (14, 5, 1, 0)])
+def test_dense_and_sparse_input_gradient_paths(size, k, stride, padding):
+    """fc-as-conv (5x5 kernel on a 5x5 map) and stride 2 take the sparse-tap path, LeNet conv2 the dense one."""
+    gen = torch.Generator().manual_seed(size)
+    x = torch.randn(3, 5, size, size, generator=gen, dtype=torch.float64)
+    w = torch.randn(7, 5, k, k, generator=gen, dtype=torch.float64)
+    args = ((stride, stride), (padding, padding), (1, 1), 1)
+    y_ref = ref.adder2d_forward(x, w, *args)
+    go = torch.randn(y_ref.shape, generator=gen, dtype=torch.float64)
+    assert _rel_err(adder_numba.adder2d_forward(x, w, *args), y_ref) <= 1e-12
+    assert _rel_err(adder_numba.adder2d_grad_input(go, x, w, *args), ref.adder2d_grad_input(go, x, w, *args)) <= 1e-12
+
+
 def test_padding_contributes_abs_weight():
     x = torch.zeros(1, 2, 1, 1)
     w = torch.randn(3, 2, 3, 3)

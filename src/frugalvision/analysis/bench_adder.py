@@ -144,6 +144,7 @@ def machine_info() -> dict[str, str]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numba": numba.__version__,
+        "load_average_1m": f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "",
         "memory_method": "cpu: VmHWM - VmRSS via /proc/self/clear_refs, glibc mmap threshold 64 KiB; "
         "cuda: max_memory_allocated - memory_allocated",
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -5,13 +5,15 @@ AdderNet: H. Chen et al., CVPR 2020, arXiv 1912.13200. Notation of :mod:`frugalv
 Design (research/kernels.md §3, §6):
 
 * Activations are read in NHWC order, so one kernel tap ``(i, j)`` of one position is a contiguous run of input
-  channels. Nothing the size of the batch im2col is ever built: each parallel task (one output row of one image)
-  gathers its own patch rows into a small buffer ``(W_out, K)`` that stays in cache, with zero padding resolved
-  while gathering (a padded tap holds x = 0 and so contributes ``|w|``, as in Eq. 2).
+  channels. Nothing the size of the batch im2col is ever built: each parallel task (a block of :data:`POS_BLOCK`
+  consecutive positions of the flattened ``(n, h, w)`` index, so 1 x 1 maps fill the tiles too) gathers its own
+  patch rows into a small buffer ``(POS_BLOCK, K)`` that stays in L1, with zero padding resolved while gathering
+  (a padded tap holds x = 0 and so contributes ``|w|``, as in Eq. 2).
 * The inner kernels are register-blocked like a GEMM micro-kernel: an ``MR x NR`` tile of (positions x channels)
   keeps its ``MR * NR`` partial sums in registers while a contiguous reduction axis is streamed; with
-  ``fastmath`` LLVM vectorises that reduction (8 float32 lanes under AVX2), so one ``|x - w|`` costs a
-  subtract, an and-not and an add, with ``(MR + NR) / (MR * NR)`` loads.
+  ``fastmath`` LLVM vectorises that reduction (8 float32 lanes under AVX2, 16 under AVX-512), so one ``|x - w|``
+  costs a subtract, an and-not and an add, with ``(MR + NR) / (MR * NR)`` loads. Forward tile: 4 positions x 2
+  output channels; input-gradient tile: 2 positions x 2 input channels.
 * The reduction axis is zero-padded to a multiple of :data:`K_ALIGN` in both operands: ``|0 - 0| = 0`` and
   ``clamp(0 - x) * 0 = 0``, so the padding is exact and the vector loop needs no scalar tail.
 
@@ -22,7 +24,9 @@ Kernels:
   ``dX[n, c, h, w] = sum_{i, j, o} HardTanh(W[o, c, i, j] - X[n, c, h, w]) * G[n, o, (h + p - i*d)/s, ...]``
   over the taps where the division is exact and in range. ``X`` is constant along that reduction, so the clamp is
   computed as ``min(max(W, X - 1), X + 1) - X`` and the ``- X * sum(G)`` part is taken out of the loop
-  (one max, one min and one fused multiply-add per term).
+  (one max, one min and one fused multiply-add per term). Layers whose output is much smaller than their input
+  (stride 2, a 5 x 5 kernel on a 5 x 5 map) would mostly multiply zeros that way; for them
+  :func:`_grad_input_sparse_kernel` reduces each position over its runs of valid taps only.
 * weight gradient, Eq. 5 through the identity ``dW = G X_col^T - W * rowsum(G)``: the convolution weight gradient
   (oneDNN) minus a rank-1 term; the sign ablation falls back to the reference.
 
@@ -85,6 +89,8 @@ def _forward_kernel(x, w, out, h_out, w_out, kh, kw, sh, sw, ph, pw, dh, dw, gro
     num_tasks = (num_pos + POS_BLOCK - 1) // POS_BLOCK
     for chunk in prange(num_chunks):
         buf = np.zeros((POS_BLOCK, k_pad), dtype=x.dtype)  # patch rows of one block of positions: (PB, K_pad)
+        pos_n = np.zeros(POS_BLOCK, dtype=np.int64)  # image index of each position of the block
+        pos_m = np.zeros(POS_BLOCK, dtype=np.int64)  # oh * w_out + ow of each position
         zero = buf[0, 0]
         for task in range(chunk * num_tasks // num_chunks, (chunk + 1) * num_tasks // num_chunks):
             p0 = task * POS_BLOCK
@@ -95,6 +101,8 @@ def _forward_kernel(x, w, out, h_out, w_out, kh, kw, sh, sw, ph, pw, dh, dw, gro
                 for q in range(count):
                     n = (p0 + q) // hw_out
                     rem = (p0 + q) % hw_out
+                    pos_n[q] = n
+                    pos_m[q] = rem
                     oh = rem // w_out
                     ow = rem % w_out
                     for i in range(kh):
@@ -150,8 +158,8 @@ def _forward_kernel(x, w, out, h_out, w_out, kh, kw, sh, sw, ph, pw, dh, dw, gro
                             elif q == 3:
                                 a = s30
                                 b = s31
-                            n = (p0 + pb + q) // hw_out
-                            rem = (p0 + pb + q) % hw_out
+                            n = pos_n[pb + q]
+                            rem = pos_m[pb + q]
                             out[n, o, rem] = -a
                             if two:
                                 out[n, o + 1, rem] = -b
@@ -176,6 +184,8 @@ def _grad_input_kernel(go, x, wt, grad_x, height, width, kh, kw, sh, sw, ph, pw,
     for chunk in prange(num_chunks):
         buf = np.zeros((POS_BLOCK, r_pad), dtype=x.dtype)  # gathered output gradients of a block: (PB, R_pad)
         gsum = np.zeros(POS_BLOCK, dtype=x.dtype)  # sum over R of buf, per position
+        pos_n = np.zeros(POS_BLOCK, dtype=np.int64)  # image index of each position of the block
+        pos_m = np.zeros(POS_BLOCK, dtype=np.int64)  # h * width + w of each position
         zero = buf[0, 0]
         one = np.ones(1, dtype=x.dtype)[0]
         for task in range(chunk * num_tasks // num_chunks, (chunk + 1) * num_tasks // num_chunks):
@@ -187,6 +197,8 @@ def _grad_input_kernel(go, x, wt, grad_x, height, width, kh, kw, sh, sw, ph, pw,
                 for q in range(count):
                     n = (p0 + q) // hw
                     rem = (p0 + q) % hw
+                    pos_n[q] = n
+                    pos_m[q] = rem
                     h = rem // width
                     iw = rem % width
                     for i in range(kh):
@@ -213,11 +225,11 @@ def _grad_input_kernel(go, x, wt, grad_x, height, width, kh, kw, sh, sw, ph, pw,
                     two = cb + 1 < cg
                     c_b = c_a + 1 if two else c_a
                     for pb in range(0, count, 2):
-                        n0 = (p0 + pb) // hw
-                        m0 = (p0 + pb) % hw
                         last = pb + 1 if pb + 1 < count else pb
-                        n1 = (p0 + last) // hw
-                        m1 = (p0 + last) % hw
+                        n0 = pos_n[pb]
+                        m0 = pos_m[pb]
+                        n1 = pos_n[last]
+                        m1 = pos_m[last]
                         xa0 = x[n0, c_a, m0]
                         xa1 = x[n1, c_a, m1]
                         xb0 = x[n0, c_b, m0]

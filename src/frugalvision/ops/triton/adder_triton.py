@@ -5,7 +5,8 @@ research/kernels.md §2 and §6.
 
 * forward (Eq. 2) is an implicit GEMM over ``M = N * H_out * W_out`` positions and the ``O/groups`` output channels
   of one group, with rank-1 updates ``acc += |a[:, None] - b[None, :]|`` (two FADD per term on sm_90, the absolute
-  value is an operand modifier). Activations are NHWC, so the ``C/groups`` channels of one tap are contiguous; the
+  value is an operand modifier). Activations stay NCHW: for one reduction index (c, i, j) consecutive positions of
+  a row are consecutive addresses (stride 1), so the column loads of A coalesce and no layout copy is needed; the
   packed weight is ``(G, kh, kw, C/groups, O/groups)``, contiguous along the tile's N axis. Padded taps are loaded as
   0 and still accumulated, so they contribute ``|w|``.
 * input gradient (Eq. 6) is a deterministic gather (no col2im, no atomics): each input element reduces over the
@@ -50,7 +51,7 @@ def _forward_kernel(
     kh, kw, sh, sw, ph, pw, dh, dw,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, F64: tl.constexpr,
 ):
-    """y[n, g*og + o, oh, ow] = -sum_{i,j,c} |x_nhwc[n, ih, iw, g*cg + c] - w_packed[g, i, j, c, o]| (Eq. 2)."""
+    """y[n, g*og + o, oh, ow] = -sum_{i,j,c} |x[n, g*cg + c, ih, iw] - w_packed[g, i, j, c, o]| (Eq. 2), NCHW."""
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     g = tl.program_id(2)
@@ -71,12 +72,12 @@ def _forward_kernel(
         for j in range(kw):
             iw = ow * sw - pw + j * dw
             ok = m_ok & (ih >= 0) & (ih < height) & (iw >= 0) & (iw < width)
-            a_ptrs = x_ptr + ((nb * height + ih) * width + iw) * channels + g * cg  # (BM,) start of the tap's run
+            a_ptrs = x_ptr + (nb * channels + g * cg) * (height * width) + ih * width + iw  # (BM,) channel 0
             b_ptrs = w_group + (i * kw + j) * cg * og + offs_n  # (BN,)
             for c0 in range(0, cg, BK):
                 for cc in tl.static_range(BK):
                     c = c0 + cc
-                    a = tl.load(a_ptrs + c, mask=ok & (c < cg), other=0.0).to(acc.dtype)
+                    a = tl.load(a_ptrs + c * (height * width), mask=ok & (c < cg), other=0.0).to(acc.dtype)
                     b = tl.load(b_ptrs + c * og, mask=n_ok & (c < cg), other=0.0).to(acc.dtype)
                     acc += tl.abs(a[:, None] - b[None, :])
     y_chan = nb[:, None] * out_channels + g * og + offs_n[None, :]  # (BM, BN) index n*O + o of the NCHW output
@@ -93,7 +94,8 @@ def _grad_input_kernel(
 ):
     """dx[n, g*cg + c, h, w] = sum_{i,j,o} HardTanh(W[o, c, i, j] - x) * G[n, o, oh, ow] (Eq. 6), gathered.
 
-    ``w_ptr`` holds ``w' = W/2 + 1/2`` packed as (G, kh, kw, og, cg); ``go_ptr`` is NHWC, ``x_ptr`` NHWC.
+    ``w_ptr`` holds ``w' = W/2 + 1/2`` packed as (G, kh, kw, og, cg); ``go_ptr`` and ``x_ptr`` are NCHW, so the
+    gradient loads of one output channel coalesce along the row.
     """
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -105,7 +107,8 @@ def _grad_input_kernel(
     iw = offs_m % width
     ih = (offs_m // width) % height
     nb = offs_m // (width * height)
-    x_ptrs = x_ptr + offs_m[:, None] * channels + g * cg + offs_n[None, :]
+    x_chan = nb[:, None] * channels + g * cg + offs_n[None, :]  # (BM, BN) index n*C + c
+    x_ptrs = x_ptr + x_chan * (height * width) + ih[:, None] * width + iw[:, None]
     x_tile = tl.load(x_ptrs, mask=m_ok[:, None] & n_ok[None, :], other=0.0)  # (BM, BN)
     if F64:
         x_half = x_tile.to(tl.float64) * 0.5
@@ -124,19 +127,18 @@ def _grad_input_kernel(
             num_w = iw + pw - j * dw
             ow = num_w // sw
             ok = m_ok & ok_h & (num_w >= 0) & (num_w % sw == 0) & (ow < w_out)
-            g_ptrs = go_ptr + ((nb * h_out + oh) * w_out + ow) * out_channels + g * og  # (BM,)
+            g_ptrs = go_ptr + (nb * out_channels + g * og) * (h_out * w_out) + oh * w_out + ow  # (BM,) channel 0
             b_ptrs = w_group + (i * kw + j) * og * cg + offs_n  # (BN,)
             for o0 in range(0, og, BK):
                 for oo in tl.static_range(BK):
                     o = o0 + oo
-                    gv = tl.load(g_ptrs + o, mask=ok & (o < og), other=0.0).to(acc.dtype)
+                    gv = tl.load(g_ptrs + o * (h_out * w_out), mask=ok & (o < og), other=0.0).to(acc.dtype)
                     wv = tl.load(b_ptrs + o * cg, mask=n_ok & (o < og), other=0.0).to(acc.dtype)
                     sat = tl.minimum(tl.maximum(wv[None, :] - x_half, 0.0), 1.0)
                     acc += sat * gv[:, None]
                     g_sum += gv
     dx = 2.0 * acc - g_sum[:, None]
-    dx_chan = nb[:, None] * channels + g * cg + offs_n[None, :]  # (BM, BN) index n*C + c of the NCHW gradient
-    dx_ptrs = dx_ptr + (dx_chan * height + ih[:, None]) * width + iw[:, None]
+    dx_ptrs = dx_ptr + x_chan * (height * width) + ih[:, None] * width + iw[:, None]
     tl.store(dx_ptrs, dx, mask=m_ok[:, None] & n_ok[None, :])
 
 
@@ -164,7 +166,7 @@ def adder2d_forward(x: Tensor, weight: Tensor, stride: Pair, padding: Pair, dila
     out_channels, cg, kh, kw = weight.shape
     og = out_channels // groups
     h_out, w_out = reference.adder2d_output_size(height, width, (kh, kw), stride, padding, dilation)
-    x_nhwc = _low_precision_ok(x.detach()).permute(0, 2, 3, 1).contiguous()  # (N, H, W, C)
+    x_c = _low_precision_ok(x.detach()).contiguous()  # (N, C, H, W)
     # (O, cg, kh, kw) -> (G, og, cg, kh, kw) -> (G, kh, kw, cg, og): B operand contiguous along output channels
     w_packed = weight.detach().to(acc).view(groups, og, cg, kh, kw).permute(0, 3, 4, 2, 1).contiguous()
     out = torch.empty((n, out_channels, h_out, w_out), dtype=acc, device=x.device)
@@ -172,7 +174,7 @@ def adder2d_forward(x: Tensor, weight: Tensor, stride: Pair, padding: Pair, dila
     num_pos = n * h_out * w_out
     grid = (triton.cdiv(num_pos, bm), triton.cdiv(og, bn), groups)
     _forward_kernel[grid](
-        x_nhwc, w_packed, out,
+        x_c, w_packed, out,
         num_pos, height, width, channels, h_out, w_out, out_channels, og, cg,
         kh, kw, *stride, *padding, *dilation,
         BM=bm, BN=bn, BK=bk, F64=acc == torch.float64, num_warps=warps,
@@ -189,8 +191,8 @@ def adder2d_grad_input(
     out_channels, cg, kh, kw = weight.shape
     og = out_channels // groups
     h_out, w_out = grad_output.shape[2], grad_output.shape[3]
-    go_nhwc = _low_precision_ok(grad_output.detach()).permute(0, 2, 3, 1).contiguous()  # (N, Ho, Wo, O)
-    x_nhwc = _low_precision_ok(x.detach()).permute(0, 2, 3, 1).contiguous()  # (N, H, W, C)
+    go_c = _low_precision_ok(grad_output.detach()).contiguous()  # (N, O, Ho, Wo)
+    x_c = _low_precision_ok(x.detach()).contiguous()  # (N, C, H, W)
     # w' = W/2 + 1/2, (O, cg, kh, kw) -> (G, og, cg, kh, kw) -> (G, kh, kw, og, cg): contiguous along input channels
     w_half = weight.detach().to(acc) * 0.5 + 0.5
     w_packed = w_half.view(groups, og, cg, kh, kw).permute(0, 3, 4, 1, 2).contiguous()
@@ -199,7 +201,7 @@ def adder2d_grad_input(
     num_pos = n * height * width
     grid = (triton.cdiv(num_pos, bm), triton.cdiv(cg, bn), groups)
     _grad_input_kernel[grid](
-        go_nhwc, x_nhwc, w_packed, grad_x,
+        go_c, x_c, w_packed, grad_x,
         num_pos, height, width, channels, h_out, w_out, out_channels, og, cg,
         kh, kw, *stride, *padding, *dilation,
         BM=bm, BN=bn, BK=bk, F64=acc == torch.float64, num_warps=warps,
