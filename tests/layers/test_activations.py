@@ -69,3 +69,16 @@ def test_series_activation_trains() -> None:
 def test_deep_training_act_interpolates_relu_and_identity(lam: float) -> None:
     x = torch.randn(100)
     torch.testing.assert_close(deep_training_act(x, lam), (1 - lam) * F.relu(x) + lam * x)
+
+
+def test_series_activation_in_another_model_fuses_through_reparameterize_model() -> None:
+    from frugalvision import reparameterize_model
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.Sequential(SeriesActivation(6, act_num=2)))
+    _randomize_bn(model[1][0].bn)
+    model.eval()
+    x = torch.randn(2, 3, 8, 8)
+    fused = reparameterize_model(model)
+    assert fused[1][0].deploy and not model[1][0].deploy  # the original is left as it was
+    torch.testing.assert_close(fused(x), model(x), rtol=1e-5, atol=1e-5)
