@@ -416,3 +416,37 @@ def test_layer_decay_groups_match_official() -> None:
     assert scales == [round(0.8**k, 6) for k in range(5, -1, -1)]
     decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
     assert id(model.stages[0].act.weight) in decayed and id(model.stages[0].conv1[0].bias) not in decayed
+
+
+# ---- recipes ------------------------------------------------------------------------------------------------------
+README_RECIPES = {  # official README commands: lr, weight decay, mixup alpha, layer decay (rate, num_layers)
+    "vanillanet_5": (3.5e-3, 0.35, 0.1, None), "vanillanet_6": (4.8e-3, 0.32, 0.15, (0.8, 4)),
+    "vanillanet_7": (4.7e-3, 0.35, 0.4, (0.8, 5)), "vanillanet_8": (3.5e-3, 0.3, 0.4, None),
+    "vanillanet_9": (3.5e-3, 0.3, 0.4, None), "vanillanet_10": (3.5e-3, 0.25, 0.4, None),
+}
+# recipe keys the training engine does not read yet (timm RandAugment, random erasing, BCE loss, layer-wise decay)
+PENDING_ENGINE_KEYS = {"randaugment", "reprob", "loss", "layer_decay"}
+
+
+@pytest.mark.parametrize("name", sorted(README_RECIPES))
+def test_imagenet_recipes_hold_the_published_values(name: str) -> None:
+    import dataclasses
+
+    import yaml
+
+    from frugalvision.train.config import TrainConfig
+
+    recipe = yaml.safe_load((Path(__file__).parents[2] / "recipes" / f"{name}.yaml").read_text())
+    lr, wd, mixup, layer_decay = README_RECIPES[name]
+    assert recipe["model"] == name and recipe["dataset"] == "imagenet"
+    assert (recipe["epochs"], recipe["batch_size"], recipe["deep_training"]) == (
+        300, 1024, {"decay_epochs": 100, "schedule": "linear"})
+    assert recipe["optimizer"] == {"name": "lamb", "lr": lr, "weight_decay": wd}
+    assert recipe["scheduler"] == {"name": "cosine", "warmup_epochs": 5, "min_lr": 1e-6}
+    assert (recipe["ema"]["decay"], recipe["mixup"], recipe["cutmix"], recipe["label_smoothing"]) == (
+        0.99996, mixup, 1.0, 0.1)
+    assert recipe["model_kwargs"]["drop_rate"] == 0.05 and recipe["randaugment"] == "rand-m7-mstd0.5-inc1"
+    assert recipe.get("layer_decay") == (None if layer_decay is None else dict(zip(("rate", "num_layers"),
+                                                                                  layer_decay)))
+    known = {f.name for f in dataclasses.fields(TrainConfig)} | {"optimizer", "scheduler", "ema"}
+    assert set(recipe) - known <= PENDING_ENGINE_KEYS
