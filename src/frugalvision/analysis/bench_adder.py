@@ -11,7 +11,8 @@ Methods (one layer, forward and forward+backward):
 * ``conv``: ``torch.nn.functional.conv2d`` (oneDNN on CPU, cuDNN on GPU).
 
 Timing: the methods of one shape and pass are run round-robin (so background load hits them alike) and the minimum
-over the repeats is kept. Memory (CPU): the peak resident set size is reset through ``/proc/self/clear_refs`` before
+over the repeats is kept (the minimum process CPU time is recorded too: it suffers less from other processes sharing
+the cores). Memory (CPU): the peak resident set size is reset through ``/proc/self/clear_refs`` before
 a call and read back from ``VmHWM`` after it, with glibc's mmap threshold pinned to 64 KiB (``mallopt``) so that every
 large buffer is mapped on allocation and unmapped when freed; "peak extra" is that high-water mark minus the resident
 size before the call, with inputs already allocated and the call warmed up. On CUDA it is
@@ -188,13 +189,16 @@ def peak_extra_bytes(fn: Callable[[], object], device: torch.device) -> float:
 
 
 def time_round_robin(fns: dict[str, Callable[[], object]], repeats: dict[str, int], device: torch.device,
-                     ) -> dict[str, float]:
-    """Minimum wall time (seconds) of each function; one untimed warm-up each, then round-robin repeats."""
+                     ) -> tuple[dict[str, float], dict[str, float]]:
+    """Minimum wall time and minimum process CPU time (seconds) of each function: one untimed warm-up each, then
+    round-robin repeats. CPU time (all threads of the process, OpenMP spin-waits included) is less sensitive to
+    other processes competing for the cores than wall time."""
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
     best = {name: float("inf") for name in fns}
+    best_cpu = {name: float("inf") for name in fns}
     for fn in fns.values():
         fn()
     for r in range(max(repeats.values())):
@@ -202,11 +206,12 @@ def time_round_robin(fns: dict[str, Callable[[], object]], repeats: dict[str, in
             if r >= repeats[name]:
                 continue
             sync()
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             fn()
             sync()
             best[name] = min(best[name], time.perf_counter() - start)
-    return best
+            best_cpu[name] = min(best_cpu[name], time.process_time() - start_cpu)
+    return best, best_cpu
 
 
 def _layer_fns(shape: LayerShape, method: str, device: torch.device) -> tuple[Callable, Callable, Callable]:
@@ -261,12 +266,14 @@ def bench_layers(
         reps = {m: slow_repeats if m in ("reference", "official") else repeats for m in methods}
         results: dict[tuple[str, str], dict[str, float]] = {}
         for pass_index, pass_name in enumerate(("forward", "forward_backward")):
-            times = time_round_robin({m: f[pass_index] for m, f in fns.items()}, reps, device)
+            times, cpu_times = time_round_robin({m: f[pass_index] for m, f in fns.items()}, reps, device)
             for m in methods:
                 fns[m][2]()
                 memory = peak_extra_bytes(fns[m][pass_index], device) if pinned else float("nan")
                 fns[m][2]()
-                results[(m, pass_name)] = {"time_ms": times[m] * 1e3, "peak_extra_mib": memory / 2**20}
+                results[(m, pass_name)] = {
+                    "time_ms": times[m] * 1e3, "cpu_ms": cpu_times[m] * 1e3, "peak_extra_mib": memory / 2**20
+                }
         for (m, pass_name), r in results.items():
             conv = results.get(("conv", pass_name))
             rows.append({
@@ -280,6 +287,8 @@ def bench_layers(
                 "time_ms": round(r["time_ms"], 4),
                 "peak_extra_mib": round(r["peak_extra_mib"], 3),
                 "time_vs_conv": round(r["time_ms"] / conv["time_ms"], 4) if conv else "",
+                "cpu_ms": round(r["cpu_ms"], 4),
+                "cpu_vs_conv": round(r["cpu_ms"] / conv["cpu_ms"], 4) if conv and conv["cpu_ms"] > 0 else "",
                 "memory_vs_conv": round(r["peak_extra_mib"] / conv["peak_extra_mib"], 4)
                 if conv and conv["peak_extra_mib"] > 0 else "",
                 "repeats": reps[m],
@@ -341,6 +350,8 @@ def bench_epoch(batch_size: int = 64, epochs: int = 1, device: str | torch.devic
             "time_ms": round(best * 1e3, 2),
             "peak_extra_mib": "",
             "time_vs_conv": "",
+            "cpu_ms": "",
+            "cpu_vs_conv": "",
             "memory_vs_conv": "",
             "repeats": epochs,
         })
@@ -394,7 +405,8 @@ def format_table(rows: Sequence[dict[str, object]]) -> str:
     by_key = {(r["shape"], r["method"], r["pass"]): r for r in rows}
     shapes = list(dict.fromkeys(r["shape"] for r in rows if r["pass"] != "train_epoch"))
     methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
-    head = ["shape"] + [f"{m} fwd/fb ms" for m in methods] + ["fwd/conv", "fb/conv", "official/fv fb", "mem/conv"]
+    head = ["shape"] + [f"{m} fwd/fb ms" for m in methods]
+    head += ["fwd/conv", "fb/conv", "fb/conv cpu", "official/fv fb", "mem/conv"]
     lines = [head]
 
     def get(shape: str, method: str, pass_name: str, key: str) -> float | None:
@@ -414,6 +426,7 @@ def format_table(rows: Sequence[dict[str, object]]) -> str:
         line += [
             fmt(get(shape, "frugalvision", "forward", "time_vs_conv")),
             fmt(get(shape, "frugalvision", "forward_backward", "time_vs_conv")),
+            fmt(get(shape, "frugalvision", "forward_backward", "cpu_vs_conv")),
             fmt(off_fb / fv_fb if off_fb and fv_fb else None, 1),
             fmt(get(shape, "frugalvision", "forward_backward", "memory_vs_conv")),
         ]
