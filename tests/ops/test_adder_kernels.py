@@ -169,9 +169,9 @@ def test_opcheck_with_numba_backend():
     with use_backend("numba"):
         torch.library.opcheck(torch.ops.frugalvision.adder2d.default, (x, w, [1, 1], [1, 1], [1, 1], 1, False))
         go = torch.randn(2, 6, 7, 9, dtype=torch.float64)
-        torch.library.opcheck(
-            torch.ops.frugalvision.adder2d_grad_input.default, (go, x.detach(), w.detach(), [1, 1], [1, 1], [1, 1], 1)
-        )
+        conv_args = (go, x.detach(), w.detach(), [1, 1], [1, 1], [1, 1], 1)
+        torch.library.opcheck(torch.ops.frugalvision.adder2d_grad_input.default, conv_args)
+        torch.library.opcheck(torch.ops.frugalvision.adder2d_grad_weight.default, (*conv_args, False))
 
 
 class _TinyAdderNet(nn.Module):
