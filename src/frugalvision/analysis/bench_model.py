@@ -35,6 +35,7 @@ class LatencyResult:
     median_ms: float
     mean_ms: float
     min_ms: float
+    cpu_ms: float  # median process CPU time per pass (all threads): robust to other load on a shared machine
     images_per_s: float
     iters: int
     threads: int
@@ -50,10 +51,12 @@ def _sync(device: torch.device) -> None:
 
 @torch.inference_mode()
 def measure_latency(model: nn.Module, input_size: Sequence[int], batch_size: int = 1, *, warmup: int = 3,
-                    iters: int = 10, min_seconds: float = 0.0, device: str | torch.device = "cpu") -> list[float]:
+                    iters: int = 10, min_seconds: float = 0.0, device: str | torch.device = "cpu",
+                    cpu_times: list[float] | None = None) -> list[float]:
     """Seconds per forward pass of ``model`` (eval mode) on a random (batch_size, *input_size) input.
 
     Runs ``warmup`` untimed passes, then at least ``iters`` timed ones (more until ``min_seconds`` have passed).
+    When ``cpu_times`` is given, the process CPU seconds of each timed pass are appended to it.
     """
     device = torch.device(device)
     model = model.eval().to(device)
@@ -64,10 +67,12 @@ def measure_latency(model: nn.Module, input_size: Sequence[int], batch_size: int
     times: list[float] = []
     start = time.perf_counter()
     while len(times) < iters or time.perf_counter() - start < min_seconds:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         model(x)
         _sync(device)
         times.append(time.perf_counter() - t0)
+        if cpu_times is not None:
+            cpu_times.append(time.process_time() - c0)
     return times
 
 
@@ -118,13 +123,15 @@ def bench_model(
             model = build()
             label = "resnet50" if variant == "resnet50" else name
             for batch_size in batch_sizes:
+                cpu_times: list[float] = []
                 times = measure_latency(model, input_size, batch_size, warmup=warmup, iters=iters,
-                                        min_seconds=min_seconds, device=device)
+                                        min_seconds=min_seconds, device=device, cpu_times=cpu_times)
                 median = statistics.median(times)
                 result = LatencyResult(
                     model=label, variant=variant, batch_size=batch_size, input_size="x".join(map(str, input_size)),
                     median_ms=round(median * 1e3, 3), mean_ms=round(statistics.fmean(times) * 1e3, 3),
-                    min_ms=round(min(times) * 1e3, 3), images_per_s=round(batch_size / median, 2),
+                    min_ms=round(min(times) * 1e3, 3), cpu_ms=round(statistics.median(cpu_times) * 1e3, 3),
+                    images_per_s=round(batch_size / median, 2),
                     iters=len(times), threads=torch.get_num_threads(), device=device, torch=torch.__version__,
                     cpu=cpu)
                 results.append(result)
