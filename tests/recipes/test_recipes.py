@@ -1,0 +1,101 @@
+"""Every AdderNet paper recipe (recipes/addernet_*.yaml) loads and trains one step, on fake data at CIFAR scale.
+
+The recipes hold the official hyper-parameters (AdderNet, Chen et al., CVPR 2020; huawei-noah/AdderNet main.py and
+issues #17, #50); here only the data, the epoch count and the batch size are swapped for a tiny fake run.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from frugalvision import create_model
+from frugalvision.cli.train import build_configs
+from frugalvision.optim import AdaptiveLR, adder_weights
+from frugalvision.train.config import TrainConfig, load_recipe
+from frugalvision.train.engine import build_optimizer, lr_factor, train
+
+RECIPES = sorted((Path(__file__).resolve().parents[2] / "recipes").glob("addernet_*.yaml"))
+PAPER_ROWS = {
+    ("lenet5_bn", "mnist"), ("vgg_small", "cifar10"), ("vgg_small", "cifar100"), ("resnet20", "cifar10"),
+    ("resnet20", "cifar100"), ("resnet32", "cifar10"), ("resnet32", "cifar100"), ("resnet18", "imagenet"),
+    ("resnet50", "imagenet"),
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny batches gain nothing from intra-op threads, and on a busy machine spinning threads cost seconds."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _args(config: Path) -> argparse.Namespace:
+    fields = ("model", "conv_type", "dataset", "data_dir", "download", "epochs", "batch_size", "lr", "alr", "seed",
+              "num_workers", "output", "device")
+    return argparse.Namespace(config=str(config), **dict.fromkeys(fields))
+
+
+def test_every_paper_row_has_three_recipes() -> None:
+    names = {p.stem for p in RECIPES}
+    expected = {f"addernet_{m}_{d}_{c}" for m, d in PAPER_ROWS for c in ("adder", "conv", "binary")}
+    assert names == expected
+
+
+def _config(recipe: Path) -> TrainConfig:
+    values = load_recipe(recipe)
+    (config,) = build_configs(_args(recipe))  # the command line's path: model defaults < recipe
+    model, dataset, conv_type = recipe.stem.removeprefix("addernet_").rsplit("_", 2)
+    assert (config.model, config.dataset, config.model_kwargs["conv_type"]) == (model, dataset, conv_type)
+    assert config.optimizer in ("sgd", "nesterov") and config.momentum == 0.9 and config.scheduler == "cosine"
+    assert config.weight_decay == (1e-4 if dataset == "imagenet" else 5e-4)
+    assert config.epochs == {"mnist": 50, "imagenet": 150}.get(dataset, 400) and config.lr == 0.1
+    assert config.batch_size == values["batch_size"] == 256
+    if conv_type == "adder":
+        assert (config.alr, config.alr_eta) == ("alr", 0.2)
+    return config
+
+
+def _input_size(config: TrainConfig) -> list[int]:
+    return [1, 28, 28] if config.dataset == "mnist" else [3, 32, 32]  # ImageNet models at CIFAR scale
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
+def test_recipe_builds_and_steps(recipe: Path) -> None:
+    """The recipe's model, optimizer, schedule and ALR take one step on a fake batch of 2."""
+    config = _config(recipe)
+    torch.manual_seed(0)
+    in_chans, size = _input_size(config)[0], _input_size(config)[1]
+    model = create_model(config.model, num_classes=10, in_chans=in_chans, **config.model_kwargs)
+    alr = AdaptiveLR(adder_weights(model), mode=config.alr, eta=config.alr_eta)
+    optimizer = build_optimizer(config, model, alr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, steps_per_epoch=10))
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = F.cross_entropy(model(torch.randn(2, in_chans, size, size)), torch.tensor([0, 1]))
+    loss.backward()
+    alr.apply()
+    optimizer.step()
+    scheduler.step()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+    assert (config.model_kwargs["conv_type"] == "adder") == bool(adder_weights(model))
+
+
+@pytest.mark.parametrize("name", ["addernet_resnet20_cifar10_adder", "addernet_lenet5_bn_mnist_adder"])
+def test_recipe_runs_through_the_engine(name: str, tmp_path: Path) -> None:
+    """A one-epoch engine run (train, BN recalibration, eval, checkpoint) with the recipe on fake data."""
+    config = _config(RECIPES[[p.stem for p in RECIPES].index(name)])
+    tiny = config.replace(dataset="fake", fake_size=4, fake_input_size=_input_size(config), epochs=1, batch_size=2,
+                          eval_batch_size=4, bn_recalibration_batches=1, num_workers=0, output=str(tmp_path),
+                          device="cpu")
+    result = train(tiny, log=None)
+    assert len(result.history) == 1
+    assert result.history[0]["train_loss"] == result.history[0]["train_loss"]  # not NaN
+    assert (result.run_dir / "model.safetensors").is_file()
