@@ -11,6 +11,7 @@ different unit-RMS directions).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -69,7 +70,9 @@ _WORKER = textwrap.dedent('''
 
 def _torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
-    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=240)
+    # passive OpenMP waiting: numba's and torch's OpenMP pools otherwise spin against each other on small machines
+    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
