@@ -47,6 +47,8 @@ def _add_adder_parser(targets: argparse._SubParsersAction) -> argparse.ArgumentP
     p.add_argument("--skip", default="", help="comma-separated methods to leave out: reference, official")
     p.add_argument("--no-epoch", action="store_true", help="skip the LeNet-5-BN training-epoch comparison")
     p.add_argument("--epochs", type=int, default=1, help="timed training epochs per model (minimum is kept)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch (and numba) threads; 1 makes the recorded CPU time insensitive to other processes")
     p.add_argument("--device", default="cpu")
     p.add_argument("--output", default=None,
                    help="CSV path (default benchmarks/results/bench_adder_<device>_<date>.csv)")
@@ -69,6 +71,10 @@ def _run_adder(args: argparse.Namespace) -> int:
         raise CLIError("--batch-size, --repeats, --slow-repeats and --epochs must be positive")
     import torch
 
+    if args.threads is not None:
+        if args.threads < 1:
+            raise CLIError("--threads must be positive")
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise CLIError("--device cuda: CUDA is not available")
@@ -91,7 +97,8 @@ def _run_adder(args: argparse.Namespace) -> int:
         path = Path(args.output)
     else:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        host = "cuda" if device.type == "cuda" else f"cpu{info['cpu_count']}-{platform.machine()}"
+        cpu = f"cpu{info['cpu_count']}-{platform.machine()}"
+        host = ("cuda" if device.type == "cuda" else cpu) + f"-t{info['torch_threads']}"
         path = Path("benchmarks/results") / f"bench_adder_{host}_{stamp}.csv"
     bench_adder.write_csv(rows, path, info)
     print(f"\nwrote {path}")
