@@ -188,3 +188,17 @@ def test_paper_convention_known_gaps(name: str, tolerance: float) -> None:
     model = create_model(name, conv_type="adder")
     counted = count_ops(model, model.default_input_size, paper_convention=True)["add"]
     assert counted == pytest.approx(PAPER_ADDS[name], rel=tolerance)
+
+
+def test_autocast_keeps_adder_outputs_fp32() -> None:
+    """Adder outputs (~1e3 with a spread of ~1 before BN) stay float32 under autocast (SPEC §1, AMP)."""
+    model = create_model("resnet20", conv_type="adder")
+    dtypes = []
+    hooks = [m.register_forward_hook(lambda m, a, out: dtypes.append(out.dtype)) for m in model.modules()
+             if isinstance(m, Adder2d)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(torch.randn(2, 3, 32, 32))
+    for hook in hooks:
+        hook.remove()
+    assert len(dtypes) == 20 and set(dtypes) == {torch.float32}
+    assert torch.isfinite(logits.float()).all()
