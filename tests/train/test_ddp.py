@@ -48,13 +48,15 @@ _WORKER = textwrap.dedent('''
 
         def on_epoch_end(self, ctx, metrics):
             rank = dist.get_rank()
-            torch.save({n: p.detach() for n, p in ctx.model.named_parameters()}, f"{out}/params{rank}.pt")
+            state = {n: t.detach() for n, t in [*ctx.model.named_parameters(), *ctx.model.named_buffers()]}
+            torch.save(state, f"{out}/params{rank}.pt")  # after BN recalibration and validation
             with open(f"{out}/probe{rank}.json", "w") as f:
                 json.dump({"rms": self.rms, "bn_mean": self.local_bn_mean, "world": dist.get_world_size()}, f)
 
     config = TrainConfig(model="resnet20", model_kwargs={"conv_type": "adder"}, dataset="fake", fake_size=32,
                          epochs=1, batch_size=8, eval_batch_size=16, optimizer="sgd", lr=0.1, momentum=0.0,
-                         weight_decay=0.0, scheduler="constant", alr="alr", alr_eta=0.2, bn_recalibration="never",
+                         weight_decay=0.0, scheduler="constant", alr="alr", alr_eta=0.2, bn_recalibration="always",
+                         bn_recalibration_batches=1,
                          output=out, device="cpu")
     train(config, callbacks=[Probe()], log=None)
 
@@ -86,7 +88,8 @@ def test_torchrun_two_cpu_ranks(tmp_path: Path) -> None:
            str(recipe), "--output", str(tmp_path / "runs"), "--no-progress"]
     result = _torchrun([str(script), str(tmp_path), *cli], tmp_path)
 
-    # the probed train() call: different data on the ranks, identical parameters, ALR on the all-reduced gradient
+    # the probed train() call: different data on the ranks, identical parameters and BN statistics (re-estimated on
+    # each rank's shard, then averaged), ALR on the all-reduced gradient
     p0, p1 = (torch.load(tmp_path / f"params{r}.pt", weights_only=True) for r in (0, 1))
     probe0, probe1 = (json.loads((tmp_path / f"probe{r}.json").read_text()) for r in (0, 1))
     assert probe0["world"] == probe1["world"] == 2

@@ -362,6 +362,10 @@ def train(
                                                         device)
                 if ema is not None:
                     recalibrate_batchnorm(ema.module, _images(train_loader, config.bn_recalibration_batches), device)
+            if world > 1:  # one set of BN statistics on every rank for validation and the checkpoint
+                for net in (model, ema.module if ema is not None else None):
+                    if net is not None:
+                        _sync_buffers(net, world, average_bn=recalibrate)
             val = evaluate(model, val_loader, device)
             row.update({f"val_{k}": v for k, v in val.items() if k != "num_samples"})
             if ema is not None:
@@ -386,6 +390,22 @@ def train(
     alr.remove()
     return TrainResult(run_dir=run_dir, metrics=metrics, history=history, resumed_from=resumed_from,
                        train_seconds=time.perf_counter() - started)
+
+
+def _sync_buffers(model: nn.Module, world: int, *, average_bn: bool) -> None:
+    """DDP: average the BN statistics that each rank re-estimated on its own shard (``average_bn``), or give every
+    rank rank 0's buffers (what DDP's next forward would do), so that all ranks evaluate and rank 0 saves one model."""
+    averaged = set()
+    if average_bn:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
+                for buffer in (m.running_mean, m.running_var):
+                    dist.all_reduce(buffer)
+                    buffer.div_(world)
+                    averaged.add(id(buffer))
+    for buffer in model.buffers():
+        if id(buffer) not in averaged:
+            dist.broadcast(buffer, src=0)
 
 
 def _loss(logits: Tensor, target: Tensor, label_smoothing: float) -> Tensor:
