@@ -358,9 +358,6 @@ def test_tiny_end_to_end_train_fuse_save_load(tmp_path: Path) -> None:
     assert rel_err(reparameterize_model(ema.module)(probe), ema.module.eval()(probe)) <= 1e-5
 
 
-@pytest.mark.xfail(raises=TypeError, strict=False,
-                   reason="engine checkpointing JSON-encodes optimizer param_groups; timm Lamb keeps 'step' as a "
-                          "tensor there (reported to the engine owner)")
 def test_smoke_recipe_trains_through_the_engine(tmp_path: Path) -> None:
     """recipes/vanillanet_test_mnist5k.yaml through the training engine, on a few fake images."""
     engine = pytest.importorskip("frugalvision.train.engine")

@@ -99,3 +99,24 @@ def test_engine_recalibrates_adder_models_and_logs_drift(tmp_path):
 def test_unknown_option_is_rejected():
     with pytest.raises(ValueError, match="unknown training option"):
         TrainConfig.from_dict({"epoch": 3})
+
+
+def test_training_state_round_trip_keeps_tensor_group_entries(tmp_path):
+    """timm's Lamb keeps a tensor 'step' in its param groups: it must survive the checkpoint."""
+    from timm.optim import Lamb
+
+    from frugalvision.train.checkpointing import read_training_state, write_training_state
+
+    model = nn.Linear(3, 2)
+    optimizer = Lamb(model.parameters(), lr=0.01)
+    model(torch.randn(4, 3)).sum().backward()
+    optimizer.step()
+    write_training_state(tmp_path / "last.safetensors", model_state=model.state_dict(),
+                         optimizer_state=optimizer.state_dict(), ema_state=None, metadata={"epoch": 1})
+    state = read_training_state(tmp_path / "last.safetensors")
+    restored = Lamb(nn.Linear(3, 2).parameters(), lr=0.01)
+    restored.load_state_dict(state["optimizer"])
+    assert torch.equal(restored.param_groups[0]["step"], optimizer.param_groups[0]["step"])
+    for a, b in zip(restored.state.values(), optimizer.state.values()):
+        assert all(torch.equal(a[k], b[k]) for k in ("exp_avg", "exp_avg_sq"))
+    assert state["epoch"] == 1

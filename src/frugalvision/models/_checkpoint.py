@@ -9,6 +9,7 @@ official checkpoints are registered with :func:`register_converter`.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import tempfile
@@ -131,7 +132,10 @@ def read_state_dict(path: str | os.PathLike, *, use_ema: bool = False) -> dict[s
             raise CheckpointError(f"corrupt checkpoint {path}: {error}") from None
     else:
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            # Official VanillaNet training checkpoints also store their argparse.Namespace of options: allow that
+            # one plain-data class, nothing else.
+            with torch.serialization.safe_globals([argparse.Namespace]):
+                obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # the unpickler raises many types; all mean the same to the user
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise CheckpointError(f"cannot read checkpoint {path} safely: {reason}") from None

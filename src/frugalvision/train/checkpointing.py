@@ -49,17 +49,27 @@ def _split_optimizer_state(state: Mapping[str, Any]) -> tuple[dict[str, Tensor],
                 tensors[f"optim.{param_id}.{name}"] = value
             else:
                 scalars.setdefault(str(param_id), {})[name] = value
-    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+    groups = []
+    for index, group in enumerate(state["param_groups"]):  # some optimizers (timm's Lamb) keep tensors here
+        for name, value in group.items():
+            if isinstance(value, Tensor):
+                tensors[f"optim_group.{index}.{name}"] = value
+        groups.append({k: v for k, v in group.items() if not isinstance(v, Tensor)})
+    return tensors, {"param_groups": groups, "scalars": scalars}
 
 
 def _join_optimizer_state(tensors: Mapping[str, Tensor], meta: Mapping[str, Any]) -> dict[str, Any]:
     state: dict[int, dict[str, Any]] = {}
+    groups = [dict(group) for group in meta["param_groups"]]
     for key, value in tensors.items():
-        _, param_id, name = key.split(".", 2)
-        state.setdefault(int(param_id), {})[name] = value
+        kind, index, name = key.split(".", 2)
+        if kind == "optim_group":
+            groups[int(index)][name] = value
+        else:
+            state.setdefault(int(index), {})[name] = value
     for param_id, values in meta["scalars"].items():
         state.setdefault(int(param_id), {}).update(values)
-    return {"state": state, "param_groups": meta["param_groups"]}
+    return {"state": state, "param_groups": groups}
 
 
 def write_training_state(
@@ -91,7 +101,7 @@ def read_training_state(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"corrupt training state {path}: {error}") from None
     model = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     ema = {k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")}
-    optim = {k: v for k, v in tensors.items() if k.startswith("optim.")}
+    optim = {k: v for k, v in tensors.items() if k.startswith(("optim.", "optim_group."))}
     optimizer_state = _join_optimizer_state(optim, metadata.pop("optimizer"))
     return {"model": model, "ema": ema or None, "optimizer": optimizer_state, **metadata}
 
