@@ -120,3 +120,21 @@ def test_training_state_round_trip_keeps_tensor_group_entries(tmp_path):
     for a, b in zip(restored.state.values(), optimizer.state.values()):
         assert all(torch.equal(a[k], b[k]) for k in ("exp_avg", "exp_avg_sq"))
     assert state["epoch"] == 1
+
+
+def test_vanillanet_recipe_parts_reach_the_optimizer():
+    """Layer-wise decay (timm groups, lr scaled per group) and no decay on biases / norms, as the recipes ask."""
+    from frugalvision.models import create_model
+    from frugalvision.optim import AdaptiveLR
+    from frugalvision.train.config import load_recipe
+    from frugalvision.train.engine import build_optimizer
+
+    recipe = load_recipe("recipes/vanillanet_6.yaml")
+    config = TrainConfig.from_dict(recipe)
+    model = create_model("vanillanet_6")
+    optimizer = build_optimizer(config, model, AdaptiveLR([]))
+    lrs = sorted({round(g["lr"] / config.lr, 6) for g in optimizer.param_groups})
+    assert lrs == [round(0.8**k, 6) for k in range(5, -1, -1)]
+    assert all(g["weight_decay"] == 0 for g in optimizer.param_groups if all(p.dim() == 1 for p in g["params"]))
+    with pytest.raises(ValueError, match="num_layers=3"):
+        build_optimizer(config.replace(layer_decay={"rate": 0.8, "num_layers": 3}), model, AdaptiveLR([]))

@@ -212,6 +212,8 @@ def build_dataset(
     fake_size: int = 1024,
     fake_num_classes: int = 10,
     fake_input_size: Sequence[int] = (3, 32, 32),
+    randaugment: str | None = None,
+    reprob: float = 0.0,
 ) -> Dataset:
     """Builds a dataset yielding ``(image, label)``: a normalised float32 (C, H, W) tensor and an int.
 
@@ -226,6 +228,8 @@ def build_dataset(
         fake_size: number of items of the ``fake`` dataset.
         fake_num_classes: classes of the ``fake`` dataset.
         fake_input_size: (C, H, W) of the ``fake`` dataset.
+        randaugment: timm RandAugment policy string (ImageNet training only), e.g. ``"rand-m7-mstd0.5-inc1"``.
+        reprob: timm random-erasing probability (ImageNet training only).
 
     Returns:
         A map-style ``torch.utils.data.Dataset``.
@@ -235,6 +239,8 @@ def build_dataset(
     """
     info = dataset_info(name)
     train_aug = augment and split == "train"
+    if (randaugment or reprob) and name != "imagenet":
+        raise DataError(f"randaugment / reprob are ImageNet augmentations; {name} has its own (augment=True)")
 
     if name == "fake":
         return FakeDataset(fake_size, fake_num_classes, fake_input_size, split)
@@ -271,6 +277,7 @@ def build_dataset(
     from torchvision.datasets import ImageFolder
 
     try:
-        return ImageFolder(str(folder), transform=imagenet_transform(train_aug, info.mean, info.std))
+        transform = imagenet_transform(train_aug, info.mean, info.std, randaugment=randaugment, reprob=reprob)
+        return ImageFolder(str(folder), transform=transform)
     except (OSError, FileNotFoundError) as exc:
         raise DataError(f"cannot read imagenet {split} folder {folder}: {_one_line(exc)}") from None

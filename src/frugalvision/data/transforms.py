@@ -121,7 +121,8 @@ def tensor_train_transform(name: str) -> Callable[[Tensor], Tensor] | None:
     return None
 
 
-def imagenet_transform(train: bool, mean: Sequence[float], std: Sequence[float]) -> Callable:
+def imagenet_transform(train: bool, mean: Sequence[float], std: Sequence[float], *, randaugment: str | None = None,
+                       reprob: float = 0.0) -> Callable:
     """ImageNet pipeline from a PIL image to a normalised float tensor.
 
     Args:
@@ -129,10 +130,21 @@ def imagenet_transform(train: bool, mean: Sequence[float], std: Sequence[float])
         mean: normalisation mean.
         std: normalisation standard deviation.
 
+        randaugment: a timm RandAugment policy (training only); with it or ``reprob`` the training pipeline is timm's
+            ``create_transform`` (bicubic RandomResizedCrop, flip, RandAugment, normalise, random erasing), as the
+            VanillaNet recipe uses.
+        reprob: timm random-erasing probability (training only).
+
     Returns:
-        A torchvision v2 transform (its random draws use torch's global generator).
+        A torchvision v2 transform (its random draws use torch's global generator), or timm's pipeline.
     """
     from torchvision.transforms import v2
+
+    if train and (randaugment or reprob):
+        from timm.data import create_transform
+
+        return create_transform(224, is_training=True, auto_augment=randaugment, re_prob=reprob,
+                                interpolation="bicubic", mean=tuple(mean), std=tuple(std))
 
     if train:
         head = [v2.RandomResizedCrop(224, antialias=True), v2.RandomHorizontalFlip()]

@@ -42,7 +42,12 @@ class TrainConfig:
     alr: str = "alr"  # AdderNet adaptive learning rate: alr | official | ilr | none
     alr_eta: float = 0.2
     grad_accum: int = 1
+    decay_bias_and_norm: bool = True  # weight decay on biases and norm parameters too (AdderNet: yes; timm: no)
+    layer_decay: dict[str, Any] | None = None  # {"rate": float, "num_layers": int}: timm layer-wise LR decay
+    loss: str = "ce"  # ce | bce (timm BinaryCrossEntropy)
     label_smoothing: float = 0.0
+    randaugment: str | None = None  # timm RandAugment string, e.g. "rand-m7-mstd0.5-inc1" (ImageNet)
+    reprob: float = 0.0  # timm random-erasing probability (ImageNet)
     mixup: float = 0.0
     cutmix: float = 0.0
     ema_decay: float | None = None

@@ -90,8 +90,29 @@ def _distributed() -> tuple[int, int]:
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
 
+def _param_groups(config: TrainConfig, model: nn.Module, alr: AdaptiveLR) -> list[dict[str, Any]]:
+    """Parameter groups: AdderNet's ILR group, timm's layer-wise decay groups, or bias/norm without decay."""
+    if config.layer_decay:
+        from timm.optim import param_groups_layer_decay
+
+        if alr.mode == "ilr" and alr.params:
+            raise ValueError("layer_decay and alr='ilr' both set per-group learning rates; choose one")
+        rate, num_layers = config.layer_decay.get("rate"), config.layer_decay.get("num_layers")
+        stages = getattr(model, "stages", None)
+        if num_layers is not None and (stages is None or len(stages) != num_layers):
+            raise ValueError(f"layer_decay.num_layers={num_layers} does not match the model's "
+                             f"{'unknown' if stages is None else len(stages)} stages")
+        groups = param_groups_layer_decay(model, weight_decay=config.weight_decay, layer_decay=rate)
+        return [{**g, "lr": config.lr * g.pop("lr_scale", 1.0)} for g in groups]
+    if not config.decay_bias_and_norm:
+        from timm.optim import param_groups_weight_decay
+
+        return [{**g, "lr": config.lr} for g in param_groups_weight_decay(model, config.weight_decay)]
+    return alr.param_groups(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
 def build_optimizer(config: TrainConfig, model: nn.Module, alr: AdaptiveLR) -> torch.optim.Optimizer:
-    groups = alr.param_groups(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    groups = _param_groups(config, model, alr)
     if config.optimizer in ("sgd", "nesterov"):
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.optimizer == "nesterov")
     if config.optimizer == "adamw":
@@ -227,7 +248,8 @@ def train(
     if config.dataset == "fake" and config.fake_input_size:
         data_args["fake_input_size"] = tuple(config.fake_input_size)
         in_chans = config.fake_input_size[0]
-    train_set = build_dataset(config.dataset, config.train_split, augment=config.augment, **data_args)
+    train_set = build_dataset(config.dataset, config.train_split, augment=config.augment, randaugment=config.randaugment,
+                              reprob=config.reprob, **data_args)
     val_set = build_dataset(config.dataset, config.val_split, **data_args)
     shuffle_gen = torch.Generator()
     if world > 1:
@@ -333,7 +355,7 @@ def train(
                 sync = contextlib.nullcontext() if (last_micro or world == 1) else train_model.no_sync()
                 with sync, torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                     logits = train_model(images)
-                    loss = _loss(logits.float(), target, config.label_smoothing)
+                    loss = _loss(logits.float(), target, config)
                 scaler.scale(loss / config.grad_accum).backward()
                 if last_micro:
                     scaler.unscale_(optimizer)
@@ -408,10 +430,17 @@ def _sync_buffers(model: nn.Module, world: int, *, average_bn: bool) -> None:
             dist.broadcast(buffer, src=0)
 
 
-def _loss(logits: Tensor, target: Tensor, label_smoothing: float) -> Tensor:
-    if target.dim() == 2:  # soft targets from mixup / cutmix
+def _loss(logits: Tensor, target: Tensor, config: TrainConfig) -> Tensor:
+    """Cross-entropy or timm's binary cross-entropy; soft (mixup / cutmix) targets already carry the smoothing."""
+    if config.loss == "bce":
+        from timm.loss import BinaryCrossEntropy
+
+        return BinaryCrossEntropy(smoothing=0.0 if target.dim() == 2 else config.label_smoothing)(logits, target)
+    if config.loss != "ce":
+        raise ValueError(f"loss must be ce or bce, got {config.loss!r}")
+    if target.dim() == 2:
         return torch.sum(-target * F.log_softmax(logits, dim=-1), dim=-1).mean()
-    return F.cross_entropy(logits, target, label_smoothing=label_smoothing)
+    return F.cross_entropy(logits, target, label_smoothing=config.label_smoothing)
 
 
 def _tensorboard(run_dir: Path):
