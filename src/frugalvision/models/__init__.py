@@ -8,6 +8,7 @@ from .adderize import adderize
 
 __all__ = [
     "CheckpointError",
+    "adaptive",
     "adderize",
     "create_model",
     "is_model",

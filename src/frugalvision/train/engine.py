@@ -248,8 +248,8 @@ def train(
     if config.dataset == "fake" and config.fake_input_size:
         data_args["fake_input_size"] = tuple(config.fake_input_size)
         in_chans = config.fake_input_size[0]
-    train_set = build_dataset(config.dataset, config.train_split, augment=config.augment, randaugment=config.randaugment,
-                              reprob=config.reprob, **data_args)
+    train_set = build_dataset(config.dataset, config.train_split, augment=config.augment,
+                              randaugment=config.randaugment, reprob=config.reprob, **data_args)
     val_set = build_dataset(config.dataset, config.val_split, **data_args)
     shuffle_gen = torch.Generator()
     if world > 1:
