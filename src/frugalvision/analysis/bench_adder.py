@@ -11,10 +11,12 @@ Methods (one layer, forward and forward+backward):
 * ``conv``: ``torch.nn.functional.conv2d`` (oneDNN on CPU, cuDNN on GPU).
 
 Timing: the methods of one shape and pass are run round-robin (so background load hits them alike) and the minimum
-over the repeats is kept (the minimum process CPU time is recorded too: it suffers less from other processes sharing
-the cores). Memory (CPU): the peak resident set size is reset through ``/proc/self/clear_refs`` before
-a call and read back from ``VmHWM`` after it, with glibc's mmap threshold pinned to 64 KiB (``mallopt``) so that every
-large buffer is mapped on allocation and unmapped when freed; "peak extra" is that high-water mark minus the resident
+over the repeats is kept (the minimum CPU time of the calling thread is recorded too: with ``--threads 1`` it is the
+work itself and suffers less from other processes sharing the cores).
+
+Memory (CPU): the peak resident set size is reset through ``/proc/self/clear_refs`` before a call and read back from
+``VmHWM`` after it, with glibc's mmap threshold pinned to 64 KiB (``mallopt``) so that every large buffer is mapped
+on allocation and unmapped when freed; "peak extra" is that high-water mark minus the resident
 size before the call, with inputs already allocated and the call warmed up. On CUDA it is
 ``torch.cuda.max_memory_allocated`` minus the allocated memory before the call.
 """
@@ -190,9 +192,10 @@ def peak_extra_bytes(fn: Callable[[], object], device: torch.device) -> float:
 
 def time_round_robin(fns: dict[str, Callable[[], object]], repeats: dict[str, int], device: torch.device,
                      ) -> tuple[dict[str, float], dict[str, float]]:
-    """Minimum wall time and minimum process CPU time (seconds) of each function: one untimed warm-up each, then
-    round-robin repeats. CPU time (all threads of the process, OpenMP spin-waits included) is less sensitive to
-    other processes competing for the cores than wall time."""
+    """Minimum wall time and minimum CPU time of the calling thread (seconds) of each function: one untimed warm-up
+    each, then round-robin repeats. With one thread (``torch.set_num_threads(1)``) the thread's CPU time is the work
+    itself and is less sensitive than wall time to other processes competing for the cores; with more threads it
+    only covers the calling thread's share."""
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -206,11 +209,11 @@ def time_round_robin(fns: dict[str, Callable[[], object]], repeats: dict[str, in
             if r >= repeats[name]:
                 continue
             sync()
-            start, start_cpu = time.perf_counter(), time.process_time()
+            start, start_cpu = time.perf_counter(), time.thread_time()
             fn()
             sync()
             best[name] = min(best[name], time.perf_counter() - start)
-            best_cpu[name] = min(best_cpu[name], time.process_time() - start_cpu)
+            best_cpu[name] = min(best_cpu[name], time.thread_time() - start_cpu)
     return best, best_cpu
 
 
