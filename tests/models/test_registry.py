@@ -90,3 +90,16 @@ def test_unsafe_pickle_is_refused(tmp_path):
     torch.save({"model": Evil()}, path)
     with pytest.raises(CheckpointError, match="safely"):
         create_model("lenet5_bn", checkpoint_path=path)
+
+
+def test_binary_lenet_feeds_signed_activations_to_binary_layers():
+    """A ReLU before a binary layer would make every sign +1: the binary twin uses HardTanh."""
+    model = create_model("lenet5_bn", conv_type="binary").train()
+    seen = []
+    binary = [m for m in model.modules() if isinstance(m, frugalvision.layers.BinaryConv2d)]
+    hooks = [m.register_forward_pre_hook(lambda m, args: seen.append(args[0])) for m in binary]
+    model(torch.randn(8, 1, 28, 28))
+    for hook in hooks:
+        hook.remove()
+    assert len(seen) == 3
+    assert all((x < 0).any() for x in seen)

@@ -23,7 +23,8 @@ class LeNet5BN(nn.Module):
 
     Args:
         conv_type: ``"conv"``, ``"adder"`` or ``"binary"``. Binary twins keep the first and last layer
-            multiplicative (binarising a 1-channel input or the logits destroys them, as in the BNN literature).
+            multiplicative (binarising a 1-channel input or the logits destroys them, as in the BNN literature) and
+            use HardTanh instead of ReLU: the sign of a ReLU output is always +1.
         layer_kwargs: extra options for the adder/binary layers (e.g. ``weight_grad="sign"``).
     """
 
@@ -35,19 +36,22 @@ class LeNet5BN(nn.Module):
         self.default_input_size = (in_chans, 28, 28)
         edge_type = "conv" if conv_type == "binary" else conv_type
 
+        def act() -> nn.Module:
+            return nn.Hardtanh(inplace=True) if conv_type == "binary" else nn.ReLU(inplace=True)
+
         def layer(kind: str, cin: int, cout: int, k: int, padding: int = 0) -> nn.Module:
             kwargs = layer_kwargs if kind != "conv" else {}
             return create_conv2d(kind, cin, cout, k, padding=padding, **kwargs)
 
         self.features = nn.Sequential(
-            layer(edge_type, in_chans, 6, 5, padding=2), nn.BatchNorm2d(6), nn.ReLU(inplace=True),  # 28x28
+            layer(edge_type, in_chans, 6, 5, padding=2), nn.BatchNorm2d(6), act(),  # 28x28
             nn.MaxPool2d(2),  # 14x14
-            layer(conv_type, 6, 16, 5), nn.BatchNorm2d(16), nn.ReLU(inplace=True),  # 10x10
+            layer(conv_type, 6, 16, 5), nn.BatchNorm2d(16), act(),  # 10x10
             nn.MaxPool2d(2),  # 5x5
         )
         self.classifier = nn.Sequential(
-            layer(conv_type, 16, 120, 5), nn.BatchNorm2d(120), nn.ReLU(inplace=True),  # 1x1
-            layer(conv_type, 120, 84, 1), nn.BatchNorm2d(84), nn.ReLU(inplace=True),
+            layer(conv_type, 16, 120, 5), nn.BatchNorm2d(120), act(),  # 1x1
+            layer(conv_type, 120, 84, 1), nn.BatchNorm2d(84), act(),
             layer(edge_type, 84, num_classes, 1), nn.BatchNorm2d(num_classes),
         )
 
