@@ -20,6 +20,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--output", default="runs/ablation_addernet_optim", help="parent folder of the run folders")
     p.add_argument("--table", help="Markdown table path; the CSV goes next to it (default OUTPUT/<name>.md)")
     p.add_argument("--figure", help="PNG of the learning curves (default OUTPUT/<name>.png)")
+    p.add_argument("--grads", default="full,sign", help="weight gradients to train, comma list (default full,sign)")
+    p.add_argument("--lr-modes", default="alr,ilr,none", help="LR scaling modes, comma list (default alr,ilr,none)")
     p.add_argument("--retrain", action="store_true", help="train every run afresh instead of reusing/resuming")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     return p
@@ -30,8 +32,11 @@ def run(args: argparse.Namespace) -> int:
     from ._common import print_table
 
     overrides = {k: getattr(args, k) for k in ("batch_size", "lr", "seed", "device") if getattr(args, k) is not None}
-    result = ABLATIONS[args.name](args.output, epochs=args.epochs, dataset=args.dataset, table=args.table,
-                                  figure=args.figure, retrain=args.retrain, **overrides)
+    grads = tuple(g.strip() for g in args.grads.split(",") if g.strip())
+    lr_modes = tuple(m.strip() for m in args.lr_modes.split(",") if m.strip())
+    result = ABLATIONS[args.name](args.output, epochs=args.epochs, dataset=args.dataset, grads=grads,
+                                  lr_modes=lr_modes, table=args.table, figure=args.figure, retrain=args.retrain,
+                                  **overrides)
     print_table(
         f"{args.name} on {args.dataset}, {args.epochs} epochs per run",
         ("weight grad", "LR scaling", "best val top-1 %", "final val top-1 %", "final train loss", "s/epoch"),
