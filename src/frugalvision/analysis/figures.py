@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from torch import nn
 
 __all__ = [
@@ -537,6 +538,7 @@ def plot_curves(
                         markersize=3, lw=1.4, label=name)
         ax.set_title(panel_title)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(ylabel)
         if log_loss and "loss" in panel:
             ax.set_yscale("log")
