@@ -15,9 +15,10 @@ over the repeats is kept (the minimum CPU time of the calling thread is recorded
 work itself and suffers less from other processes sharing the cores).
 
 Memory (CPU): the peak resident set size is reset through ``/proc/self/clear_refs`` before a call and read back from
-``VmHWM`` after it, with glibc's mmap threshold pinned to 64 KiB (``mallopt``) so that every large buffer is mapped
-on allocation and unmapped when freed; "peak extra" is that high-water mark minus the resident
-size before the call, with inputs already allocated and the call warmed up. On CUDA it is
+``VmHWM`` after it, with glibc's mmap threshold pinned to 64 KiB (``mallopt``, only while measuring memory: timings
+run with a 32 MiB threshold) so that every large buffer is mapped on allocation and unmapped when freed; "peak
+extra" is that high-water mark minus the resident size before the call, with inputs already allocated, the call
+warmed up, and freed heap pages handed back first (``malloc_trim``). On CUDA it is
 ``torch.cuda.max_memory_allocated`` minus the allocated memory before the call.
 """
 
@@ -154,15 +155,22 @@ def machine_info() -> dict[str, str]:
     }
 
 
-def _pin_mmap_threshold() -> bool:
-    """Make glibc map every allocation above 64 KiB with mmap (and unmap it on free), so RSS tracks live buffers."""
+def _malloc_mode(measure_memory: bool) -> bool:
+    """Switch glibc between memory measurement and timing.
+
+    ``measure_memory=True`` maps every allocation above 64 KiB with mmap and unmaps it on free, so RSS tracks live
+    buffers (each new buffer then page-faults, which would distort timings); ``False`` serves allocations up to
+    32 MiB (glibc's largest dynamic threshold) from the reused heap, as glibc does in steady state.
+    Returns whether ``mallopt`` is available.
+    """
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3
-    ok = libc.mallopt(m_mmap_threshold, 64 * 1024) == 1
-    return ok and libc.mallopt(m_trim_threshold, 128 * 1024) == 1
+    mmap_bytes, trim_bytes = (64 * 2**10, 128 * 2**10) if measure_memory else (32 * 2**20, 64 * 2**20)
+    ok = libc.mallopt(m_mmap_threshold, mmap_bytes) == 1
+    return ok and libc.mallopt(m_trim_threshold, trim_bytes) == 1
 
 
 def _rss_kib(field: str) -> int:
@@ -181,6 +189,8 @@ def peak_extra_bytes(fn: Callable[[], object], device: torch.device) -> float:
         fn()
         torch.cuda.synchronize()
         return float(torch.cuda.max_memory_allocated() - base)
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # give freed heap pages back, so that reusing them counts again
     try:
         Path("/proc/self/clear_refs").write_text("5")
         base = _rss_kib("VmRSS")
@@ -262,17 +272,20 @@ def bench_layers(
     ``reference`` and ``official`` get ``slow_repeats`` timed runs, the others ``repeats``.
     """
     device = torch.device(device)
-    pinned = device.type == "cuda" or _pin_mmap_threshold()
     rows: list[dict[str, object]] = []
     for shape in shapes:
         fns = {m: _layer_fns(shape, m, device) for m in methods}
         reps = {m: slow_repeats if m in ("reference", "official") else repeats for m in methods}
         results: dict[tuple[str, str], dict[str, float]] = {}
         for pass_index, pass_name in enumerate(("forward", "forward_backward")):
+            cpu_memory = device.type == "cpu" and _malloc_mode(measure_memory=False)
             times, cpu_times = time_round_robin({m: f[pass_index] for m, f in fns.items()}, reps, device)
+            if device.type == "cpu":
+                cpu_memory = _malloc_mode(measure_memory=True)
             for m in methods:
                 fns[m][2]()
-                memory = peak_extra_bytes(fns[m][pass_index], device) if pinned else float("nan")
+                measured = device.type == "cuda" or cpu_memory
+                memory = peak_extra_bytes(fns[m][pass_index], device) if measured else float("nan")
                 fns[m][2]()
                 results[(m, pass_name)] = {
                     "time_ms": times[m] * 1e3, "cpu_ms": cpu_times[m] * 1e3, "peak_extra_mib": memory / 2**20
