@@ -88,6 +88,11 @@ def test_filters_and_weights_from_runs(lenet_runs: dict[str, Path], tmp_path: Pa
     _check_png(figures.save_figure(fig, tmp_path / "weights.png"))
 
 
+def test_train_twins_refuses_runs_with_other_settings(lenet_runs: dict[str, Path]) -> None:
+    with pytest.raises(ValueError, match=r"other settings \(epochs\)"):
+        figures.train_twins("lenet5_bn", output=lenet_runs["conv"].parent, log=None, **{**TINY, "epochs": 2})
+
+
 def test_curves_from_runs(lenet_runs: dict[str, Path], tmp_path: Path) -> None:
     fig = figures.plot_curves(list(lenet_runs.values()))
     _check_axes(fig)

@@ -167,7 +167,8 @@ def train_twins(
     """Train ``model`` once per conv type (default CNN and AdderNet) and return ``{conv_type: run folder}``.
 
     Run folders are ``output/{run_prefix or model}_{conv_type}``. A finished run with the same settings is reused
-    as it is and an unfinished one is resumed, so calling this again costs nothing; ``retrain=True`` starts over.
+    as it is and an unfinished one is resumed, so calling this again costs nothing. A folder holding a run with
+    other settings raises ``ValueError`` (never silently replaced); ``retrain=True`` starts every run over.
     ``config`` holds further :class:`~frugalvision.train.config.TrainConfig` fields (``epochs``, ``lr``,
     ``dataset``...); the model's own training defaults apply to the rest.
     """
@@ -181,31 +182,37 @@ def train_twins(
         values["model_kwargs"] = {**(model_kwargs or {}), "conv_type": conv_type}
         values["run_name"] = f"{run_prefix or model}_{conv_type}"
         cfg = TrainConfig.from_dict(values)
-        if not retrain and _finished_run_matches(cfg):
+        state, changed = ("fresh", []) if retrain else _run_state(cfg)
+        if state == "finished":
             if log is not None:
                 log(f"Reusing the finished run {cfg.run_dir}")
             runs[conv_type] = cfg.run_dir
             continue
-        if not retrain and cfg.run_dir.exists() and not (cfg.run_dir / "last.safetensors").exists():
-            retrain = True  # a folder without resumable state (e.g. killed before the first epoch): start over
-        result = train(cfg, resume=not retrain, overwrite=retrain, log=log)
+        if state == "different":
+            raise ValueError(f"run folder {cfg.run_dir} holds a run with other settings ({', '.join(changed)}); "
+                             "retrain to replace it or use another output folder")
+        # "unfinished": continue it; "fresh": start over (also a folder killed before its first epoch)
+        result = train(cfg, resume=state == "unfinished", overwrite=state == "fresh", log=log)
         runs[conv_type] = result.run_dir
     return runs
 
 
-def _finished_run_matches(cfg: Any) -> bool:
+def _run_state(cfg: Any) -> tuple[str, list[str]]:
+    """("fresh" | "unfinished" | "finished" | "different", names of changed settings) of ``cfg.run_dir``."""
     import json
 
     path = cfg.run_dir / "config.json"
-    if not (cfg.run_dir / "model.safetensors").is_file() or not path.is_file():
-        return False
+    if not path.is_file() or not (cfg.run_dir / "last.safetensors").is_file():
+        return "fresh", []
     try:
         stored = json.loads(path.read_text())["train"]
         done = len(read_metrics(cfg.run_dir))
     except (OSError, ValueError, KeyError):
-        return False
-    wanted = cfg.to_dict()
-    return done >= cfg.epochs and all(stored.get(k) == v for k, v in wanted.items() if k not in ("device", "output"))
+        return "fresh", []
+    changed = [k for k, v in cfg.to_dict().items() if k not in ("device", "output") and stored.get(k) != v]
+    if changed:
+        return "different", changed
+    return ("finished" if done >= cfg.epochs and (cfg.run_dir / "model.safetensors").is_file() else "unfinished"), []
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -26,7 +26,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="train the CNN and AdderNet twins into --runs-dir first (reused when already finished)")
     p.add_argument("--runs-dir", default="runs/figures", help="where --train puts its run folders")
     p.add_argument("--epochs", type=int, help="epochs for --train (features: 10, filters/weights: 5)")
-    p.add_argument("--retrain", action="store_true", help="with --train: start the runs afresh")
+    p.add_argument("--retrain", action="store_true",
+                   help="with --train: start the runs afresh (needed when --runs-dir holds runs with other settings)")
     p.add_argument("--feature-dim", type=int, choices=(2, 3), default=2, help="features: LeNet++ feature size")
     p.add_argument("--dataset", default="mnist5k",
                    help="data to train on (--train) and, for features, to embed (default mnist5k)")
