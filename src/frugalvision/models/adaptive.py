@@ -47,6 +47,7 @@ class AdaptiveLeNet(nn.Module):
         if first_type not in ("adaptive", "conv"):
             raise ValueError(f"first_type must be 'adaptive' or 'conv', got {first_type!r}")
         c1, c2, c3 = widths
+        self.default_input_size = (in_chans, 28, 28)
         kwargs = layer_kwargs if first_type == "adaptive" else {}
         self.num_classes, self.first_type = num_classes, first_type
         self.features = nn.Sequential(
@@ -124,6 +125,7 @@ class ResNet18Cifar(nn.Module):
         if stem_type not in ("conv", "adaptive"):
             raise ValueError(f"stem_type must be 'conv' or 'adaptive', got {stem_type!r}")
         self.num_classes, self.stem_type = num_classes, stem_type
+        self.default_input_size = (in_chans, 32, 32)
         kwargs = layer_kwargs if stem_type == "adaptive" else {}
         self.stem = nn.Sequential(
             create_conv2d(stem_type, in_chans, stem_width, 3, padding=1, **kwargs),
