@@ -150,7 +150,10 @@ def markdown_table(rows: Sequence[dict[str, Any]], settings: dict[str, Any], *, 
                                                                                             row["lr_scaling"])
         lines.append(f"| {grad} | {mode} | {mark}{row['best_val_top1']:.2f}{mark} | {row['final_val_top1']:.2f} | "
                      f"{row['final_train_loss']:.4f} | {row['seconds_per_epoch']:.1f} |")
-    lines += ["", "Seconds per epoch were measured on a shared machine; compare them only within one table."]
+    lines += ["", "Seconds per epoch were measured on a shared machine; compare them only within one table.", "",
+              f"Reproduce: `frugalvision ablation addernet-optim --epochs {settings['epochs']} --dataset "
+              f"{settings['dataset']}` (finished runs are reused; add `--table`/`--figure` to choose where these "
+              "files go)."]
     if figure is not None:
         shown = os.path.relpath(figure, relative_to) if relative_to is not None else str(figure)
         lines += ["", f"![learning curves of the ablation]({Path(shown).as_posix()})"]
