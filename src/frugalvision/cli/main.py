@@ -3,12 +3,14 @@
 Each command module defines ``add_parser(subparsers) -> argparse.ArgumentParser`` and ``run(args) -> int``.
 Errors the user can fix (bad option, missing data, corrupt checkpoint) are raised as :class:`CLIError` or one of
 the library's ``ValueError`` / ``FileNotFoundError`` subclasses and printed as one line; the exit code is 2.
+``FRUGALVISION_DEBUG=1`` re-raises them with the full traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -52,6 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("frugalvision: interrupted", file=sys.stderr)
         return 130
     except (CLIError, ValueError, TypeError, FileNotFoundError, KeyError, RuntimeError, OSError) as error:
+        if os.environ.get("FRUGALVISION_DEBUG"):
+            raise
         print(f"frugalvision {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
 

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from ._dispatch import Backend, register_backend
 from .adder2d import ADDER_OP
+from .adder2d import _reference_grad_weight as reference_grad_weight
 
 __all__ = ["numba_rejects", "triton_rejects"]
 
@@ -54,7 +55,7 @@ def _register_numba() -> None:
             kernels={
                 "forward": adder_numba.adder2d_forward,
                 "grad_input": adder_numba.adder2d_grad_input,
-                "grad_weight": adder_numba.adder2d_grad_weight,
+                "grad_weight": reference_grad_weight,  # oneDNN conv weight gradient minus the rank-1 term
             },
             rejects=numba_rejects,
             priority=10,

@@ -27,8 +27,9 @@ Kernels:
   (one max, one min and one fused multiply-add per term). Layers whose output is much smaller than their input
   (stride 2, a 5 x 5 kernel on a 5 x 5 map) would mostly multiply zeros that way; for them
   :func:`_grad_input_sparse_kernel` reduces each position over its runs of valid taps only.
-* weight gradient, Eq. 5 through the identity ``dW = G X_col^T - W * rowsum(G)``: the convolution weight gradient
-  (oneDNN) minus a rank-1 term; the sign ablation falls back to the reference.
+* weight gradient: none here. Eq. 5 through the identity ``dW = G X_col^T - W * rowsum(G)`` is a convolution weight
+  gradient (oneDNN) minus a rank-1 term, which the reference backend already computes that way; the numba backend
+  registers that function (see :mod:`frugalvision.ops._backends`).
 
 Thread count: :func:`sync_threads` sets numba's pool to ``torch.get_num_threads()`` (bounded by numba's maximum) on
 every call.
@@ -43,8 +44,9 @@ from numba import njit, prange
 from torch import Tensor
 
 from .. import reference
+from ..adder2d import _compute_dtype
 
-__all__ = ["K_ALIGN", "POS_BLOCK", "adder2d_forward", "adder2d_grad_input", "adder2d_grad_weight", "sync_threads"]
+__all__ = ["K_ALIGN", "POS_BLOCK", "adder2d_forward", "adder2d_grad_input", "sync_threads"]
 
 Pair = tuple[int, int]
 
@@ -355,10 +357,6 @@ def _grad_input_sparse_kernel(go, x, wt, grad_x, height, width, kh, kw, sh, sw, 
 # torch-facing wrappers (the kernel signatures of frugalvision.ops._dispatch)
 
 
-def _compute_dtype(*tensors: Tensor) -> torch.dtype:
-    return torch.float64 if all(t.dtype == torch.float64 for t in tensors) else torch.float32
-
-
 def _num_chunks(num_tasks: int, threads: int) -> int:
     return max(1, min(num_tasks, threads * _TASKS_PER_THREAD))
 
@@ -414,23 +412,3 @@ def adder2d_grad_input(
     )
     return grad_x
 
-
-def adder2d_grad_weight(
-    grad_output: Tensor,
-    x: Tensor,
-    weight: Tensor,
-    stride: Pair,
-    padding: Pair,
-    dilation: Pair,
-    groups: int,
-    sign: bool,
-) -> Tensor:
-    """AdderNet Eq. 5: ``dW = conv2d_weight(X, G) - W * sum_{n,h,w} G`` (oneDNN GEMM + rank-1 term).
-
-    ``sign=True`` (the ablation's true gradient) has no fused kernel and runs the chunked reference.
-    """
-    dtype = _compute_dtype(x, weight)
-    args = (grad_output.detach().to(dtype), x.detach().to(dtype), weight.detach().to(dtype))
-    if sign:
-        return reference.adder2d_grad_weight_sign(*args, stride, padding, dilation, groups)
-    return reference.adder2d_grad_weight(*args, stride, padding, dilation, groups)
