@@ -13,8 +13,8 @@ $(VENV)/.torch-installed:
 	$(PIP) install --quiet $(TORCH_PINS)
 	touch $@
 
-$(VENV)/.installed: $(VENV)/.torch-installed pyproject.toml
-	$(PIP) install --quiet -e ".[test]"
+$(VENV)/.installed: $(VENV)/.torch-installed pyproject.toml Makefile
+	$(PIP) install --quiet -e ".[test,export]"
 	touch $@
 
 demo: $(VENV)/.installed

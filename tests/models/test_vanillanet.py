@@ -360,7 +360,7 @@ def test_tiny_end_to_end_train_fuse_save_load(tmp_path: Path) -> None:
 
 def test_smoke_recipe_trains_through_the_engine(tmp_path: Path) -> None:
     """recipes/vanillanet_test_mnist5k.yaml through the training engine, on a few fake images."""
-    engine = pytest.importorskip("frugalvision.train.engine")
+    from frugalvision.train import engine
     from frugalvision.train.config import TrainConfig, load_recipe
 
     recipe = load_recipe(Path(__file__).parents[2] / "recipes" / "vanillanet_test_mnist5k.yaml")
