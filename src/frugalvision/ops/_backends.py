@@ -10,6 +10,7 @@ The plain-PyTorch ``reference`` backend (priority -100) stays the fallback for e
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -23,24 +24,21 @@ __all__ = ["numba_rejects", "triton_rejects"]
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def numba_rejects(*tensors: Tensor) -> str | None:
-    """Why the numba kernels cannot run these tensors, or ``None``."""
-    for t in tensors:
-        if t.device.type != "cpu":
-            return f"numba kernels run on CPU tensors, got {t.device}"
-        if t.dtype not in _FLOATS:
-            return f"unsupported dtype {t.dtype}"
-    return None
+def _rejects_unless(device_type: str, kernels: str) -> Callable[..., str | None]:
+    def rejects(*tensors: Tensor) -> str | None:
+        for t in tensors:
+            if t.device.type != device_type:
+                return f"{kernels} kernels run on {device_type.upper()} tensors, got {t.device}"
+            if t.dtype not in _FLOATS:
+                return f"unsupported dtype {t.dtype}"
+        return None
+
+    rejects.__doc__ = f"Why the {kernels} kernels cannot run these tensors, or ``None``."
+    return rejects
 
 
-def triton_rejects(*tensors: Tensor) -> str | None:
-    """Why the Triton kernels cannot run these tensors, or ``None``."""
-    for t in tensors:
-        if t.device.type != "cuda":
-            return f"triton kernels run on CUDA tensors, got {t.device}"
-        if t.dtype not in _FLOATS:
-            return f"unsupported dtype {t.dtype}"
-    return None
+numba_rejects = _rejects_unless("cpu", "numba")
+triton_rejects = _rejects_unless("cuda", "triton")
 
 
 def _register_numba() -> None:
