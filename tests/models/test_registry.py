@@ -103,3 +103,19 @@ def test_binary_lenet_feeds_signed_activations_to_binary_layers():
         hook.remove()
     assert len(seen) == 3
     assert all((x < 0).any() for x in seen)
+
+
+def test_checkpoint_ema_selects_the_ema_entry(tmp_path):
+    model = create_model("lenet5_bn", conv_type="conv").eval()
+    ema = create_model("lenet5_bn", conv_type="conv").eval()
+    path = tmp_path / "official.pth"
+    torch.save({"model": model.state_dict(), "model_ema": ema.state_dict()}, path)
+    x = torch.randn(2, 1, 28, 28)
+    torch.testing.assert_close(create_model("lenet5_bn", conv_type="conv", checkpoint_path=path).eval()(x), model(x))
+    loaded = create_model("lenet5_bn", conv_type="conv", checkpoint_path=path, checkpoint_ema=True).eval()
+    torch.testing.assert_close(loaded(x), ema(x))
+    torch.save({"model": model.state_dict()}, tmp_path / "plain.pth")
+    with pytest.raises(CheckpointError, match="no model_ema"):
+        create_model("lenet5_bn", checkpoint_path=tmp_path / "plain.pth", checkpoint_ema=True)
+    with pytest.raises(ValueError, match="needs a checkpoint_path"):
+        create_model("lenet5_bn", checkpoint_ema=True)

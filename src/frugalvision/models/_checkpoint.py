@@ -104,14 +104,16 @@ def read_checkpoint_config(path: str | os.PathLike) -> dict[str, Any] | None:
 
 
 def _unwrap(obj: Any, path: Path, use_ema: bool) -> dict[str, Tensor]:
+    if use_ema:
+        if isinstance(obj, Mapping) and isinstance(obj.get("model_ema"), Mapping):
+            return _unwrap(obj["model_ema"], path, False)
+        raise CheckpointError(f"checkpoint {path} has no model_ema entry")
     if isinstance(obj, Mapping):
-        if use_ema and isinstance(obj.get("model_ema"), Mapping):
-            return _unwrap(obj["model_ema"], path, use_ema)
         for key in _NESTED_KEYS:
             if isinstance(obj.get(key), Mapping):
-                return _unwrap(obj[key], path, use_ema)
-        if not use_ema and isinstance(obj.get("model_ema"), Mapping):
-            return _unwrap(obj["model_ema"], path, use_ema)
+                return _unwrap(obj[key], path, False)
+        if isinstance(obj.get("model_ema"), Mapping):  # a file that holds only the EMA weights
+            return _unwrap(obj["model_ema"], path, False)
         tensors = {k: v for k, v in obj.items() if isinstance(v, Tensor)}
         if tensors:
             return tensors
@@ -126,6 +128,8 @@ def read_state_dict(path: str | os.PathLike, *, use_ema: bool = False) -> dict[s
     """
     path = resolve_checkpoint_path(path)
     if path.suffix == ".safetensors":
+        if use_ema:
+            raise CheckpointError(f"{path} holds one set of weights; a run's EMA weights are in model_ema.safetensors")
         try:
             state = load_file(str(path), device="cpu")
         except (SafetensorError, OSError, ValueError) as error:

@@ -18,6 +18,7 @@ def create_model(
     *,
     pretrained: bool = False,
     checkpoint_path: str | os.PathLike | None = None,
+    checkpoint_ema: bool = False,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a registered model, optionally loading weights.
@@ -27,6 +28,8 @@ def create_model(
         pretrained: frugalvision downloads nothing; pass the released file as ``checkpoint_path`` instead.
         checkpoint_path: a frugalvision checkpoint (file or run folder) or an official AdderNet / VanillaNet
             checkpoint as released.
+        checkpoint_ema: load the ``model_ema`` entry of a nested checkpoint (the official VanillaNet releases report
+            the accuracy of their EMA weights); an error if the file has none.
         **kwargs: model options (``num_classes``, ``in_chans``, ``conv_type``, ...). ``None`` values are dropped so
             that defaults stay in effect.
 
@@ -42,7 +45,9 @@ def create_model(
     model = model_entrypoint(name)(**kwargs)
     model.frugalvision_cfg = {"model": name, "kwargs": dict(kwargs)}
     if checkpoint_path is not None:
-        load_checkpoint(model, checkpoint_path)
+        load_checkpoint(model, checkpoint_path, use_ema=checkpoint_ema)
+    elif checkpoint_ema:
+        raise ValueError("checkpoint_ema=True needs a checkpoint_path")
     return model
 
 
