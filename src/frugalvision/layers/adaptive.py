@@ -12,16 +12,13 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.utils import _pair
 
 from ..ops.adaptive_conv import DEFAULT_MAX_CHUNK_ELEMENTS, adaptive_conv2d, adaptive_conv2d_macs
 
 __all__ = ["ADAPTIVE_INITS", "AdaptiveConv2d"]
 
 ADAPTIVE_INITS = ("uniform", "conv")
-
-
-def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
 
 class AdaptiveConv2d(nn.Module):

@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._utils import conv_output_size, to_pair
+
 __all__ = [
     "DEFAULT_MAX_CHUNK_ELEMENTS",
     "adaptive_conv2d",
@@ -54,10 +56,7 @@ def adaptive_conv2d_output_size(
     dilation: Sequence[int],
 ) -> tuple[int, int]:
     """Output (H_out, W_out) of the patch extraction, the same arithmetic as ``nn.Conv2d``."""
-    sizes = []
-    for size, k, s, p, d in zip((height, width), kernel_size, stride, padding, dilation):
-        sizes.append((size + 2 * p - d * (k - 1) - 1) // s + 1)
-    return sizes[0], sizes[1]
+    return conv_output_size(height, width, kernel_size, stride, padding, dilation)
 
 
 def _kernel_hw(weight: Tensor, kernel_size: Sequence[int]) -> tuple[int, int]:
@@ -239,12 +238,7 @@ _adaptive_conv2d_op.register_autograd(_autograd_backward, setup_context=_setup_c
 
 
 def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
-    if isinstance(value, int):
-        return value, value
-    pair = tuple(int(v) for v in value)
-    if len(pair) != 2:
-        raise ValueError(f"adaptive_conv2d: {name} must be an int or a pair, got {value}")
-    return pair[0], pair[1]
+    return to_pair(value, "adaptive_conv2d", name)
 
 
 def _infer_kernel_size(weight: Tensor, kernel_size: int | Sequence[int] | None) -> tuple[int, int]:

@@ -26,6 +26,7 @@ from torch.utils.flop_counter import register_flop_formula
 
 from . import reference
 from ._dispatch import Backend, register_backend, select
+from ._utils import to_pair
 
 __all__ = ["ADDER_OP", "adder2d", "adder2d_macs"]
 
@@ -184,12 +185,7 @@ def _adder2d_flops(input_shape, weight_shape, stride, padding, dilation, groups,
 
 
 def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
-    if isinstance(value, int):
-        return value, value
-    value = tuple(int(v) for v in value)
-    if len(value) != 2:
-        raise ValueError(f"adder2d: {name} must be an int or a pair, got {value}")
-    return value[0], value[1]
+    return to_pair(value, "adder2d", name)
 
 
 def _check_inputs(input: Tensor, weight: Tensor, bias: Tensor | None, stride, padding, dilation, groups) -> None:

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._utils import conv_output_size
+
 __all__ = [
     "DEFAULT_CHUNK_BYTES",
     "adder2d_forward",
@@ -44,10 +46,7 @@ def adder2d_output_size(
     height: int, width: int, kernel_size: Pair, stride: Pair, padding: Pair, dilation: Pair
 ) -> Pair:
     """Spatial output size, the same formula as ``nn.Conv2d``."""
-    out = []
-    for size, k, s, p, d in zip((height, width), kernel_size, stride, padding, dilation):
-        out.append((size + 2 * p - d * (k - 1) - 1) // s + 1)
-    return out[0], out[1]
+    return conv_output_size(height, width, kernel_size, stride, padding, dilation)
 
 
 def _batch_chunk(num_samples: int, bytes_per_sample: int, chunk_bytes: int) -> int:
