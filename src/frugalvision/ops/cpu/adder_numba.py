@@ -4,11 +4,13 @@ AdderNet: H. Chen et al., CVPR 2020, arXiv 1912.13200. Notation of :mod:`frugalv
 
 Design (research/kernels.md §3, §6):
 
-* Activations are read in NHWC order, so one kernel tap ``(i, j)`` of one position is a contiguous run of input
-  channels. Nothing the size of the batch im2col is ever built: each parallel task (a block of :data:`POS_BLOCK`
-  consecutive positions of the flattened ``(n, h, w)`` index, so 1 x 1 maps fill the tiles too) gathers its own
-  patch rows into a small buffer ``(POS_BLOCK, K)`` that stays in L1, with zero padding resolved while gathering
-  (a padded tap holds x = 0 and so contributes ``|w|``, as in Eq. 2).
+* Activations are read from one channels-last copy with the zero border already in place (``(G, N, H + 2p,
+  W + 2p, C/G)``; a padded tap holds x = 0 and so contributes ``|w|``, as in Eq. 2), so one kernel tap ``(i, j)``
+  of one position is a contiguous run of input channels. Nothing the size of the batch im2col is ever built: each
+  parallel task (a block of :data:`POS_BLOCK` consecutive positions of the flattened ``(n, h, w)`` index, so 1 x 1
+  maps fill the tiles too) gathers its own patch rows into a small buffer ``(POS_BLOCK, K)`` that stays in L1. The
+  gathers have no branch and no integer division (positions are stepped, the input gradient's taps come from small
+  lookup tables): on ResNet-20 stage 1 they used to cost as much as a third of the kernel time.
 * The inner kernels are register-blocked like a GEMM micro-kernel: an ``MR x NR`` tile of (positions x channels)
   keeps its ``MR * NR`` partial sums in registers while a contiguous reduction axis is streamed; with
   ``fastmath`` LLVM vectorises that reduction (8 float32 lanes under AVX2, 16 under AVX-512), so one ``|x - w|``
@@ -22,11 +24,11 @@ Kernels:
 * forward, Eq. 2: ``Y[n, o, h, w] = -sum_{i, j, c} |X_pad[n, h*s + i*d, w*s + j*d, c] - W[o, i, j, c]|``.
 * input gradient, Eq. 6 without col2im: every input element gathers the output positions that read it,
   ``dX[n, c, h, w] = sum_{i, j, o} HardTanh(W[o, c, i, j] - X[n, c, h, w]) * G[n, o, (h + p - i*d)/s, ...]``
-  over the taps where the division is exact and in range. ``X`` is constant along that reduction, so the clamp is
-  computed as ``min(max(W, X - 1), X + 1) - X`` and the ``- X * sum(G)`` part is taken out of the loop
-  (one max, one min and one fused multiply-add per term). Layers whose output is much smaller than their input
-  (stride 2, a 5 x 5 kernel on a 5 x 5 map) would mostly multiply zeros that way; for them
-  :func:`_grad_input_sparse_kernel` reduces each position over its runs of valid taps only.
+  over the taps where the division is exact and in range (the others read a zero row or column of G). ``X`` is
+  constant along that reduction, so the clamp is computed as ``min(max(W, X - 1), X + 1) - X`` and the ``- X *
+  sum(G)`` part is taken out of the loop (one max, one min and one fused multiply-add per term). Layers whose output
+  is much smaller than their input (stride 2, a 5 x 5 kernel on a 5 x 5 map) would mostly multiply zeros that way; for
+  them :func:`_grad_input_sparse_kernel` reduces each position over its runs of valid taps only.
 * weight gradient: none here. Eq. 5 through the identity ``dW = G X_col^T - W * rowsum(G)`` is a convolution weight
   gradient (oneDNN) minus a rank-1 term, which the reference backend already computes that way; the numba backend
   registers that function (see :mod:`frugalvision.ops._backends`).
@@ -75,22 +77,23 @@ def _round_up(value: int, multiple: int) -> int:
 
 
 @njit(parallel=True, fastmath=True, cache=True, nogil=True)
-def _forward_kernel(x, w, out, h_out, w_out, kh, kw, sh, sw, ph, pw, dh, dw, groups, num_chunks):  # pragma: no cover
-    """Eq. 2 on NHWC ``x`` (N, H, W, C) and packed ``w`` (G, O_pad, K_pad), K ordered (i, j, c).
+def _forward_kernel(x_pad, w, out, h_out, w_out, kh, kw, sh, sw, dh, dw, num_chunks):  # pragma: no cover - compiled
+    """Eq. 2 on the zero-padded input ``x_pad`` (G, N, Hp, Wp, Cg) and packed ``w`` (G, O_pad, K_pad), K ordered
+    (i, j, c).
 
-    ``out`` is the NCHW output viewed as (N, O, Ho*Wo). A task is a block of :data:`_POS_BLOCK` consecutive output
-    positions of the flattened (n, oh, ow) index, so small feature maps (down to 1 x 1) fill the tiles too.
+    ``out`` is the NCHW output viewed as (N, O, Ho*Wo). A task is a block of :data:`POS_BLOCK` consecutive output
+    positions of the flattened (n, oh, ow) index, so small feature maps (down to 1 x 1) fill the tiles too. The
+    padding is already in ``x_pad``: the gather has no branch and no division.
     """
-    n_img, height, width, channels = x.shape
+    groups, n_img, _, _, cg = x_pad.shape
     out_channels = out.shape[1]
     k_pad = w.shape[2]
-    cg = channels // groups
     og = out_channels // groups
     hw_out = h_out * w_out
     num_pos = n_img * hw_out
     num_tasks = (num_pos + POS_BLOCK - 1) // POS_BLOCK
     for chunk in prange(num_chunks):
-        buf = np.zeros((POS_BLOCK, k_pad), dtype=x.dtype)  # patch rows of one block of positions: (PB, K_pad)
+        buf = np.zeros((POS_BLOCK, k_pad), dtype=x_pad.dtype)  # patch rows of one block of positions: (PB, K_pad)
         pos_n = np.zeros(POS_BLOCK, dtype=np.int64)  # image index of each position of the block
         pos_m = np.zeros(POS_BLOCK, dtype=np.int64)  # oh * w_out + ow of each position
         zero = buf[0, 0]
@@ -98,27 +101,28 @@ def _forward_kernel(x, w, out, h_out, w_out, kh, kw, sh, sw, ph, pw, dh, dw, gro
             p0 = task * POS_BLOCK
             count = min(POS_BLOCK, num_pos - p0)
             for g in range(groups):
-                c0 = g * cg
-                # gather: buf[q, (i*kw + j)*cg + c] = X_pad[n, ih, iw, c0 + c] for position p0 + q = (n, oh, ow)
+                # gather: buf[q, (i*kw + j)*cg + c] = X_pad[n, oh*sh + i*dh, ow*sw + j*dw, g*cg + c] for the
+                # position p0 + q = (n, oh, ow), stepped without divisions
+                n = p0 // hw_out
+                oh = p0 % hw_out // w_out
+                ow = p0 % w_out
                 for q in range(count):
-                    n = (p0 + q) // hw_out
-                    rem = (p0 + q) % hw_out
                     pos_n[q] = n
-                    pos_m[q] = rem
-                    oh = rem // w_out
-                    ow = rem % w_out
+                    pos_m[q] = oh * w_out + ow
                     for i in range(kh):
-                        ih = oh * sh - ph + i * dh
-                        row_ok = ih >= 0 and ih < height
+                        ih = oh * sh + i * dh
                         for j in range(kw):
-                            iw = ow * sw - pw + j * dw
+                            iw = ow * sw + j * dw
                             k0 = (i * kw + j) * cg
-                            if row_ok and iw >= 0 and iw < width:
-                                for c in range(cg):
-                                    buf[q, k0 + c] = x[n, ih, iw, c0 + c]
-                            else:
-                                for c in range(cg):
-                                    buf[q, k0 + c] = zero
+                            for c in range(cg):
+                                buf[q, k0 + c] = x_pad[g, n, ih, iw, c]
+                    ow += 1
+                    if ow == w_out:
+                        ow = 0
+                        oh += 1
+                        if oh == h_out:
+                            oh = 0
+                            n += 1
                 # 4 x 2 register tile (positions x output channels); the k loop is the vectorised reduction.
                 # Rows >= count hold stale patches: their sums are computed and dropped.
                 for ob in range(0, og, 2):
@@ -168,18 +172,21 @@ def _forward_kernel(x, w, out, h_out, w_out, kh, kw, sh, sw, ph, pw, dh, dw, gro
 
 
 @njit(parallel=True, fastmath=True, cache=True, nogil=True)
-def _grad_input_kernel(go, x, wt, grad_x, height, width, kh, kw, sh, sw, ph, pw, dh, dw, groups,
-                       num_chunks):  # pragma: no cover - compiled
-    """Eq. 6 as a gather: ``go`` NHWC (N, Ho, Wo, O); ``x`` and ``grad_x`` NCHW viewed as (N, C, H*W); ``wt``
-    (G, C_pad, R_pad) with R ordered (i, j, o), ``wt[g, c, (i*kw + j)*og + o] = W[g*og + o, c, i, j]``.
+def _grad_input_kernel(go_pad, x, wt, grad_x, row_of, col_of, num_chunks):  # pragma: no cover - compiled
+    """Eq. 6 as a gather. ``go_pad`` (G, N, Ho + 1, Wo + 1, Og) is G with a zero last row and column; ``x`` and
+    ``grad_x`` are NCHW viewed as (N, C, H*W); ``wt`` (G, C_pad, R_pad) with R ordered (i, j, o),
+    ``wt[g, c, (i*kw + j)*og + o] = W[g*og + o, c, i, j]``.
 
+    ``row_of[h, i]`` is the output row that reads input row h through kernel row i (the zero row Ho where none
+    does), ``col_of[w, j]`` the same for columns: the gather has no branch and no division.
     A task is a block of :data:`POS_BLOCK` consecutive input positions of the flattened (n, h, w) index.
     """
-    n_img, h_out, w_out, out_channels = go.shape
+    groups, n_img, _, _, og = go_pad.shape
+    height, kh = row_of.shape
+    width, kw = col_of.shape
     channels = x.shape[1]
     r_pad = wt.shape[2]
     cg = channels // groups
-    og = out_channels // groups
     hw = height * width
     num_pos = n_img * hw
     num_tasks = (num_pos + POS_BLOCK - 1) // POS_BLOCK
@@ -194,33 +201,32 @@ def _grad_input_kernel(go, x, wt, grad_x, height, width, kh, kw, sh, sw, ph, pw,
             p0 = task * POS_BLOCK
             count = min(POS_BLOCK, num_pos - p0)
             for g in range(groups):
-                o0 = g * og
-                # buf[q, (i*kw + j)*og + o] = G[n, oh, ow, o0 + o] for the output positions that read X[n, :, h, w]
+                # buf[q, (i*kw + j)*og + o] = G[n, oh, ow, g*og + o] for the output positions that read X[n, :, h, w]
+                # (zero where none does), position p0 + q = (n, h, w) stepped without divisions
+                n = p0 // hw
+                h = p0 % hw // width
+                iw = p0 % width
                 for q in range(count):
-                    n = (p0 + q) // hw
-                    rem = (p0 + q) % hw
                     pos_n[q] = n
-                    pos_m[q] = rem
-                    h = rem // width
-                    iw = rem % width
+                    pos_m[q] = h * width + iw
                     for i in range(kh):
-                        num_h = h + ph - i * dh
-                        oh = num_h // sh
-                        row_ok = num_h >= 0 and num_h % sh == 0 and oh < h_out
+                        oh = row_of[h, i]
                         for j in range(kw):
-                            num_w = iw + pw - j * dw
-                            ow = num_w // sw
+                            ow = col_of[iw, j]
                             r0 = (i * kw + j) * og
-                            if row_ok and num_w >= 0 and num_w % sw == 0 and ow < w_out:
-                                for o in range(og):
-                                    buf[q, r0 + o] = go[n, oh, ow, o0 + o]
-                            else:
-                                for o in range(og):
-                                    buf[q, r0 + o] = zero
+                            for o in range(og):
+                                buf[q, r0 + o] = go_pad[g, n, oh, ow, o]
                     acc = zero
                     for r in range(r_pad):
                         acc += buf[q, r]
                     gsum[q] = acc
+                    iw += 1
+                    if iw == width:
+                        iw = 0
+                        h += 1
+                        if h == height:
+                            h = 0
+                            n += 1
                 # 2 x 2 register tile (positions x input channels); the r loop is the vectorised reduction
                 for cb in range(0, cg, 2):
                     c_a = g * cg + cb
@@ -361,25 +367,37 @@ def _num_chunks(num_tasks: int, threads: int) -> int:
     return max(1, min(num_tasks, threads * _TASKS_PER_THREAD))
 
 
+def _tap_table(size: int, out_size: int, k: int, stride: int, padding: int, dilation: int) -> Tensor:
+    """``table[p, t]``: the output index that reads input index p through kernel tap t (-1 where none does)."""
+    reach = torch.arange(size)[:, None] + padding - torch.arange(k)[None, :] * dilation  # (size, k): out * stride
+    valid = (reach >= 0) & (reach % stride == 0) & (reach // stride < out_size)
+    return torch.where(valid, reach // stride, -1)
+
+
 def adder2d_forward(x: Tensor, weight: Tensor, stride: Pair, padding: Pair, dilation: Pair, groups: int) -> Tensor:
     """AdderNet Eq. 2 forward for x (N, C, H, W) and weight (O, C/groups, kh, kw); returns (N, O, Ho, Wo)."""
     dtype = _compute_dtype(x, weight)
     out_channels, cg, kh, kw = weight.shape
     og = out_channels // groups
-    out_hw = reference.adder2d_output_size(x.shape[2], x.shape[3], (kh, kw), stride, padding, dilation)
-    x_nhwc = x.detach().to(dtype).permute(0, 2, 3, 1).contiguous()  # (N, H, W, C)
+    n, _, height, width = x.shape
+    (ph, pw) = padding
+    out_hw = reference.adder2d_output_size(height, width, (kh, kw), stride, padding, dilation)
+    x_pad = x.new_zeros((groups, n, height + 2 * ph, width + 2 * pw, cg), dtype=dtype)
+    # (N, C, H, W) -> (N, G, Cg, H, W) -> (G, N, H, W, Cg), written inside the zero border
+    x_grouped = x.detach().reshape(n, groups, cg, height, width)
+    x_pad[:, :, ph : ph + height, pw : pw + width] = x_grouped.permute(1, 0, 3, 4, 2)
     k = kh * kw * cg
     packed = weight.new_zeros((groups, _round_up(og, _FWD_NR), _round_up(k, K_ALIGN)), dtype=dtype)
     # (O, Cg, kh, kw) -> (G, Og, kh, kw, Cg) -> (G, Og, K) with K ordered (i, j, c) like the patch rows
     packed[:, :og, :k] = weight.detach().to(dtype).view(groups, og, cg, kh, kw).permute(0, 1, 3, 4, 2).reshape(
         groups, og, k
     )
-    out = torch.empty((x.shape[0], out_channels, *out_hw), dtype=dtype)
+    out = torch.empty((n, out_channels, *out_hw), dtype=dtype)
     threads = sync_threads()
-    num_tasks = -(-x.shape[0] * out_hw[0] * out_hw[1] // POS_BLOCK)
+    num_tasks = -(-n * out_hw[0] * out_hw[1] // POS_BLOCK)
     _forward_kernel(
-        x_nhwc.numpy(), packed.numpy(), out.view(out.shape[0], out_channels, -1).numpy(), *out_hw, kh, kw,
-        *stride, *padding, *dilation, groups, _num_chunks(num_tasks, threads),
+        x_pad.numpy(), packed.numpy(), out.view(n, out_channels, -1).numpy(), *out_hw, kh, kw, *stride, *dilation,
+        _num_chunks(num_tasks, threads),
     )
     return out
 
@@ -391,24 +409,33 @@ def adder2d_grad_input(
     dtype = _compute_dtype(x, weight)
     out_channels, cg, kh, kw = weight.shape
     og = out_channels // groups
+    n, channels, height, width = x.shape
     h_out, w_out = grad_output.shape[2], grad_output.shape[3]
-    go_nhwc = grad_output.detach().to(dtype).permute(0, 2, 3, 1).contiguous()  # (N, Ho, Wo, O)
     x_c = x.detach().to(dtype).contiguous()  # (N, C, H, W)
+    grad_x = torch.empty(x.shape, dtype=dtype)
+    threads = sync_threads()
+    num_chunks = _num_chunks(-(-n * height * width // POS_BLOCK), threads)
     r = kh * kw * og
     packed = weight.new_zeros((groups, _round_up(cg, _BWD_NR), _round_up(r, K_ALIGN)), dtype=dtype)
     # (O, Cg, kh, kw) -> (G, Og, Cg, kh, kw) -> (G, Cg, kh, kw, Og) -> (G, Cg, R) with R ordered (i, j, o)
     packed[:, :cg, :r] = weight.detach().to(dtype).view(groups, og, cg, kh, kw).permute(0, 2, 3, 4, 1).reshape(
         groups, cg, r
     )
-    grad_x = torch.empty(x.shape, dtype=dtype)
-    threads = sync_threads()
-    n, channels, height, width = x.shape
-    num_tasks = -(-n * height * width // POS_BLOCK)
-    sparse = height * width > _SPARSE_RATIO * h_out * w_out
-    kernel = _grad_input_sparse_kernel if sparse else _grad_input_kernel
-    kernel(
-        go_nhwc.numpy(), x_c.view(n, channels, -1).numpy(), packed.numpy(), grad_x.view(n, channels, -1).numpy(),
-        height, width, kh, kw, *stride, *padding, *dilation, groups, _num_chunks(num_tasks, threads),
+    if height * width > _SPARSE_RATIO * h_out * w_out:
+        go_nhwc = grad_output.detach().to(dtype).permute(0, 2, 3, 1).contiguous()  # (N, Ho, Wo, O)
+        _grad_input_sparse_kernel(
+            go_nhwc.numpy(), x_c.view(n, channels, -1).numpy(), packed.numpy(), grad_x.view(n, channels, -1).numpy(),
+            height, width, kh, kw, *stride, *padding, *dilation, groups, num_chunks,
+        )
+        return grad_x
+    go_pad = grad_output.new_zeros((groups, n, h_out + 1, w_out + 1, og), dtype=dtype)  # last row/column: zero
+    # (N, O, Ho, Wo) -> (N, G, Og, Ho, Wo) -> (G, N, Ho, Wo, Og)
+    go_grouped = grad_output.detach().reshape(n, groups, og, h_out, w_out)
+    go_pad[:, :, :h_out, :w_out] = go_grouped.permute(1, 0, 3, 4, 2)
+    row_of = _tap_table(height, h_out, kh, stride[0], padding[0], dilation[0])
+    col_of = _tap_table(width, w_out, kw, stride[1], padding[1], dilation[1])
+    _grad_input_kernel(
+        go_pad.numpy(), x_c.view(n, channels, -1).numpy(), packed.numpy(), grad_x.view(n, channels, -1).numpy(),
+        torch.where(row_of < 0, h_out, row_of).numpy(), torch.where(col_of < 0, w_out, col_of).numpy(), num_chunks,
     )
     return grad_x
-
