@@ -25,10 +25,10 @@ Kernels:
 * input gradient, Eq. 6 without col2im: every input element gathers the output positions that read it,
   ``dX[n, c, h, w] = sum_{i, j, o} HardTanh(W[o, c, i, j] - X[n, c, h, w]) * G[n, o, (h + p - i*d)/s, ...]``
   over the taps where the division is exact and in range (the others read a zero row or column of G). ``X`` is
-  constant along that reduction, so the clamp is computed as ``min(max(W, X - 1), X + 1) - X`` and the ``- X *
-  sum(G)`` part is taken out of the loop (one max, one min and one fused multiply-add per term). Layers whose output
-  is much smaller than their input (stride 2, a 5 x 5 kernel on a 5 x 5 map) would mostly multiply zeros that way; for
-  them :func:`_grad_input_sparse_kernel` reduces each position over its runs of valid taps only.
+  constant along that reduction, so the clamp is computed as ``min(max(W, X - 1), X + 1) - X`` and the
+  ``- X * sum(G)`` part is taken out of the loop (one max, one min and one fused multiply-add per term). Layers
+  whose output is much smaller than their input (stride 2, a 5 x 5 kernel on a 5 x 5 map) would mostly multiply
+  zeros that way; for them :func:`_grad_input_sparse_kernel` reduces each position over its runs of valid taps only.
 * weight gradient: none here. Eq. 5 through the identity ``dW = G X_col^T - W * rowsum(G)`` is a convolution weight
   gradient (oneDNN) minus a rank-1 term, which the reference backend already computes that way; the numba backend
   registers that function (see :mod:`frugalvision.ops._backends`).
@@ -380,7 +380,7 @@ def adder2d_forward(x: Tensor, weight: Tensor, stride: Pair, padding: Pair, dila
     out_channels, cg, kh, kw = weight.shape
     og = out_channels // groups
     n, _, height, width = x.shape
-    (ph, pw) = padding
+    ph, pw = padding
     out_hw = reference.adder2d_output_size(height, width, (kh, kw), stride, padding, dilation)
     x_pad = x.new_zeros((groups, n, height + 2 * ph, width + 2 * pw, cg), dtype=dtype)
     # (N, C, H, W) -> (N, G, Cg, H, W) -> (G, N, H, W, Cg), written inside the zero border
