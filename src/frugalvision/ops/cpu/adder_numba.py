@@ -76,6 +76,19 @@ def _round_up(value: int, multiple: int) -> int:
 # numba kernels
 
 
+@njit(cache=True, inline="always")
+def _next_position(n, row, col, rows, cols):  # pragma: no cover - compiled
+    """The position after (n, row, col) in the flattened (n, row, col) order of ``rows x cols`` maps."""
+    col += 1
+    if col == cols:
+        col = 0
+        row += 1
+        if row == rows:
+            row = 0
+            n += 1
+    return n, row, col
+
+
 @njit(parallel=True, fastmath=True, cache=True, nogil=True)
 def _forward_kernel(x_pad, w, out, h_out, w_out, kh, kw, sh, sw, dh, dw, num_chunks):  # pragma: no cover - compiled
     """Eq. 2 on the zero-padded input ``x_pad`` (G, N, Hp, Wp, Cg) and packed ``w`` (G, O_pad, K_pad), K ordered
@@ -116,13 +129,7 @@ def _forward_kernel(x_pad, w, out, h_out, w_out, kh, kw, sh, sw, dh, dw, num_chu
                             k0 = (i * kw + j) * cg
                             for c in range(cg):
                                 buf[q, k0 + c] = x_pad[g, n, ih, iw, c]
-                    ow += 1
-                    if ow == w_out:
-                        ow = 0
-                        oh += 1
-                        if oh == h_out:
-                            oh = 0
-                            n += 1
+                    n, oh, ow = _next_position(n, oh, ow, h_out, w_out)
                 # 4 x 2 register tile (positions x output channels); the k loop is the vectorised reduction.
                 # Rows >= count hold stale patches: their sums are computed and dropped.
                 for ob in range(0, og, 2):
@@ -220,13 +227,7 @@ def _grad_input_kernel(go_pad, x, wt, grad_x, row_of, col_of, num_chunks):  # pr
                     for r in range(r_pad):
                         acc += buf[q, r]
                     gsum[q] = acc
-                    iw += 1
-                    if iw == width:
-                        iw = 0
-                        h += 1
-                        if h == height:
-                            h = 0
-                            n += 1
+                    n, h, iw = _next_position(n, h, iw, height, width)
                 # 2 x 2 register tile (positions x input channels); the r loop is the vectorised reduction
                 for cb in range(0, cg, 2):
                     c_a = g * cg + cb
@@ -374,18 +375,26 @@ def _tap_table(size: int, out_size: int, k: int, stride: int, padding: int, dila
     return torch.where(valid, reach // stride, -1)
 
 
+def _grouped_channels_last(t: Tensor, groups: int, dtype: torch.dtype, before: Pair, after: Pair) -> Tensor:
+    """(N, C, H, W) -> zero-bordered (G, N, before + H + after, before + W + after, C/G) copy in ``dtype``."""
+    n, channels, height, width = t.shape
+    out = t.new_zeros(
+        (groups, n, before[0] + height + after[0], before[1] + width + after[1], channels // groups), dtype=dtype
+    )
+    # (N, C, H, W) -> (N, G, C/G, H, W) -> (G, N, H, W, C/G), written inside the zero border
+    grouped = t.detach().reshape(n, groups, channels // groups, height, width)
+    out[:, :, before[0] : before[0] + height, before[1] : before[1] + width] = grouped.permute(1, 0, 3, 4, 2)
+    return out
+
+
 def adder2d_forward(x: Tensor, weight: Tensor, stride: Pair, padding: Pair, dilation: Pair, groups: int) -> Tensor:
     """AdderNet Eq. 2 forward for x (N, C, H, W) and weight (O, C/groups, kh, kw); returns (N, O, Ho, Wo)."""
     dtype = _compute_dtype(x, weight)
     out_channels, cg, kh, kw = weight.shape
     og = out_channels // groups
     n, _, height, width = x.shape
-    ph, pw = padding
     out_hw = reference.adder2d_output_size(height, width, (kh, kw), stride, padding, dilation)
-    x_pad = x.new_zeros((groups, n, height + 2 * ph, width + 2 * pw, cg), dtype=dtype)
-    # (N, C, H, W) -> (N, G, Cg, H, W) -> (G, N, H, W, Cg), written inside the zero border
-    x_grouped = x.detach().reshape(n, groups, cg, height, width)
-    x_pad[:, :, ph : ph + height, pw : pw + width] = x_grouped.permute(1, 0, 3, 4, 2)
+    x_pad = _grouped_channels_last(x, groups, dtype, padding, padding)  # (G, N, H + 2ph, W + 2pw, Cg)
     k = kh * kw * cg
     packed = weight.new_zeros((groups, _round_up(og, _FWD_NR), _round_up(k, K_ALIGN)), dtype=dtype)
     # (O, Cg, kh, kw) -> (G, Og, kh, kw, Cg) -> (G, Og, K) with K ordered (i, j, c) like the patch rows
@@ -428,10 +437,7 @@ def adder2d_grad_input(
             height, width, kh, kw, *stride, *padding, *dilation, groups, num_chunks,
         )
         return grad_x
-    go_pad = grad_output.new_zeros((groups, n, h_out + 1, w_out + 1, og), dtype=dtype)  # last row/column: zero
-    # (N, O, Ho, Wo) -> (N, G, Og, Ho, Wo) -> (G, N, Ho, Wo, Og)
-    go_grouped = grad_output.detach().reshape(n, groups, og, h_out, w_out)
-    go_pad[:, :, :h_out, :w_out] = go_grouped.permute(1, 0, 3, 4, 2)
+    go_pad = _grouped_channels_last(grad_output, groups, dtype, (0, 0), (1, 1))  # (G, N, Ho + 1, Wo + 1, Og)
     row_of = _tap_table(height, h_out, kh, stride[0], padding[0], dilation[0])
     col_of = _tap_table(width, w_out, kw, stride[1], padding[1], dilation[1])
     _grad_input_kernel(
