@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from frugalvision.ops import _dispatch, adder2d, use_backend
+from frugalvision.ops import adder2d, dispatch, use_backend
 from frugalvision.ops import reference as ref
 from frugalvision.ops.cpu import adder_numba
 
@@ -62,7 +62,7 @@ def _case(stride, padding, dilation, groups, dtype, n=1, seed=0, contiguous=True
 
 def _numba_grad_weight(*args):
     """The weight-gradient kernel the numba backend registers (oneDNN conv weight gradient - rank-1 term)."""
-    backend = next(b for b in _dispatch._REGISTRY["adder2d"] if b.name == "numba")
+    backend = next(b for b in dispatch._REGISTRY["adder2d"] if b.name == "numba")
     return backend.kernels["grad_weight"](*args)
 
 @pytest.mark.parametrize(("stride", "padding", "dilation", "groups"), GRID)
@@ -142,7 +142,7 @@ def test_half_inputs_accumulate_in_float32(dtype):
 
 def test_numba_is_selected_on_cpu_and_gradients_flow():
     x, w = _case(2, 1, 1, 2, torch.float64, n=2)
-    assert _dispatch.select("adder2d", x, w).name == "numba"
+    assert dispatch.select("adder2d", x, w).name == "numba"
     x.requires_grad_(True)
     w.requires_grad_(True)
     y = adder2d(x, w, stride=2, padding=1, groups=2)

@@ -22,7 +22,7 @@ if _INTERPRETED and not _NEEDS_FRESH_PROCESS:
     os.environ["TRITON_INTERPRET"] = "1"
 pytest.importorskip("triton")
 
-from frugalvision.ops import _backends  # noqa: E402
+from frugalvision.ops import backends  # noqa: E402
 from frugalvision.ops import reference as ref  # noqa: E402
 
 if not _NEEDS_FRESH_PROCESS:
@@ -105,5 +105,5 @@ def test_padding_contributes_abs_weight():
 
 @_here
 def test_triton_backend_refuses_cpu_tensors():
-    assert _backends.triton_rejects(torch.zeros(1), torch.zeros(1)) is not None
-    assert _backends.numba_rejects(torch.zeros(1), torch.zeros(1)) is None
+    assert backends.triton_rejects(torch.zeros(1), torch.zeros(1)) is not None
+    assert backends.numba_rejects(torch.zeros(1), torch.zeros(1)) is None

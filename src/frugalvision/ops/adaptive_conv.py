@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._utils import conv_output_size, to_pair
+from .utils import conv_output_size, to_pair
 
 __all__ = [
     "DEFAULT_MAX_CHUNK_ELEMENTS",

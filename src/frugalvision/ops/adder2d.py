@@ -1,6 +1,6 @@
 """``frugalvision::adder2d``: the AdderNet operator registered with ``torch.library``.
 
-Three ops, each dispatching to the fastest backend that accepts its tensors (see :mod:`._dispatch`):
+Three ops, each dispatching to the fastest backend that accepts its tensors (see :mod:`.dispatch`):
 
     frugalvision::adder2d(input, weight, stride, padding, dilation, groups, sign_weight_grad) -> output
     frugalvision::adder2d_grad_input(grad_output, input, weight, stride, padding, dilation, groups) -> grad_input
@@ -25,32 +25,32 @@ from torch import Tensor
 from torch.utils.flop_counter import register_flop_formula
 
 from . import reference
-from ._dispatch import Backend, register_backend, select
-from ._utils import to_pair
+from .dispatch import Backend, register_backend, select
+from .utils import to_pair
 
-__all__ = ["ADDER_OP", "adder2d", "adder2d_macs"]
+__all__ = ["ADDER_OP", "adder2d", "adder2d_macs", "compute_dtype"]
 
 ADDER_OP = "adder2d"
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
-def _compute_dtype(*tensors: Tensor) -> torch.dtype:
+def compute_dtype(*tensors: Tensor) -> torch.dtype:
+    """float64 when every tensor is float64, else float32 (half-precision inputs accumulate in float32)."""
     return torch.float64 if all(t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
 def _reference_forward(x, weight, stride, padding, dilation, groups):
-    dtype = _compute_dtype(x, weight)
+    dtype = compute_dtype(x, weight)
     return reference.adder2d_forward(x.to(dtype), weight.to(dtype), stride, padding, dilation, groups)
 
 
 def _reference_grad_input(grad_output, x, weight, stride, padding, dilation, groups):
-    dtype = _compute_dtype(x, weight)
+    dtype = compute_dtype(x, weight)
     args = (grad_output.to(dtype), x.to(dtype), weight.to(dtype), stride, padding, dilation, groups)
     return reference.adder2d_grad_input(*args)
 
 
-def _reference_grad_weight(grad_output, x, weight, stride, padding, dilation, groups, sign):
-    dtype = _compute_dtype(x, weight)
+def reference_grad_weight(grad_output, x, weight, stride, padding, dilation, groups, sign):
+    dtype = compute_dtype(x, weight)
     args = (grad_output.to(dtype), x.to(dtype), weight.to(dtype), stride, padding, dilation, groups)
     return reference.adder2d_grad_weight_sign(*args) if sign else reference.adder2d_grad_weight(*args)
 
@@ -62,7 +62,7 @@ register_backend(
         kernels={
             "forward": _reference_forward,
             "grad_input": _reference_grad_input,
-            "grad_weight": _reference_grad_weight,
+            "grad_weight": reference_grad_weight,
         },
         priority=-100,
     ),
@@ -97,7 +97,7 @@ def _adder2d_op(
 @_adder2d_op.register_fake
 def _(input, weight, stride, padding, dilation, groups, sign_weight_grad):
     shape = _output_shape(input, weight, stride, padding, dilation)
-    return input.new_empty(shape, dtype=_compute_dtype(input, weight))
+    return input.new_empty(shape, dtype=compute_dtype(input, weight))
 
 
 @torch.library.custom_op("frugalvision::adder2d_grad_input", mutates_args=())

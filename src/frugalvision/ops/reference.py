@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._utils import conv_output_size
+from .utils import conv_output_size
 
 __all__ = [
     "DEFAULT_CHUNK_BYTES",

@@ -31,7 +31,7 @@ Kernels:
   zeros that way; for them :func:`_grad_input_sparse_kernel` reduces each position over its runs of valid taps only.
 * weight gradient: none here. Eq. 5 through the identity ``dW = G X_col^T - W * rowsum(G)`` is a convolution weight
   gradient (oneDNN) minus a rank-1 term, which the reference backend already computes that way; the numba backend
-  registers that function (see :mod:`frugalvision.ops._backends`).
+  registers that function (see :mod:`frugalvision.ops.backends`).
 
 Thread count: :func:`sync_threads` sets numba's pool to ``torch.get_num_threads()`` (bounded by numba's maximum) on
 every call.
@@ -46,7 +46,7 @@ from numba import njit, prange
 from torch import Tensor
 
 from .. import reference
-from ..adder2d import _compute_dtype
+from ..adder2d import compute_dtype
 
 __all__ = ["K_ALIGN", "POS_BLOCK", "adder2d_forward", "adder2d_grad_input", "sync_threads"]
 
@@ -361,7 +361,7 @@ def _grad_input_sparse_kernel(go, x, wt, grad_x, height, width, kh, kw, sh, sw, 
 
 
 # --------------------------------------------------------------------------------------------------------------
-# torch-facing wrappers (the kernel signatures of frugalvision.ops._dispatch)
+# torch-facing wrappers (the kernel signatures of frugalvision.ops.dispatch)
 
 
 def _num_chunks(num_tasks: int, threads: int) -> int:
@@ -389,7 +389,7 @@ def _grouped_channels_last(t: Tensor, groups: int, dtype: torch.dtype, before: P
 
 def adder2d_forward(x: Tensor, weight: Tensor, stride: Pair, padding: Pair, dilation: Pair, groups: int) -> Tensor:
     """AdderNet Eq. 2 forward for x (N, C, H, W) and weight (O, C/groups, kh, kw); returns (N, O, Ho, Wo)."""
-    dtype = _compute_dtype(x, weight)
+    dtype = compute_dtype(x, weight)
     out_channels, cg, kh, kw = weight.shape
     og = out_channels // groups
     n, _, height, width = x.shape
@@ -415,7 +415,7 @@ def adder2d_grad_input(
     grad_output: Tensor, x: Tensor, weight: Tensor, stride: Pair, padding: Pair, dilation: Pair, groups: int
 ) -> Tensor:
     """AdderNet Eq. 6 input gradient (HardTanh of W - X times G, folded back) without an im2col/col2im buffer."""
-    dtype = _compute_dtype(x, weight)
+    dtype = compute_dtype(x, weight)
     out_channels, cg, kh, kw = weight.shape
     og = out_channels // groups
     n, channels, height, width = x.shape

@@ -1,4 +1,4 @@
-"""Registers the fast adder2d backends with :mod:`._dispatch` (imported by :mod:`frugalvision.ops`).
+"""Registers the fast adder2d backends with :mod:`.dispatch` (imported by :mod:`frugalvision.ops`).
 
 * ``numba`` (priority 10): CPU tensors of any float dtype, see :mod:`.cpu.adder_numba`.
 * ``triton`` (priority 20): CUDA tensors, registered only when CUDA is available and triton imports, see
@@ -15,9 +15,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ._dispatch import Backend, register_backend
-from .adder2d import ADDER_OP
-from .adder2d import _reference_grad_weight as reference_grad_weight
+from .adder2d import ADDER_OP, reference_grad_weight
+from .dispatch import Backend, register_backend
 
 __all__ = ["numba_rejects", "triton_rejects"]
 
