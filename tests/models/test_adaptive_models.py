@@ -7,8 +7,8 @@ import torch
 
 from frugalvision import count_ops, create_model, list_models
 from frugalvision.layers import AdaptiveConv2d
-from frugalvision.models._registry import model_train_defaults
 from frugalvision.models.adaptive import adaptive_layers
+from frugalvision.models.registry import model_train_defaults
 
 
 def n_params(model: torch.nn.Module) -> int:

@@ -12,7 +12,7 @@ from torch import nn
 
 from frugalvision import adderize, count_ops, create_model
 from frugalvision.layers import Adder2d, BinaryConv2d
-from frugalvision.models._registry import model_train_defaults
+from frugalvision.models.registry import model_train_defaults
 from frugalvision.models.resnet import official_state_dict
 
 ZOO = ["vgg_small", "resnet20", "resnet32", "resnet18", "resnet50"]

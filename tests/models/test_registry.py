@@ -7,7 +7,7 @@ import torch
 
 import frugalvision
 from frugalvision.models import CheckpointError, create_model, list_models, load_model
-from frugalvision.models._checkpoint import save_model_file
+from frugalvision.models.checkpoint import save_model_file
 
 
 def test_list_and_create():

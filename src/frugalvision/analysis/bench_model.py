@@ -77,8 +77,8 @@ def measure_latency(model: nn.Module, input_size: Sequence[int], batch_size: int
 
 
 def _builders(name: str, variants: Iterable[str]) -> dict[str, Callable[[], nn.Module]]:
+    from ..layers.reparam import reparameterize_model
     from ..models import create_model
-    from ..models._reparam import reparameterize_model
 
     builders: dict[str, Callable[[], nn.Module]] = {}
     for variant in variants:

@@ -90,7 +90,7 @@ def resolve_models(sources: ModelSources) -> list[tuple[str, nn.Module, dict[str
     metadata (``metrics``, ``epoch``, ``dataset``) when there is one.
     """
     from ..models import load_model
-    from ..models._checkpoint import read_checkpoint_config
+    from ..models.checkpoint import read_checkpoint_config
 
     items = list(sources.items()) if isinstance(sources, Mapping) else [(None, s) for s in sources]
     if not items:
@@ -172,7 +172,7 @@ def train_twins(
     ``config`` holds further :class:`~frugalvision.train.config.TrainConfig` fields (``epochs``, ``lr``,
     ``dataset``...); the model's own training defaults apply to the rest.
     """
-    from ..models._registry import model_train_defaults
+    from ..models.registry import model_train_defaults
     from ..train.config import TrainConfig
     from ..train.engine import train
 

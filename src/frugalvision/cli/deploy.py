@@ -37,7 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def _load(args: argparse.Namespace) -> nn.Module:
     from ..models import create_model, load_checkpoint, load_model
-    from ..models._checkpoint import read_checkpoint_config
+    from ..models.checkpoint import read_checkpoint_config
 
     if read_checkpoint_config(args.checkpoint) is not None and not args.model:
         return load_model(args.checkpoint)
@@ -75,8 +75,8 @@ def export_onnx(model: nn.Module, path: Path, example: torch.Tensor, opset: int 
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..models._checkpoint import save_model_file
-    from ..models._reparam import reparameterize_model
+    from ..layers.reparam import reparameterize_model
+    from ..models.checkpoint import save_model_file
 
     if args.output is None and args.onnx is None:
         raise ValueError("nothing to write: give --output FILE.safetensors and/or --onnx FILE.onnx")

@@ -45,7 +45,7 @@ _FLAG_FIELDS = ("dataset", "data_dir", "download", "epochs", "batch_size", "lr",
 def build_configs(args: argparse.Namespace) -> list[Any]:
     """One TrainConfig per conv type to train, from model defaults, the recipe and the flags."""
     from ..models import is_model, model_entrypoint
-    from ..models._registry import model_train_defaults
+    from ..models.registry import model_train_defaults
     from ..train.config import TrainConfig, load_recipe
 
     recipe = load_recipe(args.config) if args.config else {}

@@ -13,7 +13,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..layers import create_conv2d
-from ._registry import register_model, train_defaults
+from .registry import register_model, train_defaults
 
 __all__ = ["VGGSmall"]
 

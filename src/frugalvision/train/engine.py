@@ -459,7 +459,7 @@ def _epoch_line(config: TrainConfig, row: dict[str, Any]) -> str:
 def _save(run_dir: Path, model: nn.Module, ema: Any, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any,
           callbacks: Sequence[Callback], history: list[dict[str, Any]], epoch: int, config: TrainConfig,
           model_cfg: dict[str, Any]) -> None:
-    from ..models._checkpoint import save_model_file
+    from ..models.checkpoint import save_model_file
 
     metadata = {"epoch": epoch, "config": config.to_dict(), "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(), "callbacks": [c.state_dict() for c in callbacks], "history": history}
