@@ -12,8 +12,9 @@ from . import layers, models, ops
 from .analysis.counting import count_ops
 from .layers.reparam import reparameterize_model
 from .models import adderize, create_model, list_models, load_model
+from .quant import quantize
 
 __version__ = "0.1.0"
 
 __all__ = ["__version__", "adderize", "count_ops", "create_model", "layers", "list_models", "load_model", "models",
-           "ops", "reparameterize_model"]
+           "ops", "quantize", "reparameterize_model"]

@@ -87,6 +87,10 @@ def load_model(path: str | os.PathLike) -> nn.Module:
         raise CheckpointError(
             f"{path} carries no frugalvision model config; use create_model(name, checkpoint_path=...) instead"
         )
+    if "quantized" in config:  # an integer model written by frugalvision.quant.save_quantized
+        from ..quant.serialize import load_quantized
+
+        return load_quantized(path, config)
     model = create_model(config["model"], **config.get("kwargs", {}))
     load_checkpoint(model, path)
     return model.eval()

@@ -1,0 +1,278 @@
+"""Modules of an integer AdderNet: uint8 channels-last activations between adder layers, float at the edges.
+
+Tensors between integer layers are uint8 (N, H, W, C), contiguous (channels last, the reduction order of the SAD
+kernels). :class:`QuantizeInput` enters that domain from float NCHW, :class:`QuantizedAdder2d` runs the integer op
+``frugalvision::adder2d_u8`` with its fused epilogue (BatchNorm, residual, ReLU, requantisation; see
+:mod:`.fold`), and the float stem / head modules do the multiplicative first and last layers in fp32.
+
+Every number a module needs is a buffer (uint8 weights, float32 per-channel multipliers, the zero points and clamp
+bounds as a small float64 ``qconfig`` vector), so ``state_dict`` / safetensors hold the whole integer model; Python
+copies of the scalars are refreshed after ``load_state_dict``. The modules are inference only: ``train(True)``
+raises.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import InputError
+from ._adder_u8_fallback import PackedAdderWeight, adder2d_u8, pack_adder_weight_u8
+from .epilogue import OUTPUT_MODES, apply_epilogue
+from .fold import QMAX, QParams
+
+__all__ = [
+    "AdderUnit",
+    "FloatConvStem",
+    "FloatLinearHead",
+    "InferenceOnly",
+    "PooledEpilogue",
+    "QuantizeInput",
+    "QuantizedAdder2d",
+    "max_pool_nhwc",
+]
+
+# torch.quantize_per_tensor is the one fused float -> uint8 pass PyTorch offers; its deprecation warning concerns
+# the quantized tensor type, of which only int_repr() (a plain uint8 tensor) is used here.
+warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor.*deprecated", category=UserWarning)
+
+
+class InferenceOnly(nn.Module):
+    """Base of the integer modules: eval mode only, no gradients."""
+
+    def train(self, mode: bool = True) -> InferenceOnly:
+        if mode:
+            raise InputError("quantized frugalvision models are inference only; train the float model instead")
+        return super().train(False)
+
+
+def _scalars(module: nn.Module, names: Sequence[str]) -> None:
+    for name, value in zip(names, module.qconfig.tolist()):
+        setattr(module, name, value)
+
+
+class QuantizeInput(InferenceOnly):
+    """float (N, C, H, W) -> uint8 (N, H, W, C) contiguous: ``clamp(round(x / scale) + zero_point, 0, 255)``."""
+
+    _SCALARS = ("scale", "zero_point")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("qconfig", torch.tensor([1.0, 0.0], dtype=torch.float64))
+        self.register_load_state_dict_post_hook(lambda module, _: module._refresh())
+        self._refresh()
+
+    def _refresh(self) -> None:
+        _scalars(self, self._SCALARS)
+        self.zero_point = int(self.zero_point)
+
+    def set_qparams(self, qparams: QParams) -> None:
+        self.qconfig.copy_(torch.tensor([qparams.scale, qparams.zero_point], dtype=torch.float64))
+        self._refresh()
+
+    @property
+    def qparams(self) -> QParams:
+        return QParams(self.scale, self.zero_point)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.float().contiguous(memory_format=torch.channels_last)  # a free permute to NHWC afterwards
+        q = torch.quantize_per_tensor(x, self.scale, self.zero_point, torch.quint8).int_repr()
+        return q.permute(0, 2, 3, 1)  # (N, H, W, C), contiguous
+
+
+class QuantizedAdder2d(InferenceOnly):
+    """Integer adder layer: ``frugalvision::adder2d_u8`` on uint8 (N, H, W, C) input with a fused epilogue.
+
+    Args:
+        geometry: as :class:`frugalvision.layers.Adder2d`.
+        output: ``"uint8"`` (requantised input of the next layer, clamped to ``[qmin, qmax]``), ``"float32"``
+            (the BatchNorm output ``y``) or ``"int32"`` (the raw sums, when a max-pool comes before the BatchNorm).
+        residual: whether ``forward`` takes a uint8 residual to add before the clamp.
+
+    Buffers: ``weight_q`` uint8 (O, C/G, kh, kw) sharing the input's scale and zero point; ``scale`` and ``bias``
+    float32 (O,) the folded affine map (:func:`frugalvision.quant.fold.fold_adder_affine`); ``qconfig`` float64
+    [zero_point, qmin, qmax, residual_zero_point, residual_scale].
+    """
+
+    _SCALARS = ("zero_point", "qmin", "qmax", "residual_zero_point", "residual_scale")
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int],
+                 stride: tuple[int, int] = (1, 1), padding: tuple[int, int] = (0, 0),
+                 dilation: tuple[int, int] = (1, 1), groups: int = 1, *, output: str = "uint8",
+                 residual: bool = False) -> None:
+        super().__init__()
+        if output not in OUTPUT_MODES:
+            raise ValueError(f"output must be one of {', '.join(OUTPUT_MODES)}, got {output!r}")
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size, self.stride = tuple(kernel_size), tuple(stride)
+        self.padding, self.dilation = tuple(padding), tuple(dilation)
+        self.output, self.residual = output, residual
+        weight = torch.zeros(out_channels, in_channels // groups, *self.kernel_size, dtype=torch.uint8)
+        self.register_buffer("weight_q", weight)
+        self.register_buffer("scale", torch.zeros(out_channels))
+        self.register_buffer("bias", torch.zeros(out_channels))
+        self.register_buffer("qconfig", torch.tensor([0.0, 0.0, QMAX, 0.0, 0.0], dtype=torch.float64))
+        self.register_buffer("weight_packed", torch.zeros(0, dtype=torch.uint8), persistent=False)
+        self.register_load_state_dict_post_hook(lambda module, _: module._refresh())
+        self._refresh()
+
+    def _refresh(self) -> None:
+        _scalars(self, self._SCALARS)
+        self.zero_point, self.qmin, self.qmax = int(self.zero_point), int(self.qmin), int(self.qmax)
+        self.residual_zero_point = int(self.residual_zero_point)
+        self.weight_packed = pack_adder_weight_u8(self.weight_q, self.groups).data
+
+    def set_weight(self, weight_q: Tensor, zero_point: int) -> None:
+        """uint8 weights (O, C/G, kh, kw) on the input's grid, whose zero point is ``zero_point``."""
+        self.weight_q.copy_(weight_q)
+        self.qconfig[0] = zero_point
+        self._refresh()
+
+    def set_epilogue(self, scale: Tensor, bias: Tensor, qmin: int = 0, qmax: int = QMAX,
+                     residual_zero_point: int = 0, residual_scale: float = 0.0) -> None:
+        self.scale.copy_(scale.float())
+        self.bias.copy_(bias.float())
+        self.qconfig[1:] = torch.tensor([qmin, qmax, residual_zero_point, residual_scale], dtype=torch.float64)
+        self._refresh()
+
+    @property
+    def packed_weight(self) -> PackedAdderWeight:
+        return PackedAdderWeight(self.weight_packed, self.kernel_size, self.groups, self.in_channels,
+                                 self.out_channels)
+
+    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+        if (residual is not None) != self.residual:
+            raise InputError(f"QuantizedAdder2d: residual {'expected' if self.residual else 'not expected'}")
+        if self.output == "int32":
+            return adder2d_u8(x, self.packed_weight, self.stride, self.padding, self.dilation,
+                              zero_point=self.zero_point)
+        return adder2d_u8(
+            x, self.packed_weight, self.stride, self.padding, self.dilation, zero_point=self.zero_point,
+            scale=self.scale, bias=self.bias, residual=residual, residual_zero_point=self.residual_zero_point,
+            residual_scale=self.residual_scale, output=self.output, qmin=self.qmin, qmax=self.qmax,
+        )
+
+    def extra_repr(self) -> str:
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if self.padding != (0, 0):
+            s += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        return s + f", output={self.output}" + (", residual" if self.residual else "")
+
+
+def max_pool_nhwc(x: Tensor, pool: nn.MaxPool2d | dict) -> Tensor:
+    """Max-pool a (N, H, W, C) tensor with ``pool``'s geometry; uint8 stays uint8 (max commutes with q(.))."""
+    if isinstance(pool, nn.MaxPool2d):
+        pool = {k: getattr(pool, k) for k in ("kernel_size", "stride", "padding", "dilation", "ceil_mode")}
+    y = F.max_pool2d(x.permute(0, 3, 1, 2).contiguous(), **pool)  # (N, C, Ho, Wo)
+    return y.permute(0, 2, 3, 1).contiguous()  # (N, Ho, Wo, C)
+
+
+class PooledEpilogue(InferenceOnly):
+    """A max-pool between an adder layer and its BatchNorm (VGG-small), then the epilogue in PyTorch.
+
+    The adder output is ``-(s S + C) + b``, decreasing in the integer sum ``S``, so its max-pool is a min-pool of
+    ``S``; the folded BatchNorm / ReLU / requantisation follow as in the op's epilogue.
+    """
+
+    _SCALARS = ("qmin", "qmax")
+
+    def __init__(self, channels: int, pool: nn.MaxPool2d, output: str = "uint8") -> None:
+        super().__init__()
+        self.pool = {k: getattr(pool, k) for k in ("kernel_size", "stride", "padding", "dilation", "ceil_mode")}
+        self.output = output
+        self.register_buffer("scale", torch.zeros(channels))
+        self.register_buffer("bias", torch.zeros(channels))
+        self.register_buffer("qconfig", torch.tensor([0.0, QMAX], dtype=torch.float64))
+        self.register_load_state_dict_post_hook(lambda module, _: module._refresh())
+        self._refresh()
+
+    def _refresh(self) -> None:
+        _scalars(self, self._SCALARS)
+        self.qmin, self.qmax = int(self.qmin), int(self.qmax)
+
+    def set_epilogue(self, scale: Tensor, bias: Tensor, qmin: int = 0, qmax: int = QMAX) -> None:
+        self.scale.copy_(scale.float())
+        self.bias.copy_(bias.float())
+        self.qconfig.copy_(torch.tensor([qmin, qmax], dtype=torch.float64))
+        self._refresh()
+
+    def forward(self, acc: Tensor) -> Tensor:
+        pooled = -max_pool_nhwc(-acc.to(torch.float32), self.pool)  # exact: |S| < 2**24
+        return apply_epilogue(pooled.to(torch.int32), self.scale, self.bias, output=self.output, qmin=self.qmin,
+                              qmax=self.qmax)
+
+
+def _fold_conv_bn(conv: nn.Conv2d | nn.Linear, norm: nn.BatchNorm2d | None) -> tuple[Tensor, Tensor]:
+    """A multiplicative layer followed by a BatchNorm as one layer (weight, bias), computed in float64."""
+    from .fold import batch_norm_affine
+
+    weight = conv.weight.detach().double()
+    bias = conv.bias.detach().double() if conv.bias is not None else torch.zeros(weight.shape[0], dtype=torch.float64)
+    g, h = batch_norm_affine(norm, weight.shape[0])
+    weight = weight * g.view(-1, *([1] * (weight.dim() - 1)))
+    return weight.float(), (g * bias + h).float()
+
+
+class FloatConvStem(InferenceOnly):
+    """The multiplicative first layer in fp32: conv (BatchNorm folded) -> ReLU -> [max-pool] -> uint8 NHWC."""
+
+    def __init__(self, conv: nn.Conv2d, norm: nn.BatchNorm2d | None, relu: bool, pool: nn.Module | None) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                              conv.dilation, conv.groups, bias=True)
+        weight, bias = _fold_conv_bn(conv, norm)
+        self.conv.weight.data.copy_(weight)
+        self.conv.bias.data.copy_(bias)
+        self.conv.requires_grad_(False)
+        self.relu = relu
+        self.pool = pool
+        self.quant = QuantizeInput()
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv(x.float().contiguous(memory_format=torch.channels_last))
+        if self.relu:
+            y = y.relu_()
+        if self.pool is not None:
+            y = self.pool(y)
+        return self.quant(y)
+
+
+class FloatLinearHead(InferenceOnly):
+    """The multiplicative classifier in fp32 on a float (N, H, W, C) map: [ReLU] -> global average pool ->
+    linear (a 1x1 conv or ``nn.Linear``, with the logits' BatchNorm folded)."""
+
+    def __init__(self, fc: nn.Conv2d | nn.Linear, norm: nn.BatchNorm2d | None, relu: bool) -> None:
+        super().__init__()
+        weight, bias = _fold_conv_bn(fc, norm)
+        self.fc = nn.Linear(weight[0].numel(), weight.shape[0])
+        self.fc.weight.data.copy_(weight.flatten(1))
+        self.fc.bias.data.copy_(bias)
+        self.fc.requires_grad_(False)
+        self.relu = relu
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.relu:
+            x = x.relu_()
+        return self.fc(x.mean((1, 2)))  # (N, H, W, C) -> (N, C) -> (N, classes)
+
+
+class AdderUnit(InferenceOnly):
+    """Drop-in integer replacement of an ``Adder2d`` (and the BatchNorm folded into it) inside any float model:
+    float (N, C, H, W) -> uint8 -> ``adder2d_u8`` -> float (N, O, H', W')."""
+
+    def __init__(self, adder: nn.Module) -> None:
+        super().__init__()
+        self.quant = QuantizeInput()
+        self.adder = QuantizedAdder2d(adder.in_channels, adder.out_channels, adder.kernel_size, adder.stride,
+                                      adder.padding, adder.dilation, adder.groups, output="float32")
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.adder(self.quant(x)).permute(0, 3, 1, 2)  # (N, H', W', O) -> (N, O, H', W')
