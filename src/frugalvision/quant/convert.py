@@ -34,7 +34,15 @@ from ..models.resnet import BasicBlock, Bottleneck, ResNet
 from ..models.vgg import VGGSmall
 from ..ops import adder2d
 from .fold import QMAX, QParams, batch_norm_affine, clip_and_quantize_weight, fold_adder_affine, requantize_affine
-from .modules import AdderUnit, FloatConvStem, FloatLinearHead, PooledEpilogue, QuantizedAdder2d, QuantizeInput
+from .modules import (
+    AdderUnit,
+    FloatConvStem,
+    FloatLinearHead,
+    Int8ConvStem,
+    PooledEpilogue,
+    QuantizedAdder2d,
+    QuantizeInput,
+)
 from .networks import (
     ChannelsFirst,
     MaxPoolUint8,
@@ -75,7 +83,7 @@ class Plan:
 
     captures: dict[str, tuple[nn.Module, str]] = field(default_factory=dict)  # key -> (module, "input" | "output")
     sites: list[Site] = field(default_factory=list)
-    entries: list[tuple[QuantizeInput, str]] = field(default_factory=list)  # float -> uint8 entry points
+    entries: list[tuple[Callable[[QParams], None], str]] = field(default_factory=list)  # qparams setters
 
     def capture(self, key: str, module: nn.Module, where: str) -> str:
         self.captures[key] = (module, where)
@@ -89,6 +97,23 @@ def _geometry(adder: Adder2d) -> dict[str, Any]:
 
 def _qadder(adder: Adder2d, output: str, residual: bool = False) -> QuantizedAdder2d:
     return QuantizedAdder2d(**_geometry(adder), output=output, residual=residual)
+
+
+STEMS = ("fp32", "int8")
+
+
+def _stem(conv: nn.Conv2d, norm: nn.BatchNorm2d | None, relu: bool, pool: nn.Module | None, kind: str, plan: Plan,
+          out_key: str) -> nn.Module:
+    """The multiplicative first layer (``kind`` fp32 or int8), registered in ``plan``: its uint8 output is the
+    tensor ``out_key``; the int8 stem also quantises the image (key ``stem:in``)."""
+    if kind == "fp32":
+        stem = FloatConvStem(conv, norm, relu, pool)
+        plan.entries.append((stem.quant.set_qparams, out_key))
+        return stem
+    stem = Int8ConvStem(conv, norm, relu, pool)
+    plan.entries.append((stem.set_input_qparams, plan.capture("stem:in", conv, "input")))
+    plan.entries.append((stem.set_output_qparams, out_key))
+    return stem
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -119,12 +144,11 @@ def _resnet_blocks(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
     return blocks
 
 
-def _build_resnet(model: ResNet, blocks: list[tuple[str, nn.Module]]) -> tuple[nn.Module, Plan]:
+def _build_resnet(model: ResNet, blocks: list[tuple[str, nn.Module]], stem_kind: str) -> tuple[nn.Module, Plan]:
     plan = Plan()
     pool = None if isinstance(model.maxpool, nn.Identity) else copy.deepcopy(model.maxpool)
-    stem = FloatConvStem(model.conv1, model.bn1, relu=True, pool=pool)
     in_keys = [plan.capture(f"{name}:in", block, "input") for name, block in blocks]
-    plan.entries.append((stem.quant, in_keys[0]))
+    stem = _stem(model.conv1, model.bn1, True, pool, stem_kind, plan, in_keys[0])
     stages: dict[str, list[nn.Module]] = defaultdict(list)
     for index, (name, block) in enumerate(blocks):
         last = index == len(blocks) - 1
@@ -218,17 +242,19 @@ def _parse_chain(modules: list[tuple[str, nn.Module]]) -> tuple[tuple | None, li
     return stem, groups
 
 
-def _build_chain(modules: list[tuple[str, nn.Module]], classifier: nn.Module | None) -> tuple[nn.Module, Plan] | None:
+def _build_chain(modules: list[tuple[str, nn.Module]], classifier: nn.Module | None, stem_kind: str,
+                 ) -> tuple[nn.Module, Plan] | None:
     parsed = _parse_chain(modules)
     if parsed is None:
         return None
     stem, groups = parsed
     plan = Plan()
     keys = [plan.capture(f"{g.name}:in", g.adder, "input") for g in groups]
-    steps: list[nn.Module] = []
-    entry = FloatConvStem(*stem) if stem is not None else QuantizeInput()
-    steps.append(entry)
-    plan.entries.append((entry.quant if stem is not None else entry, keys[0]))
+    if stem is not None:
+        steps: list[nn.Module] = [_stem(*stem, stem_kind, plan, keys[0])]
+    else:
+        steps = [QuantizeInput()]
+        plan.entries.append((steps[0].set_qparams, keys[0]))
     for index, group in enumerate(groups):
         last = index == len(groups) - 1
         fused = not last and not group.activations  # uint8 straight into the next adder layer
@@ -253,7 +279,7 @@ def _build_chain(modules: list[tuple[str, nn.Module]], classifier: nn.Module | N
         if not last:
             requant = QuantizeInput()
             steps.append(requant)
-            plan.entries.append((requant, keys[index + 1]))
+            plan.entries.append((requant.set_qparams, keys[index + 1]))
     head = copy.deepcopy(classifier) if classifier is not None else None
     return QuantizedChain(nn.Sequential(*steps), head), plan
 
@@ -307,7 +333,7 @@ def _build_generic(model: nn.Module, folded: dict[str, str] | None) -> tuple[nn.
             _set_submodule(qmodel, folded[name], nn.Identity())
         key = plan.capture(f"{name}:in", adder, "input")
         plan.sites.append(Site(adder, norm, unit.adder, unit.adder, key))
-        plan.entries.append((unit.quant, key))
+        plan.entries.append((unit.quant.set_qparams, key))
     return qmodel, plan, folded
 
 
@@ -331,21 +357,23 @@ def _check_quantizable(model: nn.Module) -> None:
 
 
 def build_integer_model(model: nn.Module, layout: str | None = None, folded_norms: dict[str, str] | None = None,
-                        ) -> tuple[nn.Module, Plan, dict[str, Any]]:
+                        stem: str = "fp32") -> tuple[nn.Module, Plan, dict[str, Any]]:
     """The integer model's structure for ``model`` (numbers not yet set), its calibration plan and the layout
-    record that rebuilds the same structure (``layout``, and ``folded_norms`` for the generic layout)."""
+    record that rebuilds the same structure (``layout``, ``stem``, and ``folded_norms`` for the generic layout)."""
     _check_quantizable(model)
+    if stem not in STEMS:
+        raise ConfigError(f"quantize: stem must be one of {', '.join(STEMS)}, got {stem!r}")
     if layout in (None, "resnet") and (blocks := _resnet_blocks(model)) is not None:
-        qmodel, plan = _build_resnet(model, blocks)
-        return qmodel, plan, {"layout": "resnet"}
+        qmodel, plan = _build_resnet(model, blocks, stem)
+        return qmodel, plan, {"layout": "resnet", "stem": stem}
     if layout in (None, "chain") and (chain := _chain_modules(model)) is not None:
-        built = _build_chain(*chain)
+        built = _build_chain(*chain, stem)
         if built is not None:
-            return built[0], built[1], {"layout": "chain"}
+            return built[0], built[1], {"layout": "chain", "stem": stem}
     if layout not in (None, "generic"):
         raise InputError(f"quantize: the model does not have the structure of the {layout!r} layout")
     qmodel, plan, folded = _build_generic(model, folded_norms)
-    return qmodel, plan, {"layout": "generic", "folded_norms": folded}
+    return qmodel, plan, {"layout": "generic", "stem": stem, "folded_norms": folded}
 
 
 def _calibration_batches(data: Any, max_images: int) -> list[Tensor]:
@@ -458,8 +486,8 @@ def _fill(plan: Plan, qparams: dict[str, QParams]) -> None:
         else:
             site.epilogue.set_epilogue(scale, bias, qmin, QMAX, residual.zero_point if residual else 0,
                                        residual_scale)
-    for module, key in plan.entries:
-        module.set_qparams(qparams[key])
+    for setter, key in plan.entries:
+        setter(qparams[key])
 
 
 def choose_qparams(stats: dict[str, RangeStats], kept: dict[str, Tensor], plan: Plan, observer: str,
@@ -481,10 +509,10 @@ def choose_qparams(stats: dict[str, RangeStats], kept: dict[str, Tensor], plan: 
 
 
 def _calibrate(model: nn.Module, batches: list[Tensor], observer: str, percentile: float, search_images: int,
-               ) -> tuple[nn.Module, dict[str, Any]]:
+               stem: str) -> tuple[nn.Module, dict[str, Any]]:
     """Observe the float model once, then build the integer model with ``observer`` - or, for ``"auto"``, with each
     observer, keeping the one whose logits are closest to fp32 (mean squared error on the calibration images)."""
-    qmodel, plan, layout = build_integer_model(model)
+    qmodel, plan, layout = build_integer_model(model, stem=stem)
     logits: list[Tensor] = []
     hook = model.register_forward_hook(lambda m, args, out: logits.append(out.detach().float()))
     try:
@@ -498,7 +526,7 @@ def _calibrate(model: nn.Module, batches: list[Tensor], observer: str, percentil
     best, errors = None, {}
     for candidate in OBSERVERS:
         if best is not None:
-            qmodel, plan, _ = build_integer_model(model, layout["layout"], layout.get("folded_norms"))
+            qmodel, plan, _ = build_integer_model(model, layout["layout"], layout.get("folded_norms"), stem)
         _fill(plan, choose_qparams(stats, kept, plan, candidate, percentile))
         with torch.no_grad():
             out = torch.cat([qmodel(x) for x in batches])
@@ -521,6 +549,7 @@ def quantize(
     percentile: float = 99.99,
     max_images: int = 512,
     search_images: int = 32,
+    stem: str = "fp32",
 ) -> nn.Module:
     """Integer (uint8) AdderNet for inference: float images in, float logits out (issue 11; SPEC section 4).
 
@@ -543,6 +572,8 @@ def quantize(
         percentile: the percentile of the ``"percentile"`` observer.
         max_images: calibration images used (the first ones of ``calibration_data``).
         search_images: images whose activations the ``"mse"`` search evaluates.
+        stem: how the multiplicative first layer of the CIFAR / ImageNet models runs: ``"fp32"`` (default) or
+            ``"int8"`` (PyTorch's quantized conv; see docs/integer_addernet.md for the measurements).
 
     Returns:
         An eval-only ``nn.Module`` on the CPU; save it with :func:`frugalvision.quant.save_quantized` and load it
@@ -561,12 +592,12 @@ def quantize(
     source = model
     if any(t.device.type != "cpu" for t in [*model.parameters(), *model.buffers()]):
         source = copy.deepcopy(model).cpu()
-    build_integer_model(source)  # unsupported models fail here, before any calibration work
+    build_integer_model(source, stem=stem)  # unsupported models and options fail here, before calibration
     batches = _calibration_batches(calibration_data, max_images)
     was_training = source.training
     source.eval()
     try:
-        qmodel, record = _calibrate(source, batches, observer, percentile, min(search_images, max_images))
+        qmodel, record = _calibrate(source, batches, observer, percentile, min(search_images, max_images), stem)
     finally:
         source.train(was_training)
     base = dict(getattr(model, "frugalvision_cfg", None) or {})

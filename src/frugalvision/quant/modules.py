@@ -30,6 +30,7 @@ __all__ = [
     "FloatConvStem",
     "FloatLinearHead",
     "InferenceOnly",
+    "Int8ConvStem",
     "PooledEpilogue",
     "QuantizeInput",
     "QuantizedAdder2d",
@@ -243,6 +244,62 @@ class FloatConvStem(InferenceOnly):
         if self.pool is not None:
             y = self.pool(y)
         return self.quant(y)
+
+
+class Int8ConvStem(InferenceOnly):
+    """The multiplicative first layer in int8 with PyTorch's quantized engine (x86 / fbgemm / qnnpack): uint8 input
+    image, int8 per-channel weights (BatchNorm folded, symmetric), fused ReLU, [quantized max-pool], uint8 NHWC out.
+
+    Buffers: ``weight_int8`` (O, C, kh, kw), ``weight_scale`` and ``bias`` float32 (O,), ``qconfig`` float64
+    [input scale, input zero point, output scale, output zero point]; the engine's packed conv is rebuilt from them.
+    """
+
+    _SCALARS = ("input_scale", "input_zero_point", "output_scale", "output_zero_point")
+
+    def __init__(self, conv: nn.Conv2d, norm: nn.BatchNorm2d | None, relu: bool, pool: nn.Module | None) -> None:
+        super().__init__()
+        weight, bias = _fold_conv_bn(conv, norm)
+        weight_scale = weight.abs().flatten(1).amax(1).clamp_min(1e-12) / 127.0
+        weight_int8 = torch.round(weight / weight_scale.view(-1, 1, 1, 1)).clamp_(-127, 127).to(torch.int8)
+        self.geometry = dict(in_channels=conv.in_channels, out_channels=conv.out_channels,
+                             kernel_size=conv.kernel_size, stride=conv.stride, padding=conv.padding,
+                             dilation=conv.dilation, groups=conv.groups)
+        self.relu = relu
+        self.pool = pool
+        self.register_buffer("weight_int8", weight_int8)
+        self.register_buffer("weight_scale", weight_scale.float())
+        self.register_buffer("bias", bias.float())
+        self.register_buffer("qconfig", torch.tensor([1.0, 0.0, 1.0, 0.0], dtype=torch.float64))
+        self.register_load_state_dict_post_hook(lambda module, _: module._refresh())
+        self._refresh()
+
+    def _refresh(self) -> None:
+        from torch.ao.nn.intrinsic.quantized import ConvReLU2d
+        from torch.ao.nn.quantized import Conv2d as QConv2d
+
+        _scalars(self, self._SCALARS)
+        self.input_zero_point, self.output_zero_point = int(self.input_zero_point), int(self.output_zero_point)
+        qconv = (ConvReLU2d if self.relu else QConv2d)(**self.geometry)
+        zeros = torch.zeros(self.weight_int8.shape[0], dtype=torch.long)
+        qweight = torch._make_per_channel_quantized_tensor(self.weight_int8, self.weight_scale.double(), zeros, 0)
+        qconv.set_weight_bias(qweight, self.bias.clone())
+        qconv.scale, qconv.zero_point = self.output_scale, self.output_zero_point
+        self.__dict__["_qconv"] = qconv  # the engine's packed weights: rebuilt from the buffers, not a submodule
+
+    def set_input_qparams(self, qparams: QParams) -> None:
+        self.qconfig[:2] = torch.tensor([qparams.scale, qparams.zero_point], dtype=torch.float64)
+        self._refresh()
+
+    def set_output_qparams(self, qparams: QParams) -> None:
+        self.qconfig[2:] = torch.tensor([qparams.scale, qparams.zero_point], dtype=torch.float64)
+        self._refresh()
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.float().contiguous(memory_format=torch.channels_last)
+        y = self._qconv(torch.quantize_per_tensor(x, self.input_scale, self.input_zero_point, torch.quint8))
+        if self.pool is not None:
+            y = self.pool(y)  # nn.MaxPool2d runs on quantized tensors
+        return y.int_repr().permute(0, 2, 3, 1).contiguous()  # (N, H, W, C); no copy when already channels last
 
 
 class FloatLinearHead(InferenceOnly):

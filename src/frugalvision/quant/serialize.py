@@ -66,7 +66,7 @@ def rebuild_quantized(config: dict[str, Any]) -> nn.Module:
                               f"{record.get('layout')!r} is not supported by this frugalvision")
     source = create_model(config["model"], **config.get("kwargs", {}))
     _restore_adder_layers(source, list(record.get("adder_layers", [])))
-    qmodel, _, _ = build_integer_model(source, record["layout"], record.get("folded_norms"))
+    qmodel, _, _ = build_integer_model(source, record["layout"], record.get("folded_norms"), record.get("stem", "fp32"))
     qmodel.frugalvision_cfg = config
     return qmodel
 

@@ -1,0 +1,251 @@
+"""Whole-network inference time of the integer AdderNet (issue 11) against the CNN baselines a user would pick.
+
+Methods, for one model name (``resnet20``, ``lenet5_bn``) at each batch size:
+
+* ``int8_adder``: :func:`frugalvision.quantize` of the AdderNet (uint8 SAD kernels, fp32 stem and head);
+* ``int8_adder_int8stem``: the same with the stem in PyTorch's int8 conv (``quantize(..., stem="int8")``; LeNet-5-BN
+  has no multiplicative stem, so it is measured for ResNets only);
+* ``fp32_adder``: the float AdderNet (frugalvision's fp32 adder kernels);
+* ``fp32_cnn``: the CNN twin (``conv_type="conv"``) in fp32 (oneDNN);
+* ``int8_cnn_fx``: the CNN twin through PyTorch's post-training static quantisation, FX graph mode, x86 backend
+  (``torch.ao.quantization.quantize_fx``; conv-BN-ReLU fused);
+* ``int8_cnn_ort``: the CNN twin exported to ONNX and quantised by onnxruntime's static quantisation
+  (``quantize_static``, QDQ, uint8 activations, int8 per-channel weights, after ``quant_pre_process``), run by
+  onnxruntime's CPU provider with as many intra-op threads as torch uses.
+
+Every quantised model is calibrated on the same images. Weights are the models' random initialisation with BatchNorm
+statistics of the calibration images (time does not depend on the values). Timing: one untimed warm-up round, then
+``repeats`` rounds; in each round every method runs once on the same input, in turn, so that load from other
+processes hits them alike; medians are reported and each ratio compares medians of the same run. onnxruntime's
+threads are told not to spin after a run (``session.intra_op.allow_spinning = 0``), as torch's and numba's OpenMP
+threads wait passively (``OMP_WAIT_POLICY=PASSIVE``, set by ``import frugalvision``), so no method steals the
+cores from the next one.
+
+Run ``python -m frugalvision.analysis.bench_quant_model`` (see ``--help``); it prints a table and writes a tidy CSV
+(one row per model x batch x method, machine information and CPU flags on every row).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import os
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from .bench_adder import machine_info, write_csv
+
+__all__ = ["METHODS", "MODELS", "bench_quant_models", "build_methods", "cpu_flags", "format_table", "main"]
+
+METHODS = ("int8_adder", "int8_adder_int8stem", "fp32_adder", "fp32_cnn", "int8_cnn_fx", "int8_cnn_ort")
+INT8_CNN = ("int8_cnn_fx", "int8_cnn_ort")
+MODELS = ("resnet20", "lenet5_bn")
+_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "asimd",
+          "asimddp")
+
+
+def cpu_flags() -> str:
+    """The CPU features that decide which int8 / SAD kernels run (space-separated, from /proc/cpuinfo)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                present = set(line.split(":", 1)[1].split())
+                return " ".join(flag for flag in _FLAGS if flag in present)
+    return ""
+
+
+def _with_batch_statistics(model: nn.Module, images: Tensor) -> nn.Module:
+    """Set every BatchNorm's running statistics to those of ``images`` (random weights, realistic activations)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average over the batches below
+    model.train()
+    with torch.no_grad():
+        for x in images.split(64):
+            model(x)
+    for norm in norms:
+        norm.momentum = 0.1
+    return model.eval()
+
+
+def _fx_int8(cnn: nn.Module, calibration: Tensor) -> nn.Module:
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    torch.backends.quantized.engine = "x86"
+    prepared = prepare_fx(copy.deepcopy(cnn).eval(), get_default_qconfig_mapping("x86"),
+                          example_inputs=(calibration[:1],))
+    with torch.no_grad():
+        for x in calibration.split(64):
+            prepared(x)
+    return convert_fx(prepared)
+
+
+def _ort_int8(cnn: nn.Module, calibration: Tensor, workdir: Path) -> Callable[[Tensor], object]:
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    fp32_path, prep_path, int8_path = (workdir / f"{n}.onnx" for n in ("fp32", "prep", "int8"))
+    torch.onnx.export(cnn, (calibration[:1],), str(fp32_path), input_names=["input"], output_names=["logits"],
+                      opset_version=17, dynamo=False, dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    quant_pre_process(str(fp32_path), str(prep_path))
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(calibration.split(64))
+
+        def get_next(self) -> dict | None:
+            x = next(self.batches, None)
+            return None if x is None else {"input": x.numpy()}
+
+    quantize_static(str(prep_path), str(int8_path), Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(int8_path), options, providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {"input": x.numpy()})
+
+
+def build_methods(name: str, calibration: Tensor, methods: Sequence[str], workdir: Path,
+                  ) -> dict[str, Callable[[Tensor], object]]:
+    """One inference function per method for model ``name`` (see the module docstring)."""
+    from .. import create_model, quantize
+
+    torch.manual_seed(0)
+    adder = _with_batch_statistics(create_model(name, conv_type="adder"), calibration)
+    cnn = _with_batch_statistics(create_model(name, conv_type="conv"), calibration)
+    has_stem = any(type(m) is nn.Conv2d for m in adder.modules())
+    fns: dict[str, Callable[[Tensor], object]] = {}
+    for method in methods:
+        if method == "int8_adder":
+            fns[method] = quantize(adder, calibration, observer="minmax")
+        elif method == "int8_adder_int8stem" and has_stem:
+            fns[method] = quantize(adder, calibration, observer="minmax", stem="int8")
+        elif method == "fp32_adder":
+            fns[method] = adder
+        elif method == "fp32_cnn":
+            fns[method] = cnn
+        elif method == "int8_cnn_fx":
+            fns[method] = _fx_int8(cnn, calibration)
+        elif method == "int8_cnn_ort":
+            fns[method] = _ort_int8(cnn, calibration, workdir)
+    return fns
+
+
+def _time_interleaved(fns: dict[str, Callable[[Tensor], object]], x: Tensor, repeats: int,
+                      ) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    with torch.inference_mode():
+        for fn in fns.values():  # warm-up: kernels compiled, buffers allocated, caches filled
+            fn(x)
+        for _ in range(repeats):
+            for name, fn in fns.items():
+                start = time.perf_counter()
+                fn(x)
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def bench_quant_models(
+    models: Sequence[str] = MODELS,
+    batch_sizes: Sequence[int] = (1, 64),
+    methods: Sequence[str] = METHODS,
+    repeats: dict[int, int] | None = None,
+    calibration_images: int = 256,
+) -> list[dict[str, object]]:
+    """Median wall time per forward pass of each method; one row per (model, batch size, method).
+
+    Args:
+        repeats: timed rounds per batch size (default 200 at batch 1, 30 otherwise).
+        calibration_images: synthetic N(0, 1) images (seeded) for BatchNorm statistics and every quantiser.
+    """
+    from ..models import create_model
+
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
+    rows: list[dict[str, object]] = []
+    for name in models:
+        input_size = create_model(name, conv_type="conv").default_input_size
+        calibration = torch.randn(calibration_images, *input_size, generator=torch.Generator().manual_seed(0))
+        with tempfile.TemporaryDirectory() as workdir, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # deprecation notices of torch.ao / the TorchScript ONNX exporter
+            fns = build_methods(name, calibration, methods, Path(workdir))
+            for batch in batch_sizes:
+                rounds = (repeats or {}).get(batch, 200 if batch == 1 else 30)
+                x = torch.randn(batch, *input_size, generator=torch.Generator().manual_seed(1))
+                times = _time_interleaved(fns, x, rounds)
+                medians = {m: statistics.median(t) for m, t in times.items()}
+                best_int8 = min((medians[m] for m in INT8_CNN if m in medians), default=float("nan"))
+                for method, samples in times.items():
+                    median = medians[method]
+                    rows.append({
+                        "model": name, "batch_size": batch, "method": method, "median_ms": round(median * 1e3, 4),
+                        "min_ms": round(min(samples) * 1e3, 4),
+                        "p90_ms": round(statistics.quantiles(samples, n=10)[-1] * 1e3, 4),
+                        "repeats": rounds, "images_per_s": round(batch / median, 1),
+                        "time_vs_fp32_cnn": round(median / medians["fp32_cnn"], 4) if "fp32_cnn" in medians else "",
+                        "time_vs_best_int8_cnn": round(median / best_int8, 4) if best_int8 == best_int8 else "",
+                    })
+    return rows
+
+
+def _info() -> dict[str, str]:
+    import onnxruntime
+
+    info = {k: v for k, v in machine_info().items() if k != "memory_method"}
+    load = os.getloadavg() if hasattr(os, "getloadavg") else ("", "", "")
+    info.update({"load_average_5m": f"{load[1]:.2f}", "load_average_15m": f"{load[2]:.2f}", "cpu_flags": cpu_flags(),
+                 "onnxruntime": onnxruntime.__version__, "quantized_engine": torch.backends.quantized.engine,
+                 "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "")})
+    return info
+
+
+def format_table(rows: Sequence[dict[str, object]]) -> str:
+    """Median ms per forward pass, and the ratios to fp32 CNN and to the best int8 CNN."""
+    head = ["model", "batch", "method", "median ms", "min ms", "img/s", "x fp32 CNN", "x best int8 CNN"]
+    lines = [head] + [[str(r["model"]), str(r["batch_size"]), str(r["method"]), f"{r['median_ms']:.3f}",
+                       f"{r['min_ms']:.3f}", f"{r['images_per_s']:.0f}", str(r["time_vs_fp32_cnn"]),
+                       str(r["time_vs_best_int8_cnn"])] for r in rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    return "\n".join("  ".join(cell.rjust(widths[i]) for i, cell in enumerate(line)) for line in lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m frugalvision.analysis.bench_quant_model",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default=",".join(MODELS), help="comma list (default: resnet20,lenet5_bn)")
+    parser.add_argument("--batch-sizes", default="1,64")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--repeats-1", type=int, default=200, help="timed rounds at batch 1")
+    parser.add_argument("--repeats", type=int, default=30, help="timed rounds at larger batches")
+    parser.add_argument("--output", type=Path, help="CSV path (default: benchmarks/results/bench_quant_model_"
+                                                     "<date>.csv under the current folder)")
+    args = parser.parse_args(argv)
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    info_before = _info()
+    rows = bench_quant_models(args.models.split(","), batch_sizes, args.methods.split(","),
+                              {b: args.repeats_1 if b == 1 else args.repeats for b in batch_sizes})
+    info = {**info_before, "load_average_1m_after": f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""}
+    output = args.output or Path("benchmarks/results") / f"bench_quant_model_{time.strftime('%Y%m%d-%H%M%S')}.csv"
+    write_csv(rows, output, info)
+    print(format_table(rows))
+    print(f"load average (1 min) before {info['load_average_1m']}, after {info['load_average_1m_after']}; "
+          f"{info['cpu']}, {info['torch_threads']} threads; wrote {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
