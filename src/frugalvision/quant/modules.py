@@ -37,9 +37,18 @@ __all__ = [
     "max_pool_nhwc",
 ]
 
-# torch.quantize_per_tensor is the one fused float -> uint8 pass PyTorch offers; its deprecation warning concerns
-# the quantized tensor type, of which only int_repr() (a plain uint8 tensor) is used here.
-warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor.*deprecated", category=UserWarning)
+
+
+def _silence_quantized_tensor_notice() -> None:
+    """torch.quantize_per_tensor is the one fused float -> uint8 pass PyTorch offers; its deprecation notice (about
+    the quantized tensor type, of which only ``int_repr()``, a plain uint8 tensor, is used here) is a warn-once in
+    PyTorch's C++ code: trigger it here, silently, so that users never see it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.quantize_per_tensor(torch.zeros(1), 1.0, 0, torch.quint8)
+
+
+_silence_quantized_tensor_notice()
 
 
 class InferenceOnly(nn.Module):

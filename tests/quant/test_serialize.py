@@ -1,0 +1,88 @@
+"""Integer models save as one safetensors file and frugalvision.load_model rebuilds them exactly."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+import frugalvision as fv
+from frugalvision.errors import CheckpointError
+from frugalvision.quant import save_quantized
+
+from .utils import batch_statistics
+
+
+def _quantized(name: str, conv_type: str = "adder", adderized: bool = False, **options):
+    torch.manual_seed(0)
+    model = fv.create_model(name, conv_type=conv_type)
+    if adderized:
+        model = fv.adderize(model)
+    shape = model.default_input_size
+    images = torch.randn(8, *shape, generator=torch.Generator().manual_seed(1))
+    batch_statistics(model, images)
+    return fv.quantize(model, [images], observer="minmax", **options), images
+
+
+CASES = {
+    "lenet5_bn": dict(name="lenet5_bn"),
+    "resnet20_int8_stem": dict(name="resnet20", stem="int8"),
+    "adderized_lenet5_bn": dict(name="lenet5_bn", conv_type="conv", adderized=True),  # generic layout
+    "adderized_resnet20": dict(name="resnet20", conv_type="conv", adderized=True),  # adder layers restored
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_save_load_round_trip_gives_identical_outputs(case, tmp_path):
+    qmodel, images = _quantized(**CASES[case])
+    path = tmp_path / "q.safetensors"
+    save_quantized(qmodel, path)
+    loaded = fv.load_model(path)
+    with torch.no_grad():
+        assert torch.equal(loaded(images), qmodel(images))
+    assert type(loaded) is type(qmodel) and not loaded.training
+    assert loaded.frugalvision_cfg == json.loads(json.dumps(qmodel.frugalvision_cfg))
+
+
+def test_file_holds_uint8_weights_float32_multipliers_and_the_config(tmp_path):
+    qmodel, _ = _quantized("resnet20")
+    path = tmp_path / "q.safetensors"
+    save_quantized(qmodel, path)
+    tensors = load_file(str(path))
+    assert tensors["layer1.0.conv1.weight_q"].dtype == torch.uint8
+    assert tensors["layer1.0.conv1.scale"].dtype == torch.float32
+    assert not any("packed" in key for key in tensors)  # the kernel layout is rebuilt on load
+    with safe_open(str(path), framework="pt") as f:
+        config = json.loads(f.metadata()["frugalvision"])
+    assert config["model"] == "resnet20" and config["quantized"]["layout"] == "resnet"
+
+
+def test_mismatched_or_unknown_files_fail_with_one_line(tmp_path):
+    qmodel, _ = _quantized("lenet5_bn")
+    path = tmp_path / "q.safetensors"
+    save_quantized(qmodel, path)
+    tensors = load_file(str(path))
+    with safe_open(str(path), framework="pt") as f:
+        config = json.loads(f.metadata()["frugalvision"])
+    del tensors["steps.1.weight_q"]
+    save_file(tensors, str(tmp_path / "missing.safetensors"), {"frugalvision": json.dumps(config)})
+    config["quantized"]["format"] = 99
+    save_file(load_file(str(path)), str(tmp_path / "future.safetensors"), {"frugalvision": json.dumps(config)})
+    for name, match in (("missing", "does not fit"), ("future", "format 99")):
+        with pytest.raises(CheckpointError, match=match) as info:
+            fv.load_model(tmp_path / f"{name}.safetensors")
+        assert "\n" not in str(info.value)
+
+
+def test_models_not_built_by_create_model_cannot_be_saved(tmp_path):
+    from frugalvision.models.resnet import BasicBlock, ResNet
+
+    model = batch_statistics(ResNet(BasicBlock, (1, 1, 1), (4, 8, 8)), torch.randn(4, 3, 16, 16))
+    qmodel = fv.quantize(model, [torch.randn(4, 3, 16, 16)], observer="minmax")
+    with pytest.raises(CheckpointError, match="create_model"):
+        save_quantized(qmodel, tmp_path / "q.safetensors")
+    with pytest.raises(CheckpointError, match=r"not a model returned by frugalvision\.quantize"):
+        save_quantized(model, tmp_path / "q.safetensors")
