@@ -13,7 +13,6 @@ raises.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import torch
@@ -24,6 +23,7 @@ from ..errors import InputError
 from ._adder_u8_fallback import PackedAdderWeight, adder2d_u8, pack_adder_weight_u8
 from .epilogue import OUTPUT_MODES, apply_epilogue
 from .fold import QMAX, QParams
+from .ops import quantize_u8_nhwc
 
 __all__ = [
     "AdderUnit",
@@ -38,17 +38,6 @@ __all__ = [
 ]
 
 
-
-def _silence_quantized_tensor_notice() -> None:
-    """torch.quantize_per_tensor is the one fused float -> uint8 pass PyTorch offers; its deprecation notice (about
-    the quantized tensor type, of which only ``int_repr()``, a plain uint8 tensor, is used here) is a warn-once in
-    PyTorch's C++ code: trigger it here, silently, so that users never see it."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.quantize_per_tensor(torch.zeros(1), 1.0, 0, torch.quint8)
-
-
-_silence_quantized_tensor_notice()
 
 
 class InferenceOnly(nn.Module):
@@ -89,9 +78,7 @@ class QuantizeInput(InferenceOnly):
         return QParams(self.scale, self.zero_point)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x.float().contiguous(memory_format=torch.channels_last)  # a free permute to NHWC afterwards
-        q = torch.quantize_per_tensor(x, self.scale, self.zero_point, torch.quint8).int_repr()
-        return q.permute(0, 2, 3, 1)  # (N, H, W, C), contiguous
+        return quantize_u8_nhwc(x, self.scale, self.zero_point)  # (N, H, W, C), contiguous
 
 
 class QuantizedAdder2d(InferenceOnly):
@@ -255,6 +242,9 @@ class FloatConvStem(InferenceOnly):
         return self.quant(y)
 
 
+_CONV_ARGS = ("stride", "padding", "dilation", "groups")
+
+
 class Int8ConvStem(InferenceOnly):
     """The multiplicative first layer in int8 with PyTorch's quantized engine (x86 / fbgemm / qnnpack): uint8 input
     image, int8 per-channel weights (BatchNorm folded, symmetric), fused ReLU, [quantized max-pool], uint8 NHWC out.
@@ -304,6 +294,10 @@ class Int8ConvStem(InferenceOnly):
         self._refresh()
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.is_meta:  # shape propagation for op counting: the same convolution in float, then the quantisation
+            y = F.conv2d(x, self.weight_int8.float(), self.bias, **{k: self.geometry[k] for k in _CONV_ARGS})
+            y = self.pool(y.relu() if self.relu else y) if self.pool is not None else (y.relu() if self.relu else y)
+            return quantize_u8_nhwc(y, self.output_scale, self.output_zero_point)
         x = x.float().contiguous(memory_format=torch.channels_last)
         y = self._qconv(torch.quantize_per_tensor(x, self.input_scale, self.input_zero_point, torch.quint8))
         if self.pool is not None:

@@ -1,0 +1,72 @@
+"""``frugalvision quantize``: a trained AdderNet -> an integer (uint8) model file, with fp32 vs int8 accuracy."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "quantize", help="convert a trained AdderNet into an integer (uint8) model",
+        description="Post-training quantisation of an AdderNet onto the uint8 sum-of-absolute-differences kernels: "
+        "calibrates on training images of --calibration, prints fp32 vs int8 accuracy on its validation split and "
+        "writes the integer model (load it with frugalvision.load_model or any command's --checkpoint).")
+    p.add_argument("--checkpoint", required=True, help="run folder or checkpoint file (official files need --model)")
+    p.add_argument("--model", help="model name, for checkpoints without a frugalvision config (official files)")
+    p.add_argument("--conv-type", default="adder", help="conv type of --model (default adder)")
+    p.add_argument("--calibration", required=True, metavar="DATASET",
+                   help="dataset whose train split calibrates and whose val split measures (e.g. mnist5k, cifar10)")
+    p.add_argument("--data-dir", help="folder of the dataset's files (not needed for mnist5k)")
+    p.add_argument("--calibration-images", type=int, default=512, help="training images used (default 512)")
+    p.add_argument("--observer", default="auto", choices=("auto", "minmax", "percentile", "mse"),
+                   help="how activation ranges are chosen (default auto: the best of the three on the calibration "
+                   "images)")
+    p.add_argument("--stem", default="fp32", choices=("fp32", "int8"),
+                   help="multiplicative first layer of CIFAR/ImageNet models in fp32 (default) or int8")
+    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random choice of calibration images")
+    p.add_argument("--output", required=True, help="file to write (.safetensors)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from torch.utils.data import DataLoader, Subset
+
+    from ..data import build_dataset
+    from ..errors import ConfigError
+    from ..models import create_model, load_model
+    from ..quant import quantize, save_quantized
+    from ..quant.report import compare_models
+
+    if not args.output.endswith(".safetensors"):
+        raise ConfigError(f"--output must be a .safetensors file, got {args.output}")
+    if args.calibration_images < 1:
+        raise ConfigError("--calibration-images must be >= 1")
+    if args.model:
+        model = create_model(args.model, conv_type=args.conv_type, checkpoint_path=args.checkpoint)
+    else:
+        model = load_model(args.checkpoint)
+    model = model.cpu().eval()
+    train = build_dataset(args.calibration, "train", args.data_dir)
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(args.seed))
+    calibration = Subset(train, order[: args.calibration_images].tolist())
+    qmodel = quantize(model, DataLoader(calibration, batch_size=64), observer=args.observer, stem=args.stem,
+                      max_images=args.calibration_images)
+    save_quantized(qmodel, args.output)
+    val = build_dataset(args.calibration, "val", args.data_dir)
+    metrics = compare_models(model, qmodel, DataLoader(val, batch_size=args.batch_size))
+    record = qmodel.frugalvision_cfg["quantized"]
+    metrics = {**metrics, "dataset": args.calibration, "split": "val", "calibration_images": len(calibration),
+               "observer": record["observer"], "layout": record["layout"], "output": args.output}
+    if args.json:
+        print(json.dumps(metrics))
+        return 0
+    print(f"{args.calibration}/val ({metrics['num_samples']} images): fp32 top-1 {metrics['fp32_top1']:.2f}%, "
+          f"int8 top-1 {metrics['int8_top1']:.2f}%, agreement {metrics['agreement']:.2f}%, "
+          f"logit relative error {metrics['logit_rel_error']:.2%}")
+    print(f"calibrated on {len(calibration)} {args.calibration}/train images (observer {record['observer']}, "
+          f"{record['layout']} layout); wrote {args.output}")
+    return 0
