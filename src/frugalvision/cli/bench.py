@@ -8,6 +8,8 @@ import datetime
 import platform
 from pathlib import Path
 
+from . import bench_model
+
 __all__ = ["add_parser", "run"]
 
 _SHAPE_SETS = ("resnet20", "lenet5")
@@ -18,12 +20,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                                   description="Benchmarks; see `frugalvision bench TARGET --help`.")
     targets = bench.add_subparsers(dest="bench_target", metavar="TARGET", required=True)
     _add_adder_parser(targets).set_defaults(_bench_run=_run_adder)
-    try:
-        from . import bench_model
-    except ImportError:  # pragma: no cover - optional sibling command
-        bench_model = None
-    if bench_model is not None:
-        bench_model.add_subparser(targets).set_defaults(_bench_run=bench_model.run)
+    bench_model.add_subparser(targets).set_defaults(_bench_run=bench_model.run)
     return bench
 
 

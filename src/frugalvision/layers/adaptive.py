@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
-from ..ops.adaptive_conv import DEFAULT_MAX_CHUNK_ELEMENTS, adaptive_conv2d, adaptive_conv2d_macs
+from ..ops.adaptive_conv import DEFAULT_MAX_CHUNK_ELEMENTS, adaptive_conv2d
 
 __all__ = ["ADAPTIVE_INITS", "AdaptiveConv2d"]
 
@@ -99,26 +99,3 @@ class AdaptiveConv2d(nn.Module):
         if self.dilation != (1, 1):
             s += f", dilation={self.dilation}"
         return s + f", bias={self.bias is not None}, init={self.init!r}"
-
-
-def _count_adaptive(args, kwargs, out, module) -> tuple[str, dict[str, int]]:
-    """count_ops formula: one multiplication and one addition per MAC of :func:`adaptive_conv2d_macs`.
-
-    Per output element and input channel: kk^2 MACs for ``Q x`` (the kk additions of b take the place of the
-    first accumulation of each generator row) and kk MACs to apply the kernel. The kk tanh evaluations per output
-    element and input channel are not arithmetic in this table and are not counted. The optional output bias
-    (added outside the op) adds one addition per output element.
-    """
-    x, weight = args[0], args[1]
-    macs = adaptive_conv2d_macs(x.shape, weight.shape, out.shape)
-    bias_adds = out.numel() if getattr(module, "bias", None) is not None else 0
-    return "weight", {"mul": macs, "add": macs + bias_adds}
-
-
-def _register_counter() -> None:
-    from ..analysis.counting import register_counter
-
-    register_counter(torch.ops.frugalvision.adaptive_conv2d.default, _count_adaptive)
-
-
-_register_counter()

@@ -18,8 +18,8 @@ chunks of output channels and output positions whose K stays under ``max_chunk_e
 recomputes K instead of storing it: memory is O(input + output + chunk), not O(K).
 
 Registered as ``torch.library`` custom ops (a forward and one backward op) so that ``torch.compile`` sees them and
-:func:`frugalvision.count_ops` counts one op per layer instead of the inner matmuls (the counting formula lives
-with the layer, :mod:`frugalvision.layers.adaptive`). Float32 and float64 compute in their own precision; float16 /
+:func:`frugalvision.count_ops` counts one op per layer instead of the inner matmuls (the cost formula is
+registered at the end of this module, :mod:`.cost`). Float32 and float64 compute in their own precision; float16 /
 bfloat16 compute in float32 and return the input dtype. Gradients (notes §1.2), with K = tanh(z) and G = dL/dY:
 
     dL/dz[o,c,d,p] = G[o,p] * P[c,d,p] * (1 - K[o,c,d,p]^2)
@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .cost import WEIGHT_LAYER, register_cost
 from .utils import conv_output_size, to_pair
 
 __all__ = [
@@ -354,3 +355,20 @@ def adaptive_conv2d_macs(input_shape: Sequence[int], weight_shape: Sequence[int]
     (``Q P + b``) and kk to apply it, i.e. N * C_out * L * C_in * kk * (kk + 1)."""
     kk = weight_shape[-1]
     return math.prod(output_shape) * input_shape[1] * kk * (kk + 1)
+
+
+def _adaptive_conv2d_cost(args, kwargs, out, module) -> tuple[str, dict[str, int]]:
+    """count_ops formula: one multiplication and one addition per MAC of :func:`adaptive_conv2d_macs`.
+
+    Per output element and input channel: kk^2 MACs for ``Q x`` (the kk additions of b take the place of the
+    first accumulation of each generator row) and kk MACs to apply the kernel. The kk tanh evaluations per output
+    element and input channel are not arithmetic in this table and are not counted. The optional output bias
+    (added outside the op by the layer) adds one addition per output element.
+    """
+    x, weight = args[0], args[1]
+    macs = adaptive_conv2d_macs(x.shape, weight.shape, out.shape)
+    bias_adds = out.numel() if getattr(module, "bias", None) is not None else 0
+    return WEIGHT_LAYER, {"mul": macs, "add": macs + bias_adds}
+
+
+register_cost(torch.ops.frugalvision.adaptive_conv2d.default, _adaptive_conv2d_cost)

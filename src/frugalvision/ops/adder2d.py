@@ -7,9 +7,10 @@ Three ops, each dispatching to the fastest backend that accepts its tensors (see
     frugalvision::adder2d_grad_weight(grad_output, input, weight, stride, padding, dilation, groups, sign) -> grad_w
 
 ``adder2d`` carries an autograd formula made of the two gradient ops, so ``torch.compile`` traces through the
-backward, ``opcheck`` can check the registration, and ``FlopCounterMode`` / :func:`frugalvision.count_ops` see
-one adder op per layer. The formulas are AdderNet's (Chen et al., CVPR 2020): Eq. 2 forward, Eq. 5 full-precision
-weight gradient (or the sign gradient for the ablation), Eq. 6 HardTanh input gradient; see :mod:`.reference`.
+backward, ``opcheck`` can check the registration, and :func:`frugalvision.count_ops` sees one adder op per layer
+(its cost formula is registered here, :mod:`.cost`). The formulas are AdderNet's (Chen et al., CVPR 2020): Eq. 2
+forward, Eq. 5 full-precision weight gradient (or the sign gradient for the ablation), Eq. 6 HardTanh input
+gradient; see :mod:`.reference`.
 
 Dtypes: float32 and float64 compute in their own precision; float16 / bfloat16 inputs are accepted and accumulate
 in float32, and the output is float32 (adder outputs reach ~1e3 with a spread of ~1, which half precision cannot
@@ -22,9 +23,9 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
-from torch.utils.flop_counter import register_flop_formula
 
 from . import reference
+from .cost import WEIGHT_LAYER, register_cost
 from .dispatch import Backend, register_backend, select
 from .utils import to_pair
 
@@ -173,11 +174,14 @@ def adder2d_macs(input_shape: Sequence[int], weight_shape: Sequence[int], output
     return n * out_channels * h_out * w_out * weight_shape[1] * weight_shape[2] * weight_shape[3]
 
 
-@register_flop_formula(torch.ops.frugalvision.adder2d)
-def _adder2d_flops(input_shape, weight_shape, stride, padding, dilation, groups, sign_weight_grad, *, out_shape,
-                   **kwargs) -> int:
-    # One subtraction and one accumulation per term, the same 2-per-MAC convention as FlopCounterMode's conv.
-    return 2 * adder2d_macs(input_shape, weight_shape, out_shape)
+def _adder2d_cost(args, kwargs, out, module) -> tuple[str, dict[str, int]]:
+    """count_ops formula: two additions per |x - w| term (the subtraction and the accumulation), no multiplication
+    (AdderNet Sec. 4.1's convention); an optional bias adds one addition per output element outside the op."""
+    input, weight = args[0], args[1]
+    return WEIGHT_LAYER, {"add": 2 * adder2d_macs(input.shape, weight.shape, out.shape)}
+
+
+register_cost(torch.ops.frugalvision.adder2d.default, _adder2d_cost)
 
 
 # --------------------------------------------------------------------------------------------------------------
