@@ -73,7 +73,7 @@ def test_count_json(capsys):
     [
         (["train", "--model", "lenet9", *FAKE], "unknown model 'lenet9'"),
         (["train", "--dataset", "mnist", "--data-dir", "/nonexistent/mnist", "--epochs", "1"], "t10k|train-images"),
-        (["train", "--conv-type", "shift", *FAKE], "unknown conv_type"),
+        (["train", "--conv-type", "shift", *FAKE], "conv_type must be one of"),
         (["eval", "--checkpoint", "/nonexistent/run", "--dataset", "mnist5k"], "checkpoint not found"),
         (["count", "--model", "lenet5_bn", "--energy", "fp32", "--input-size", "1", "2", "2"], "does not fit"),
     ],

@@ -127,7 +127,7 @@ def test_vanillanet_recipe_parts_reach_the_optimizer():
     from frugalvision.models import create_model
     from frugalvision.optim import AdaptiveLR
     from frugalvision.train.config import load_recipe
-    from frugalvision.train.engine import build_optimizer
+    from frugalvision.train.optimization import build_optimizer
 
     recipe = load_recipe("recipes/vanillanet_6.yaml")
     config = TrainConfig.from_dict(recipe)

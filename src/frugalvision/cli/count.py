@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..errors import ConfigError
 from ._common import human, print_table
 
 
@@ -32,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     model = create_model(args.model, **kwargs)
     input_size = args.input_size or getattr(model, "default_input_size", None)
     if input_size is None:
-        raise ValueError(f"--input-size C H W is needed for {args.model}")
+        raise ConfigError(f"--input-size C H W is needed for {args.model}")
     costs = count_ops(model, input_size, paper_convention=args.paper_convention, energy=args.energy)
     if args.json:
         out = {k: v for k, v in costs.items() if args.layers or k != "layers"}

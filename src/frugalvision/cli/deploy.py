@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import ConfigError
+
 __all__ = ["add_parser", "export_onnx", "run"]
 
 
@@ -42,7 +44,7 @@ def _load(args: argparse.Namespace) -> nn.Module:
     if read_checkpoint_config(args.checkpoint) is not None and not args.model:
         return load_model(args.checkpoint)
     if not args.model:
-        raise ValueError(f"{args.checkpoint} carries no frugalvision metadata: name its architecture with --model")
+        raise ConfigError(f"{args.checkpoint} carries no frugalvision metadata: name its architecture with --model")
     model = create_model(args.model)
     load_checkpoint(model, args.checkpoint, use_ema=args.ema)
     return model.eval()
@@ -57,7 +59,7 @@ def export_onnx(model: nn.Module, path: Path, example: torch.Tensor, opset: int 
     try:
         import onnx  # noqa: F401  (the exporter needs it)
     except ImportError:
-        raise ValueError("ONNX export needs the optional dependencies: pip install 'frugalvision[export]'") from None
+        raise ConfigError("ONNX export needs the optional dependencies: pip install 'frugalvision[export]'") from None
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated but needs no onnxscript
@@ -79,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from ..models.checkpoint import save_model_file
 
     if args.output is None and args.onnx is None:
-        raise ValueError("nothing to write: give --output FILE.safetensors and/or --onnx FILE.onnx")
+        raise ConfigError("nothing to write: give --output FILE.safetensors and/or --onnx FILE.onnx")
     model = _load(args)
     input_size = args.input_size or list(getattr(model, "default_input_size", (3, 224, 224)))
     fused = reparameterize_model(model)
@@ -89,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     params = (sum(p.numel() for p in model.parameters()), sum(p.numel() for p in fused.parameters()))
     print(f"fused {params[0]:,} -> {params[1]:,} parameters; max relative error vs original {err:.2e}")
     if err > args.tolerance:
-        raise ValueError(f"fused model differs from the original (relative error {err:.2e} > {args.tolerance:g})")
+        raise ConfigError(f"fused model differs from the original (relative error {err:.2e} > {args.tolerance:g})")
     if args.output is not None:
         save_model_file(args.output, fused.state_dict(), getattr(fused, "frugalvision_cfg", {}))
         print(f"wrote {args.output}")
@@ -98,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         if onnx_err is None:
             print(f"wrote {args.onnx} (onnxruntime not installed: not verified)")
         elif onnx_err > args.tolerance:
-            raise ValueError(f"ONNX output differs from PyTorch (relative error {onnx_err:.2e})")
+            raise ConfigError(f"ONNX output differs from PyTorch (relative error {onnx_err:.2e})")
         else:
             print(f"wrote {args.onnx}; onnxruntime vs PyTorch max relative error {onnx_err:.2e}")
     return 0

@@ -24,7 +24,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..data import build_dataset, dataset_info
     from ..models import load_model
-    from ..train.engine import evaluate, resolve_device
+    from ..train.distributed import resolve_device
+    from ..train.loop import evaluate
 
     info = dataset_info(args.dataset)
     split = args.split or ("test" if "test" in info.splits else "val")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import ConfigError
+
 KINDS = ("features", "filters", "weights", "curves")
 # what `--train` trains for each kind: (model, default epochs)
 TRAIN_MODELS = {"features": ("lenet_pp", 10), "filters": ("lenet5_bn", 5), "weights": ("lenet5_bn", 5)}
@@ -42,26 +44,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def _sources(args: argparse.Namespace) -> list[str] | dict[str, str]:
     if args.label and len(args.label) != len(args.checkpoint):
-        raise ValueError(f"{len(args.label)} --label for {len(args.checkpoint)} --checkpoint; give one per checkpoint")
+        raise ConfigError(f"{len(args.label)} --label for {len(args.checkpoint)} --checkpoint; give one per checkpoint")
     return dict(zip(args.label, args.checkpoint)) if args.label else list(args.checkpoint)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..analysis import figures
+    from ..train.runs import train_twins
 
     if args.train:
         if args.kind not in TRAIN_MODELS:
-            raise ValueError("--train applies to features, filters and weights; curves read existing run folders")
+            raise ConfigError("--train applies to features, filters and weights; curves read existing run folders")
         model, epochs = TRAIN_MODELS[args.kind]
         extra = {"device": args.device} if args.device else {}
         extra["dataset"] = args.dataset
         model_kwargs = {"feature_dim": args.feature_dim} if args.kind == "features" else {}
         prefix = f"{model}_{args.feature_dim}d" if args.kind == "features" else model
-        runs = figures.train_twins(model, output=args.runs_dir, model_kwargs=model_kwargs, run_prefix=prefix,
+        runs = train_twins(model, output=args.runs_dir, model_kwargs=model_kwargs, run_prefix=prefix,
                                    retrain=args.retrain, epochs=args.epochs or epochs, **extra)
         args.checkpoint = [*args.checkpoint, *(str(path) for path in runs.values())]
     if not args.checkpoint:
-        raise ValueError(f"plot {args.kind} needs --checkpoint RUN_DIR_OR_FILE"
+        raise ConfigError(f"plot {args.kind} needs --checkpoint RUN_DIR_OR_FILE"
                          + (" (or --train)" if args.kind in TRAIN_MODELS else ""))
     sources = _sources(args)
     if args.kind == "features":

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
+from ..errors import ConfigError
 from ..ops.adaptive_conv import DEFAULT_MAX_CHUNK_ELEMENTS, adaptive_conv2d
 
 __all__ = ["ADAPTIVE_INITS", "AdaptiveConv2d"]
@@ -53,9 +54,9 @@ class AdaptiveConv2d(nn.Module):
     ) -> None:
         super().__init__()
         if init not in ADAPTIVE_INITS:
-            raise ValueError(f"init must be one of {', '.join(ADAPTIVE_INITS)}, got {init!r}")
+            raise ConfigError(f"init must be one of {', '.join(ADAPTIVE_INITS)}, got {init!r}")
         if in_channels < 1 or out_channels < 1:
-            raise ValueError(f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}")
+            raise ConfigError(f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
         self.padding, self.dilation = _pair(padding), _pair(dilation)

@@ -17,6 +17,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from ..layers import AdaptiveConv2d, create_conv2d
 from .registry import register_model, train_defaults
 
@@ -45,7 +46,7 @@ class AdaptiveLeNet(nn.Module):
     ) -> None:
         super().__init__()
         if first_type not in ("adaptive", "conv"):
-            raise ValueError(f"first_type must be 'adaptive' or 'conv', got {first_type!r}")
+            raise ConfigError(f"first_type must be 'adaptive' or 'conv', got {first_type!r}")
         c1, c2, c3 = widths
         self.default_input_size = (in_chans, 28, 28)
         kwargs = layer_kwargs if first_type == "adaptive" else {}
@@ -123,7 +124,7 @@ class ResNet18Cifar(nn.Module):
     ) -> None:
         super().__init__()
         if stem_type not in ("conv", "adaptive"):
-            raise ValueError(f"stem_type must be 'conv' or 'adaptive', got {stem_type!r}")
+            raise ConfigError(f"stem_type must be 'conv' or 'adaptive', got {stem_type!r}")
         self.num_classes, self.stem_type = num_classes, stem_type
         self.default_input_size = (in_chans, 32, 32)
         kwargs = layer_kwargs if stem_type == "adaptive" else {}

@@ -12,6 +12,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from ..layers import create_conv2d
 from .registry import register_model, train_defaults
 
@@ -85,7 +86,7 @@ class LeNetPP(nn.Module):
                  **layer_kwargs: Any) -> None:
         super().__init__()
         if conv_type not in ("conv", "adder", "binary"):
-            raise ValueError(f"conv_type must be conv, adder or binary, got {conv_type!r}")
+            raise ConfigError(f"conv_type must be conv, adder or binary, got {conv_type!r}")
         self.num_classes, self.conv_type, self.feature_dim = num_classes, conv_type, feature_dim
         self.default_input_size = (in_chans, 28, 28)
         edge_type = "conv" if conv_type == "binary" else conv_type

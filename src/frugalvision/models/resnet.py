@@ -25,6 +25,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from ..layers import Adder2d, create_conv2d
 from .registry import register_model, train_defaults
 
@@ -122,9 +123,9 @@ class ResNet(nn.Module):
     ) -> None:
         super().__init__()
         if conv_type not in _CONV_TYPES:
-            raise ValueError(f"conv_type must be one of {', '.join(_CONV_TYPES)}, got {conv_type!r}")
+            raise ConfigError(f"conv_type must be one of {', '.join(_CONV_TYPES)}, got {conv_type!r}")
         if stem not in ("cifar", "imagenet"):
-            raise ValueError(f"stem must be 'cifar' or 'imagenet', got {stem!r}")
+            raise ConfigError(f"stem must be 'cifar' or 'imagenet', got {stem!r}")
         self.num_classes, self.conv_type = num_classes, conv_type
         self.default_input_size = (in_chans, 32, 32) if stem == "cifar" else (in_chans, 224, 224)
         self.inplanes = widths[0] if stem == "cifar" else 64
@@ -190,7 +191,7 @@ def official_checkpoint_filter(state: dict[str, Tensor], model: nn.Module) -> di
 
 def _check(conv_type: str) -> None:
     if conv_type not in _CONV_TYPES:
-        raise ValueError(f"conv_type must be one of {', '.join(_CONV_TYPES)}, got {conv_type!r}")
+        raise ConfigError(f"conv_type must be one of {', '.join(_CONV_TYPES)}, got {conv_type!r}")
 
 
 _CIFAR_RECIPE = dict(epochs=400, batch_size=256, lr=0.1, momentum=0.9, weight_decay=5e-4, scheduler="cosine")

@@ -49,7 +49,7 @@ def _conv_bn(in_chans: int, out_chans: int, kernel: int = 1, stride: int = 1, pa
 
 def _check_lambda(act_learn: float, where: str) -> None:
     if act_learn != 1.0:
-        raise ValueError(
+        raise ConfigError(
             f"cannot fuse {where} at act_learn={act_learn:g}: the two convs around the deep-training activation "
             "merge exactly only at act_learn = 1 (finish the decay, or call set_act_learn(1.0) knowingly)"
         )
@@ -83,7 +83,7 @@ class VanillaBlock(nn.Module):
     ) -> None:
         super().__init__()
         if shortcut not in SHORTCUTS:
-            raise ValueError(f"shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
+            raise ConfigError(f"shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
         self.deploy, self.shortcut = deploy, shortcut
         if deploy:
             self.conv = nn.Conv2d(dim, dim_out, 1)
@@ -163,9 +163,9 @@ class VanillaNet(nn.Module):
     ) -> None:
         super().__init__()
         if len(strides) != len(dims) - 1:
-            raise ValueError(f"need one stride per block: {len(dims) - 1} blocks, got {len(strides)} strides")
+            raise ConfigError(f"need one stride per block: {len(dims) - 1} blocks, got {len(strides)} strides")
         if ada_pool is not None and len(ada_pool) != len(strides):
-            raise ValueError(f"ada_pool needs one entry per block ({len(strides)}), got {len(ada_pool)}")
+            raise ConfigError(f"ada_pool needs one entry per block ({len(strides)}), got {len(ada_pool)}")
         self.arch_args: dict[str, Any] = dict(
             dims=list(dims), strides=list(strides), num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate,
             act_num=act_num, ada_pool=None if ada_pool is None else list(ada_pool), shortcut=shortcut)

@@ -12,6 +12,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from ..layers import create_conv2d
 from .registry import register_model, train_defaults
 
@@ -31,7 +32,7 @@ class VGGSmall(nn.Module):
                  **layer_kwargs: Any) -> None:
         super().__init__()
         if conv_type not in ("conv", "adder", "binary"):
-            raise ValueError(f"conv_type must be conv, adder or binary, got {conv_type!r}")
+            raise ConfigError(f"conv_type must be conv, adder or binary, got {conv_type!r}")
         self.num_classes, self.conv_type = num_classes, conv_type
         self.default_input_size = (in_chans, 32, 32)
         widths = (128, 128, 256, 256, 512, 512)

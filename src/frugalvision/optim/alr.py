@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from ..layers.adder import Adder2d
 
 __all__ = ["ALR_MODES", "AdaptiveLR", "adder_weights"]
@@ -60,9 +61,9 @@ class AdaptiveLR:
     def __init__(self, params: Iterable[nn.Parameter], mode: str = "alr", eta: float = 0.2,
                  ilr_factor: float = 100.0) -> None:
         if mode not in ALR_MODES:
-            raise ValueError(f"unknown adaptive learning-rate mode {mode!r}; choose one of {', '.join(ALR_MODES)}")
+            raise ConfigError(f"unknown adaptive learning-rate mode {mode!r}; choose one of {', '.join(ALR_MODES)}")
         if eta <= 0:
-            raise ValueError(f"eta must be positive, got {eta}")
+            raise ConfigError(f"eta must be positive, got {eta}")
         self.params = list(params)
         self.mode, self.eta, self.ilr_factor = mode, eta, ilr_factor
         self._hooks = []
