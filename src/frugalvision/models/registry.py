@@ -12,6 +12,7 @@ with ``frugalvision_cfg = {"model": name, "kwargs": {...}}``: what checkpoints s
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import functools
 import sys
@@ -93,7 +94,7 @@ def is_model(name: str) -> bool:
 def model_entry(name: str) -> ModelEntry:
     """The registry entry of ``name``; a one-line :class:`~frugalvision.errors.ConfigError` for unknown names."""
     if name not in _ENTRIES:
-        close = [m for m in _ENTRIES if str(name).split("_")[0] in m][:5]
+        close = difflib.get_close_matches(str(name), list(_ENTRIES), n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ConfigError(f"unknown model {name!r}{hint} (see `frugalvision.list_models()`)")
     return _ENTRIES[name]
