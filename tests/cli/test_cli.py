@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from frugalvision import count_ops, load_model
-from frugalvision.cli._common import human
+from frugalvision.cli.common import human
 from frugalvision.cli.main import main
 
 FAKE = ["--dataset", "fake", "--epochs", "1", "--batch-size", "32", "--no-progress"]

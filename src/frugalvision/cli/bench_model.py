@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..errors import ConfigError
-from ._common import print_table
+from .common import print_table
 
 __all__ = ["add_subparser", "run"]
 

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from ..errors import ConfigError
-from ._common import human, print_table
+from .common import human, print_table
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

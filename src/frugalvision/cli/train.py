@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ._common import print_comparison
+from .common import print_comparison
 
 DEFAULT_MODEL = "lenet5_bn"
 DEFAULT_CONV_TYPES = ("adder", "conv")

@@ -1,4 +1,4 @@
-"""Adaptive convolutional kernel layer (Zamora Esquivel et al., ICCV Workshops 2019), SPEC §2.
+"""Adaptive convolutional kernel layer (Zamora Esquivel et al., ICCV Workshops 2019).
 
 Every kernel element is computed from the patch it is applied to: ``K = tanh(Q x + b)``, ``y = x^T K`` per
 (output, input) channel pair, summed over input channels (see :mod:`frugalvision.ops.adaptive_conv` for the formula,
@@ -30,9 +30,9 @@ class AdaptiveConv2d(nn.Module):
 
     Args:
         init: ``"uniform"`` draws Q and b from U(-1/k, 1/k), the default of the ``nn.Conv2d(1, k², k)`` kernel
-            generator of the public code (notes §1.3). ``"conv"`` sets Q = 0 and b = atanh(W) with W drawn like a
-            default ``nn.Conv2d(in, out, k)`` weight, so the layer starts as exactly that convolution (with Q = 0
-            the kernel is the static tanh(b), SPEC §2) and learns its adaptivity from there.
+            generator of the public code (docs/adaptive_kernels.md). ``"conv"`` sets Q = 0 and b = atanh(W) with W
+            drawn like a default ``nn.Conv2d(in, out, k)`` weight, so the layer starts as exactly that convolution
+            (with Q = 0 the kernel is the static tanh(b)) and learns its adaptivity from there.
         dilation: spacing of the patch elements (an extension; the paper uses 1).
         max_chunk_elements: memory bound of the op (elements of the kernel tensor held at once).
     """

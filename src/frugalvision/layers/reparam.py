@@ -19,8 +19,7 @@ could do alone).
 These are the fusions of VanillaNet (Chen et al., "VanillaNet: the Power of Minimalism in Deep Learning",
 NeurIPS 2023, arXiv 2305.12972, Sec. 3 "deep training" and the deploy conversion) and of RepVGG (Ding et al.,
 CVPR 2021, arXiv 2101.03697). All functions work in float64 internally when given float64 tensors and return
-contiguous tensors (fused weights with channels-last strides slow some backends down; see research notes on
-VanillaNet issue #17).
+contiguous tensors (fused weights with channels-last strides slow some backends down).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """``frugalvision::adaptive_conv2d``: the adaptive convolutional kernel of Zamora Esquivel et al. (ICCV-W 2019).
 
 For output channel o, input channel c, kernel position d (one of the kh*kw offsets) and output position p, with
-``P[c, :, p]`` the zero-padded kh x kw patch of channel c that output position p sees (SPEC §2, notes §1.2-1.4):
+``P[c, :, p]`` the zero-padded kh x kw patch of channel c that output position p sees (docs/adaptive_kernels.md
+says what is reconstructed):
 
     K[o, c, d, p] = tanh( sum_j Q[o, c, d, j] * P[c, j, p] + b[o, c, d] )      # the adaptive kernel
     Y[o, p]       = sum_c sum_d K[o, c, d, p] * P[c, d, p]                      # the "second convolution"
@@ -20,7 +21,8 @@ recomputes K instead of storing it: memory is O(input + output + chunk), not O(K
 Registered as ``torch.library`` custom ops (a forward and one backward op) so that ``torch.compile`` sees them and
 :func:`frugalvision.count_ops` counts one op per layer instead of the inner matmuls (the cost formula is
 registered at the end of this module, :mod:`.cost`). Float32 and float64 compute in their own precision; float16 /
-bfloat16 compute in float32 and return the input dtype. Gradients (notes §1.2), with K = tanh(z) and G = dL/dY:
+bfloat16 compute in float32 and return the input dtype. Gradients (chain rule through tanh), with K = tanh(z) and
+G = dL/dY:
 
     dL/dz[o,c,d,p] = G[o,p] * P[c,d,p] * (1 - K[o,c,d,p]^2)
     dL/dQ[o,c,d,j] = sum_p dL/dz[o,c,d,p] * P[c,j,p];      dL/db[o,c,d] = sum_p dL/dz[o,c,d,p]
@@ -300,7 +302,7 @@ def adaptive_conv2d(
     kernel_size: int | Sequence[int] | None = None,
     max_chunk_elements: int = DEFAULT_MAX_CHUNK_ELEMENTS,
 ) -> Tensor:
-    """Adaptive convolution, SPEC §2: ``Y[o,p] = sum_{c,d} tanh(sum_j Q[o,c,d,j] P[c,j,p] + b[o,c,d]) P[c,d,p]``.
+    """Adaptive convolution: ``Y[o,p] = sum_{c,d} tanh(sum_j Q[o,c,d,j] P[c,j,p] + b[o,c,d]) P[c,d,p]``.
 
     Args:
         input: (N, C_in, H, W).

@@ -4,7 +4,7 @@ For every adder weight tensor F_l: ``grad <- eta * sqrt(numel(F_l)) * grad / max
 (the official value; maintainers found it by a search over 0.01-10). The update RMS is then exactly ``eta * lr``
 before momentum and weight decay.
 
-Where it is applied matters (SPEC §1). The official code normalises inside the layer's backward, i.e. once per
+Where it is applied matters. The official code normalises inside the layer's backward, i.e. once per
 backward call and before loss-scale removal, gradient accumulation and all-reduce. That silently breaks
 ``GradScaler`` (the normalised gradient is divided by the scale afterwards), gradient accumulation (a sum of unit
 directions) and multi-GPU training. Modes:
