@@ -4,6 +4,7 @@ Every dataset yields ``(image, label)`` pairs: a normalised float32 (C, H, W) te
 :func:`build_dataset`; :data:`DATASETS` describes them (classes, shapes, normalisation constants, splits).
 """
 
+from .config import DataConfig
 from .datasets import MNIST5K_JSON, MNIST5K_NPZ, FakeDataset, InMemoryImageDataset, build_dataset, load_mnist5k
 from .idx import load_mnist_split, read_idx
 from .info import DATASETS, DataError, DatasetInfo, dataset_info
@@ -13,6 +14,7 @@ __all__ = [
     "DATASETS",
     "MNIST5K_JSON",
     "MNIST5K_NPZ",
+    "DataConfig",
     "DataError",
     "DatasetInfo",
     "FakeDataset",

@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 
 from .idx import load_mnist_split
 from .info import DataError, dataset_info
-from .transforms import imagenet_transform, tensor_train_transform
+from .transforms import Normalize, imagenet_transform, tensor_train_transform
 
 __all__ = ["MNIST5K_JSON", "MNIST5K_NPZ", "FakeDataset", "InMemoryImageDataset", "build_dataset", "load_mnist5k"]
 
@@ -58,8 +58,7 @@ class InMemoryImageDataset(Dataset):
         self.images = images
         self.targets = [int(v) for v in labels]
         self.transform = transform
-        self._mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-        self._inv_std = 1.0 / torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+        self.normalize = Normalize(mean, std)
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -68,7 +67,7 @@ class InMemoryImageDataset(Dataset):
         x = self.images[index].to(torch.float32).div_(255.0)
         if self.transform is not None:
             x = self.transform(x)
-        return (x - self._mean).mul_(self._inv_std), self.targets[index]
+        return self.normalize(x), self.targets[index]
 
 
 class FakeDataset(Dataset):

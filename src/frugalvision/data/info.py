@@ -6,11 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from ..errors import DataError
+
 __all__ = ["DATASETS", "DataError", "DatasetInfo", "dataset_info"]
-
-
-class DataError(ValueError):
-    """A dataset is missing, malformed or asked for in a way it cannot serve; the message is one line."""
 
 
 @dataclass(frozen=True)
