@@ -38,9 +38,9 @@ __all__ = [
     "RandomCropFlip",
     "TrainPreprocess",
     "eval_resize_size",
-    "imagenet_transform",
     "pil_to_uint8",
     "tensor_train_transform",
+    "timm_train_transform",
     "to_channels",
 ]
 
@@ -300,24 +300,19 @@ class TrainPreprocess:
         return f"TrainPreprocess({self.augment!r}, {self.eval!r})"
 
 
-def imagenet_transform(train: bool, mean: Sequence[float], std: Sequence[float], *, randaugment: str | None = None,
-                       reprob: float = 0.0) -> Callable:
-    """ImageNet pipeline from a PIL image to a normalised float tensor.
+def timm_train_transform(size: Sequence[int], mean: Sequence[float], std: Sequence[float], *,
+                         randaugment: str | None = None, reprob: float = 0.0) -> Callable:
+    """timm's training pipeline (bicubic RandomResizedCrop, flip, RandAugment, normalise, random erasing), as the
+    VanillaNet ImageNet recipe uses; the plain ImageNet augmentation is :class:`TrainPreprocess`.
 
     Args:
-        train: :class:`TrainPreprocess` at 224x224 (``RandomResizedCrop(224)`` + horizontal flip) if true, else
-            :class:`EvalPreprocess` with ``Resize(256)`` + ``CenterCrop(224)`` (crop_pct 0.875), bilinear.
+        size: (height, width) of the output.
         mean: normalisation mean.
         std: normalisation standard deviation.
-        randaugment: a timm RandAugment policy (training only); with it or ``reprob`` the training pipeline is timm's
-            ``create_transform`` (bicubic RandomResizedCrop, flip, RandAugment, normalise, random erasing), as the
-            VanillaNet recipe uses.
-        reprob: timm random-erasing probability (training only).
+        randaugment: a timm RandAugment policy, e.g. ``"rand-m7-mstd0.5-inc1"``.
+        reprob: random-erasing probability.
     """
-    if train and (randaugment or reprob):
-        from timm.data import create_transform
+    from timm.data import create_transform
 
-        return create_transform(224, is_training=True, auto_augment=randaugment, re_prob=reprob,
-                                interpolation="bicubic", mean=tuple(mean), std=tuple(std))
-    pipeline = TrainPreprocess if train else EvalPreprocess
-    return pipeline(3, (224, 224), "center", 0.875, "bilinear", mean, std)
+    return create_transform(tuple(size), is_training=True, auto_augment=randaugment, re_prob=reprob,
+                            interpolation="bicubic", mean=tuple(mean), std=tuple(std))
