@@ -78,7 +78,7 @@ def export_onnx(model: nn.Module, path: Path, example: torch.Tensor, opset: int 
 
 def run(args: argparse.Namespace) -> int:
     from ..layers.reparam import reparameterize_model
-    from ..models.checkpoint import save_model_file
+    from ..models import save_model
 
     if args.output is None and args.onnx is None:
         raise ConfigError("nothing to write: give --output FILE.safetensors and/or --onnx FILE.onnx")
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     if err > args.tolerance:
         raise ConfigError(f"fused model differs from the original (relative error {err:.2e} > {args.tolerance:g})")
     if args.output is not None:
-        save_model_file(args.output, fused.state_dict(), getattr(fused, "frugalvision_cfg", {}))
+        save_model(args.output, fused)
         print(f"wrote {args.output}")
     if args.onnx is not None:
         onnx_err = export_onnx(fused, args.onnx, example, args.opset)

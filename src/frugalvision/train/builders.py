@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler, SequentialSampler
 
-from ..data import build_dataset, dataset_info
+from ..data import DataConfig, ImageFolderDataset, build_dataset, dataset_info
 from ..errors import ConfigError
 from ..layers.adder import Adder2d
 from ..models import create_model
@@ -35,6 +35,7 @@ __all__ = [
     "TrainingSetup",
     "build_callbacks",
     "build_data",
+    "build_datasets",
     "build_ema",
     "build_mixup",
     "build_model",
@@ -56,14 +57,17 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 @dataclass
 class TrainingData:
-    """The loaders of a run and what the model must fit: classes and input size (C, H, W)."""
+    """The loaders of a run and what the model must fit: classes and input size (C, H, W), and the preprocessing
+    (``data_config``: what the run stores so that evaluation and prediction prepare images the same way; ``None``
+    for fake data whose channel count no image has)."""
 
     train_loader: DataLoader
     val_loader: DataLoader
     num_classes: int
     input_size: tuple[int, int, int]
-    train_sampler: Sampler
+    train_sampler: Sampler | None
     shuffle_generator: torch.Generator
+    data_config: DataConfig | None = None
 
     def start_epoch(self, seed: int, epoch: int) -> None:
         """Reseed the shuffling for ``epoch``."""
@@ -75,18 +79,36 @@ class TrainingData:
         return max(1, len(self.train_loader) // grad_accum)
 
 
+def _fake_data_config(config: TrainConfig) -> DataConfig | None:
+    channels, height, width = config.fake_input_size or dataset_info("fake").input_size
+    if channels not in (1, 3):
+        return None
+    return DataConfig((channels, height, width), (0.0,) * channels, (1.0,) * channels, num_classes=10)
+
+
+def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset, DataConfig | None]:
+    """The training and validation datasets and their preprocessing. The validation split is prepared with the
+    training split's config (an image folder's statistics and class names come from its training images)."""
+    common: dict[str, Any] = {"data_dir": config.data_dir, "download": config.download, "fake_size": config.fake_size}
+    if config.dataset == "fake":
+        common["fake_input_size"] = tuple(config.fake_input_size or dataset_info("fake").input_size)
+    overrides = {"input_size": config.input_size, "mean": config.mean, "std": config.std}
+    train_set = build_dataset(config.dataset, config.train_split, augment=config.augment,
+                              randaugment=config.randaugment, reprob=config.reprob, **overrides, **common)
+    if config.dataset == "fake":
+        data_config = _fake_data_config(config)
+    elif isinstance(train_set, ImageFolderDataset):
+        data_config = train_set.data_config
+    else:
+        data_config = dataset_info(config.dataset).data_config().replace(
+            **{k: tuple(v) for k, v in overrides.items() if v is not None})
+    val_set = build_dataset(config.dataset, config.val_split, data_config=data_config, **common)
+    return train_set, val_set, data_config
+
+
 def build_data(config: TrainConfig, dist: Distributed) -> TrainingData:
     """The training and validation loaders (sharded across processes under ``torchrun``)."""
-    info = dataset_info(config.dataset)
-    data_args: dict[str, Any] = {"data_dir": config.data_dir, "download": config.download,
-                                 "fake_size": config.fake_size}
-    input_size = info.input_size
-    if config.dataset == "fake" and config.fake_input_size:
-        input_size = tuple(config.fake_input_size)
-        data_args["fake_input_size"] = input_size
-    train_set = build_dataset(config.dataset, config.train_split, augment=config.augment,
-                              randaugment=config.randaugment, reprob=config.reprob, **data_args)
-    val_set = build_dataset(config.dataset, config.val_split, **data_args)
+    train_set, val_set, data_config = build_datasets(config)
     shuffle_generator = torch.Generator()
     if dist.world > 1:
         train_sampler: Sampler = DistributedSampler(train_set, num_replicas=dist.world, rank=dist.rank,
@@ -98,8 +120,12 @@ def build_data(config: TrainConfig, dist: Distributed) -> TrainingData:
                               drop_last=len(train_set) > config.batch_size, num_workers=config.num_workers,
                               generator=shuffle_generator)
     val_loader = DataLoader(val_set, config.eval_batch_size, sampler=val_sampler, num_workers=config.num_workers)
-    return TrainingData(train_loader, val_loader, info.num_classes, tuple(input_size), train_sampler,
-                        shuffle_generator)
+    if data_config is not None:
+        num_classes, input_size = data_config.num_classes, data_config.input_size
+    else:  # fake data with an unusual channel count
+        num_classes, input_size = 10, tuple(config.fake_input_size)
+    return TrainingData(train_loader, val_loader, num_classes, tuple(input_size), train_sampler, shuffle_generator,
+                        data_config)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -114,6 +140,7 @@ def build_model(config: TrainConfig, data: TrainingData, device: torch.device) -
         model = create_model(config.model, **kwargs)
     except TypeError as error:  # an option the model's constructor does not take
         raise ConfigError(f"model {config.model}: {error}") from None
+    model.data_config = data.data_config  # what the run stores: the preprocessing it trained with
     return model.to(device)
 
 

@@ -83,6 +83,9 @@ class TrainConfig:
     augment: bool = True
     fake_size: int = 1024
     fake_input_size: list[int] | None = None  # (C, H, W) of the fake dataset; default (3, 32, 32)
+    input_size: list[int] | None = None  # (C, H, W) the images are resized to (folder, imagenet); default: theirs
+    mean: list[float] | None = None  # per-channel normalisation; default: the dataset's (a folder's: its train split's)
+    std: list[float] | None = None
     epochs: int = 20
     batch_size: int = 128
     eval_batch_size: int = 500
@@ -138,11 +141,26 @@ class TrainConfig:
         for name in ("train_split", "val_split"):
             _check_str(name, getattr(self, name))
         _check_int("fake_size", self.fake_size, minimum=1)
-        if self.fake_input_size is not None:
-            size = self.fake_input_size
+        for name in ("fake_input_size", "input_size"):
+            size = getattr(self, name)
+            if size is None:
+                continue
             if not isinstance(size, (list, tuple)) or len(size) != 3 or not all(_is_int(v) and v >= 1 for v in size):
-                raise ConfigError(f"fake_input_size must be three positive integers (C, H, W), got {size!r}")
-            self.fake_input_size = [int(v) for v in size]
+                raise ConfigError(f"{name} must be three positive integers (C, H, W), got {size!r}")
+            setattr(self, name, [int(v) for v in size])
+        if self.input_size is not None and self.dataset not in ("folder", "imagenet"):
+            raise ConfigError(f"input_size applies to image folders and imagenet; {self.dataset} images have a fixed "
+                              "size (fake data: fake_input_size)")
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if values is None:
+                continue
+            if not isinstance(values, (list, tuple)) or not values or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+                raise ConfigError(f"{name} must be a list of numbers, one per channel, got {values!r}")
+            if name == "std" and min(values) <= 0:
+                raise ConfigError(f"std must be positive, got {values!r}")
+            setattr(self, name, [float(v) for v in values])
         for name in ("epochs", "batch_size", "eval_batch_size", "grad_accum", "bn_recalibration_batches"):
             _check_int(name, getattr(self, name), minimum=1)
         for name in ("seed", "num_workers"):

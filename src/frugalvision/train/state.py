@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..models import MODEL_FILE, save_model_file
+from ..models import MODEL_FILE, model_metadata, save_model
 from .builders import TrainingSetup
 from .checkpointing import LAST_FILE, read_state_for_resume, write_json, write_metrics_csv, write_training_state
 
@@ -22,13 +22,9 @@ __all__ = ["EMA_MODEL_FILE", "restore_run_state", "save_run_state", "write_run_c
 EMA_MODEL_FILE = "model_ema.safetensors"
 
 
-def _model_config(setup: TrainingSetup) -> dict[str, Any]:
-    return dict(setup.model.frugalvision_cfg)
-
-
 def write_run_config(run_dir: Path, setup: TrainingSetup) -> None:
     """``config.json``: the training configuration and the model's (name and options)."""
-    write_json(run_dir / "config.json", {"train": setup.config.to_dict(), "model": _model_config(setup)})
+    write_json(run_dir / "config.json", {"train": setup.config.to_dict(), "model": model_metadata(setup.model)})
 
 
 def save_run_state(run_dir: Path, setup: TrainingSetup, history: list[dict[str, Any]]) -> None:
@@ -41,10 +37,10 @@ def save_run_state(run_dir: Path, setup: TrainingSetup, history: list[dict[str, 
     write_training_state(run_dir / LAST_FILE, model_state=setup.model.state_dict(),
                          optimizer_state=setup.optimizer.state_dict(),
                          ema_state=ema_model.state_dict() if ema_model is not None else None, metadata=metadata)
-    info = {**_model_config(setup), "epoch": epoch, "dataset": config.dataset, "metrics": history[-1]}
-    save_model_file(run_dir / MODEL_FILE, setup.model.state_dict(), info)
+    info = {"epoch": epoch, "dataset": config.dataset, "metrics": history[-1]}
+    save_model(run_dir / MODEL_FILE, setup.model, **info)
     if ema_model is not None:
-        save_model_file(run_dir / EMA_MODEL_FILE, ema_model.state_dict(), {**info, "ema": True})
+        save_model(run_dir / EMA_MODEL_FILE, ema_model, **info, ema=True)
     write_metrics_csv(run_dir / "metrics.csv", history)
 
 
