@@ -77,6 +77,8 @@ def _label_for_config(config: Mapping[str, Any] | None, fallback: str) -> str:
 
 
 def _label_for_model(model: nn.Module, index: int) -> str:
+    if getattr(model, "frugalvision_cfg", None):
+        return _label_for_config(model.frugalvision_cfg, f"{type(model).__name__} #{index + 1}")
     conv_type = getattr(model, "conv_type", None)
     if conv_type in CONV_TYPE_LABELS:
         return CONV_TYPE_LABELS[conv_type]

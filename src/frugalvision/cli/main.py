@@ -4,7 +4,8 @@ Each command module defines ``add_parser(subparsers) -> argparse.ArgumentParser`
 
 Exit codes: 0 success; 2 an error the user can fix (a :class:`~frugalvision.errors.FrugalVisionError`: bad option,
 configuration, data or checkpoint), printed as one line; 1 anything else, which is a bug in frugalvision and is
-reported as one (``FRUGALVISION_DEBUG=1`` shows the traceback of either kind); 130 interrupted.
+reported as one (``FRUGALVISION_DEBUG=1`` shows the traceback of either kind); 130 interrupted; 141 output pipe
+closed.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ..errors import FrugalVisionError
 __all__ = ["COMMANDS", "main"]
 
 # module names under frugalvision.cli, in the order `--help` lists them
-COMMANDS = ("train", "eval", "count", "bench", "deploy", "plot", "ablation", "report")
+COMMANDS = ("train", "eval", "predict", "count", "bench", "deploy", "plot", "ablation", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("frugalvision: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`frugalvision predict DIR | head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except FrugalVisionError as error:
         if os.environ.get("FRUGALVISION_DEBUG"):
             raise

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import print_comparison
+from .common import model_input_size, print_comparison
 
 DEFAULT_MODEL = "lenet5_bn"
 DEFAULT_CONV_TYPES = ("adder", "conv")
@@ -27,6 +27,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--dataset", choices=tuple(DATASETS))
     p.add_argument("--data-dir", help="folder of the dataset's files (not needed for mnist5k and fake)")
     p.add_argument("--download", action="store_true", default=None, help="let torchvision download the dataset")
+    p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"),
+                   help="folder / imagenet: resize the images to this size (default: their own size)")
+    p.add_argument("--mean", type=float, nargs="+", help="per-channel mean (default: the dataset's; a folder's is "
+                   "computed on its training images)")
+    p.add_argument("--std", type=float, nargs="+", help="per-channel standard deviation (default: as --mean)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, help="base learning rate")
@@ -42,8 +47,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-_FLAG_FIELDS = ("dataset", "data_dir", "download", "epochs", "batch_size", "lr", "alr", "seed", "num_workers",
-                "output", "device")
+_FLAG_FIELDS = ("dataset", "data_dir", "download", "input_size", "mean", "std", "epochs", "batch_size", "lr", "alr",
+                "seed", "num_workers", "output", "device")
 
 
 def build_configs(args: argparse.Namespace) -> list[Any]:
@@ -84,18 +89,10 @@ def run(args: argparse.Namespace) -> int:
         result = train(config, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
         if dist.is_initialized() and dist.get_rank() != 0:
             continue
-        costs = count_ops(load_model(result.run_dir), _input_size(config))
+        model = load_model(result.run_dir)
+        costs = count_ops(model, model_input_size(model, config.fake_input_size if config.dataset == "fake" else None))
         results.append((config, result, costs))
     print_comparison(results)
     if dist.is_initialized():
         dist.destroy_process_group()
     return 0
-
-
-def _input_size(config: Any) -> tuple[int, int, int]:
-    """The (C, H, W) the run trained on."""
-    from ..data import dataset_info
-
-    if config.dataset == "fake" and config.fake_input_size:
-        return tuple(config.fake_input_size)
-    return dataset_info(config.dataset).input_size
