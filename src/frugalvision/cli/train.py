@@ -37,6 +37,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--lr", type=float, help="base learning rate")
     p.add_argument("--alr", choices=ALR_MODES, help="AdderNet learning-rate mode")
     p.add_argument("--seed", type=int)
+    p.add_argument("--teacher", metavar="RUN_OR_FILE", help="distil from this trained model (logit distillation, "
+                   "Hinton et al. 2015); the teacher stays frozen and is not stored in the student's checkpoints")
+    p.add_argument("--teacher-model", help="the teacher's architecture, for checkpoints without frugalvision metadata")
+    p.add_argument("--teacher-conv-type", choices=CONV_TYPES, help="with --teacher-model: the teacher's conv type")
+    p.add_argument("--kd-alpha", type=float, help="weight of the distillation term (default 0.5)")
+    p.add_argument("--kd-temperature", type=float, help="softmax temperature of the distillation term (default 4)")
+    p.add_argument("--name", dest="run_name", help="run folder name (default MODEL_CONVTYPE, +_kd when distilling)")
     p.add_argument("--workers", type=int, dest="num_workers", help="data-loading worker processes")
     p.add_argument("--output", help="parent folder of the run folders (default runs/)")
     p.add_argument("--config", help="YAML recipe (see recipes/)")
@@ -48,7 +55,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 _FLAG_FIELDS = ("dataset", "data_dir", "download", "input_size", "mean", "std", "epochs", "batch_size", "lr", "alr",
-                "seed", "num_workers", "output", "device")
+                "seed", "teacher", "teacher_model", "kd_alpha", "kd_temperature", "run_name", "num_workers", "output",
+                "device")
 
 
 def build_configs(args: argparse.Namespace) -> list[Any]:
@@ -61,6 +69,8 @@ def build_configs(args: argparse.Namespace) -> list[Any]:
     recipe = load_recipe(args.config) if args.config else {}
     model = args.model or recipe.get("model") or DEFAULT_MODEL
     flags = {k: getattr(args, k) for k in _FLAG_FIELDS if getattr(args, k) is not None}
+    if args.teacher_conv_type is not None:
+        flags["teacher_model_kwargs"] = {**recipe.get("teacher_model_kwargs", {}), "conv_type": args.teacher_conv_type}
     if args.conv_type is not None:
         conv_types = [c.strip() for c in args.conv_type.split(",") if c.strip()]
         if not conv_types:
@@ -69,6 +79,8 @@ def build_configs(args: argparse.Namespace) -> list[Any]:
         conv_types = list(DEFAULT_CONV_TYPES)
     else:
         conv_types = [None]  # the recipe's or the model's own
+    if args.run_name is not None and len(conv_types) > 1:
+        raise ConfigError("--name names one run; train several conv types without it (or one at a time)")
     configs = []
     for conv_type in conv_types:
         model_kwargs = {"conv_type": conv_type} if conv_type is not None else {}

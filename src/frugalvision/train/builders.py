@@ -9,7 +9,8 @@ together (:func:`build_training`).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from .optimization import build_optimizer, build_scheduler
 
 __all__ = [
     "Precision",
+    "Teacher",
     "TrainingData",
     "TrainingSetup",
     "build_callbacks",
@@ -40,6 +42,7 @@ __all__ = [
     "build_mixup",
     "build_model",
     "build_precision",
+    "build_teacher",
     "build_training",
     "epoch_seed",
 ]
@@ -181,6 +184,76 @@ def build_mixup(config: TrainConfig, num_classes: int) -> Any:
                  num_classes=num_classes)
 
 
+@dataclass
+class Teacher:
+    """A frozen distillation teacher and what identifies it: the checkpoint it came from and that file's SHA-256
+    (stored in the student's run instead of the teacher's weights, and checked on resume)."""
+
+    model: nn.Module
+    path: str
+    sha256: str
+    input_adapter: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    def describe(self) -> dict[str, str]:
+        return {"path": self.path, "sha256": self.sha256}
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _normalisation_adapter(student: DataConfig | None, teacher: DataConfig | None
+                           ) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The exact per-channel affine map from the student's normalised images to the teacher's normalisation
+    (``(x * std_s + mean_s - mean_t) / std_t``), or ``None`` when they agree or either is unknown."""
+    if student is None or teacher is None or (student.mean, student.std) == (teacher.mean, teacher.std):
+        return None
+    if student.input_size != teacher.input_size:
+        raise ConfigError(f"the teacher was trained at input size {teacher.input_size}, the student's data is "
+                          f"{student.input_size}")
+    scale = torch.tensor(student.std) / torch.tensor(teacher.std)
+    shift = (torch.tensor(student.mean) - torch.tensor(teacher.mean)) / torch.tensor(teacher.std)
+
+    def adapt(x: torch.Tensor) -> torch.Tensor:
+        return x * scale.to(x)[:, None, None] + shift.to(x)[:, None, None]  # (N, C, H, W), per channel
+
+    return adapt
+
+
+def build_teacher(config: TrainConfig, data: TrainingData, device: torch.device) -> Teacher | None:
+    """The frozen distillation teacher of ``config.teacher`` (eval mode, no gradients), or ``None``.
+
+    Raises:
+        ConfigError / CheckpointError: a teacher that cannot be loaded, or predicts another number of classes than
+            the student's data has.
+    """
+    if config.teacher is None:
+        return None
+    from ..models import load_model, read_checkpoint_config
+    from ..models.checkpoint import resolve_checkpoint_path
+
+    path = resolve_checkpoint_path(config.teacher)
+    if config.teacher_model is not None:
+        teacher = create_model(config.teacher_model, checkpoint_path=config.teacher, **config.teacher_model_kwargs)
+    elif read_checkpoint_config(config.teacher) is None:
+        raise ConfigError(f"teacher {config.teacher} carries no frugalvision metadata: give its architecture as "
+                          "teacher_model (--teacher-model)")
+    else:
+        teacher = load_model(config.teacher)
+    teacher = teacher.eval().requires_grad_(False).to(device)
+    with torch.no_grad():
+        classes = teacher(torch.zeros(1, *data.input_size, device=device)).shape[-1]
+    if classes != data.num_classes:
+        raise ConfigError(f"the teacher {config.teacher} predicts {classes} classes, the student's data has "
+                          f"{data.num_classes}")
+    adapter = _normalisation_adapter(data.data_config, getattr(teacher, "data_config", None))
+    return Teacher(teacher, str(config.teacher), file_sha256(path), adapter)
+
+
 def build_callbacks(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> list[Callback]:
     """The run's callbacks: VanillaNet's deep-training schedule first (from ``config.deep_training``), then
     ``callbacks``. Names must be unique: resumed runs give each callback its state back by name."""
@@ -218,6 +291,7 @@ class TrainingSetup:
         alr: AdderNet's adaptive learning rate (applied to the final gradient before each optimizer step).
         recalibrate_bn: re-estimate BatchNorm statistics before validation and saving.
         context: what callbacks see.
+        teacher: the frozen distillation teacher, when the run has one.
     """
 
     config: TrainConfig
@@ -234,6 +308,7 @@ class TrainingSetup:
     recalibrate_bn: bool
     context: TrainContext
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    teacher: Teacher | None = None
 
     @property
     def ema_model(self) -> nn.Module | None:
@@ -242,7 +317,9 @@ class TrainingSetup:
 
 def build_training(config: TrainConfig, data: TrainingData, dist: Distributed, run_dir: Path,
                    callbacks: Sequence[Callback] = (), objective: Objective | None = None) -> TrainingSetup:
-    """Model, optimizer, schedule, precision, EMA, mixup, objective and callbacks of a run."""
+    """Model, optimizer, schedule, precision, EMA, mixup, objective (with the distillation teacher of
+    ``config.teacher``) and callbacks of a run."""
+    teacher = build_teacher(config, data, dist.device)  # first: a bad teacher fails before anything is built
     model = build_model(config, data, dist.device)
     alr = AdaptiveLR(adder_weights(model), mode=config.alr, eta=config.alr_eta)
     optimizer = build_optimizer(config, model, alr)
@@ -252,7 +329,9 @@ def build_training(config: TrainConfig, data: TrainingData, dist: Distributed, r
                            num_epochs=config.epochs, ema_model=ema.module if ema is not None else None)
     return TrainingSetup(
         config=config, model=model, train_model=dist.wrap(model), optimizer=optimizer, scheduler=scheduler, alr=alr,
-        precision=build_precision(config, dist.device), objective=objective or build_objective(config), ema=ema,
+        precision=build_precision(config, dist.device), ema=ema, teacher=teacher,
+        objective=objective or build_objective(config, teacher.model if teacher else None,
+                                               teacher.input_adapter if teacher else None),
         mixup=build_mixup(config, data.num_classes), callbacks=build_callbacks(config, callbacks),
         recalibrate_bn=needs_bn_recalibration(config, model), context=context, device=dist.device,
     )

@@ -109,6 +109,11 @@ class TrainConfig:
     cutmix: float = 0.0
     ema_decay: float | None = None
     deep_training: dict[str, Any] | None = None  # VanillaNet: see DeepTrainingConfig
+    teacher: str | None = None  # knowledge distillation: the teacher's run folder or checkpoint file (frozen)
+    teacher_model: str | None = None  # the teacher's architecture, for checkpoints without frugalvision metadata
+    teacher_model_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {conv_type: conv} with teacher_model
+    kd_alpha: float = 0.5  # weight of the distillation term; 1 - kd_alpha weighs the label loss
+    kd_temperature: float = 4.0  # softmax temperature of the distillation term (Hinton et al. 2015)
     bn_recalibration: str = "auto"  # auto (models with adder layers) | always | never
     bn_recalibration_batches: int = 40
     amp: str = "none"  # none | bf16 | fp16 (CUDA only)
@@ -188,6 +193,18 @@ class TrainConfig:
             self._check_layer_decay()
         if self.deep_training is not None:
             self.deep_training = DeepTrainingConfig.from_dict(self.deep_training).to_dict()
+        _check_optional_str("teacher", self.teacher)
+        _check_optional_str("teacher_model", self.teacher_model)
+        if not isinstance(self.teacher_model_kwargs, dict):
+            raise ConfigError(f"teacher_model_kwargs must be a mapping, got {self.teacher_model_kwargs!r}")
+        if self.teacher is None and (self.teacher_model is not None or self.teacher_model_kwargs):
+            raise ConfigError("teacher_model / teacher_model_kwargs describe a teacher checkpoint: give teacher too")
+        if self.teacher_model is not None:
+            from ..models import model_entry
+
+            model_entry(self.teacher_model)  # the one-line error for unknown names
+        _check_float("kd_alpha", self.kd_alpha, minimum=0.0, maximum=1.0)
+        _check_float("kd_temperature", self.kd_temperature, above=0.0)
         _check_optional_str("randaugment", self.randaugment)
         if (self.randaugment or self.reprob) and self.dataset not in ("imagenet", "folder"):
             raise ConfigError(f"randaugment / reprob are ImageNet-style augmentations; dataset {self.dataset} has its "
@@ -219,11 +236,13 @@ class TrainConfig:
 
     @property
     def name(self) -> str:
-        """The run folder's name: ``{model}_{conv_type}`` for models with a conv type, else ``{model}``."""
+        """The run folder's name: ``run_name``, else ``{model}_{conv_type}`` for models with a conv type, else
+        ``{model}``, with ``_kd`` appended for distillation runs."""
         if self.run_name:
             return self.run_name
         conv_type = self.model_kwargs.get("conv_type")
-        return f"{self.model}_{conv_type}" if conv_type else self.model
+        name = f"{self.model}_{conv_type}" if conv_type else self.model
+        return f"{name}_kd" if self.teacher else name
 
     @property
     def run_dir(self) -> Path:

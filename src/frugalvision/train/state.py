@@ -2,9 +2,9 @@
 
 After every epoch rank 0 writes, each file atomically (see :mod:`.checkpointing`): the resumable state
 (``last.safetensors``: model, EMA and optimizer tensors, epoch, schedule, loss scale, callback states by name,
-metrics history), the model file (weights + model config + the epoch's metrics), the EMA model file when there is
-one, and ``metrics.csv``. :func:`restore_run_state` puts all of it back, so that the resumed run continues exactly
-where the interrupted one stopped.
+metrics history, and a distillation teacher's path and SHA-256, never its weights), the model file (weights + model
+config + the epoch's metrics), the EMA model file when there is one, and ``metrics.csv``. :func:`restore_run_state`
+puts all of it back, so that the resumed run continues exactly where the interrupted one stopped.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..errors import CheckpointError
 from ..models import MODEL_FILE, model_metadata, save_model
 from .builders import TrainingSetup
 from .checkpointing import LAST_FILE, read_state_for_resume, write_json, write_metrics_csv, write_training_state
@@ -24,7 +25,9 @@ EMA_MODEL_FILE = "model_ema.safetensors"
 
 def write_run_config(run_dir: Path, setup: TrainingSetup) -> None:
     """``config.json``: the training configuration and the model's (name and options)."""
-    write_json(run_dir / "config.json", {"train": setup.config.to_dict(), "model": model_metadata(setup.model)})
+    teacher = {"teacher": setup.teacher.describe()} if setup.teacher is not None else {}
+    write_json(run_dir / "config.json", {"train": setup.config.to_dict(), "model": model_metadata(setup.model),
+                                         **teacher})
 
 
 def save_run_state(run_dir: Path, setup: TrainingSetup, history: list[dict[str, Any]]) -> None:
@@ -32,7 +35,8 @@ def save_run_state(run_dir: Path, setup: TrainingSetup, history: list[dict[str, 
     config, epoch = setup.config, len(history)
     metadata = {"epoch": epoch, "config": config.to_dict(), "scheduler": setup.scheduler.state_dict(),
                 "scaler": setup.precision.scaler.state_dict(),
-                "callbacks": {c.state_name: c.state_dict() for c in setup.callbacks}, "history": history}
+                "callbacks": {c.state_name: c.state_dict() for c in setup.callbacks}, "history": history,
+                "teacher": setup.teacher.describe() if setup.teacher is not None else None}
     ema_model = setup.ema_model
     write_training_state(run_dir / LAST_FILE, model_state=setup.model.state_dict(),
                          optimizer_state=setup.optimizer.state_dict(),
@@ -52,6 +56,11 @@ def restore_run_state(run_dir: Path, setup: TrainingSetup, say: Callable[[str], 
     if state is None:
         say(f"Nothing to resume in {run_dir}: starting from epoch 1")
         return []
+    stored_teacher = state.get("teacher")
+    if setup.teacher is not None and stored_teacher and stored_teacher["sha256"] != setup.teacher.sha256:
+        raise CheckpointError(f"the teacher {setup.teacher.path} changed since {run_dir} started (sha256 "
+                              f"{stored_teacher['sha256'][:12]}... then, {setup.teacher.sha256[:12]}... now): resuming "
+                              "would distil from another model")
     setup.model.load_state_dict(state["model"])
     setup.optimizer.load_state_dict(state["optimizer"])
     setup.scheduler.load_state_dict(state["scheduler"])
