@@ -166,3 +166,12 @@ def test_quantized_model_is_inference_only_and_leaves_the_source_alone():
     assert not qmodel.training and not any(p.requires_grad for p in qmodel.parameters())
     with pytest.raises(ValueError, match="inference only"):
         qmodel.train()
+
+
+def test_count_ops_runs_integer_models_and_counts_the_entry_quantisation():
+    model, shape, _ = _zoo("lenet5_bn")
+    qmodel = fv.quantize(batch_statistics(model, torch.randn(8, *shape)), [torch.randn(8, *shape)])
+    counts = fv.count_ops(qmodel, shape)
+    entry = [r for r in counts["layers"] if r["op"] == "quantize_u8_nhwc"]
+    assert len(entry) == 1 and entry[0]["mul"] == entry[0]["add"] == 28 * 28  # 1 x 28 x 28 pixels
+    assert counts["add"] >= fv.count_ops(model, shape, paper_convention=True)["add"]  # every adder term counted

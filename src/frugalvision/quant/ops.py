@@ -12,7 +12,7 @@ import warnings
 import torch
 from torch import Tensor
 
-from ..analysis.counting import register_counter
+from ..ops.cost import NORM, register_cost
 
 __all__ = ["quantize_u8_nhwc"]
 
@@ -43,7 +43,7 @@ def _(input: Tensor, scale: float, zero_point: int) -> Tensor:
 
 
 def _count_quantize(args, kwargs, out, module):
-    return "norm", {"mul": out.numel(), "add": out.numel()}
+    return NORM, {"mul": out.numel(), "add": out.numel()}
 
 
-register_counter(torch.ops.frugalvision.quantize_u8_nhwc.default, _count_quantize)
+register_cost(torch.ops.frugalvision.quantize_u8_nhwc.default, _count_quantize)
