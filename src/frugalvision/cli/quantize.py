@@ -5,19 +5,24 @@ from __future__ import annotations
 import argparse
 import json
 
+from .common import add_data_config_arguments, add_model_arguments, data_config_from_args, load_model_from_args
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from ..data import DATASETS
+
     p = subparsers.add_parser(
         "quantize", help="convert a trained AdderNet into an integer (uint8) model",
         description="Post-training quantisation of an AdderNet onto the uint8 sum-of-absolute-differences kernels: "
         "calibrates on training images of --calibration, prints fp32 vs int8 accuracy on its validation split and "
-        "writes the integer model (load it with frugalvision.load_model or any command's --checkpoint).")
-    p.add_argument("--checkpoint", required=True, help="run folder or checkpoint file (official files need --model)")
-    p.add_argument("--model", help="model name, for checkpoints without a frugalvision config (official files)")
-    p.add_argument("--conv-type", default="adder", help="conv type of --model (default adder)")
-    p.add_argument("--calibration", required=True, metavar="DATASET",
-                   help="dataset whose train split calibrates and whose val split measures (e.g. mnist5k, cifar10)")
-    p.add_argument("--data-dir", help="folder of the dataset's files (not needed for mnist5k)")
+        "writes the integer model (frugalvision.load_model, and every command's --checkpoint, read it).")
+    add_model_arguments(p)
+    p.add_argument("--calibration", required=True, metavar="DATASET", choices=tuple(DATASETS),
+                   help="dataset whose train split calibrates and whose val split measures "
+                   f"({', '.join(DATASETS)})")
+    p.add_argument("--data-dir", help="folder of the dataset's files (not needed for mnist5k; folder: DIR with "
+                   "train/ and val/ class folders)")
+    add_data_config_arguments(p)
     p.add_argument("--calibration-images", type=int, default=512, help="training images used (default 512)")
     p.add_argument("--observer", default="auto", choices=("auto", "minmax", "percentile", "mse"),
                    help="how activation ranges are chosen (default auto: the best of the three on the calibration "
@@ -37,30 +42,28 @@ def run(args: argparse.Namespace) -> int:
 
     from ..data import build_dataset
     from ..errors import ConfigError
-    from ..models import create_model, load_model
     from ..quant import quantize, save_quantized
     from ..quant.report import compare_models
 
-    if not args.output.endswith(".safetensors"):
+    if not str(args.output).endswith(".safetensors"):
         raise ConfigError(f"--output must be a .safetensors file, got {args.output}")
     if args.calibration_images < 1:
         raise ConfigError("--calibration-images must be >= 1")
-    if args.model:
-        model = create_model(args.model, conv_type=args.conv_type, checkpoint_path=args.checkpoint)
-    else:
-        model = load_model(args.checkpoint)
-    model = model.cpu().eval()
-    train = build_dataset(args.calibration, "train", args.data_dir)
+    model = load_model_from_args(args).cpu().eval()
+    data_config = data_config_from_args(args, model) if args.calibration != "fake" else None
+    train = build_dataset(args.calibration, "train", args.data_dir, data_config=data_config)
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(args.seed))
     calibration = Subset(train, order[: args.calibration_images].tolist())
     qmodel = quantize(model, DataLoader(calibration, batch_size=64), observer=args.observer, stem=args.stem,
                       max_images=args.calibration_images)
+    if data_config is not None:
+        qmodel.data_config = data_config
     save_quantized(qmodel, args.output)
-    val = build_dataset(args.calibration, "val", args.data_dir)
-    metrics = compare_models(model, qmodel, DataLoader(val, batch_size=args.batch_size))
+    val = build_dataset(args.calibration, "val", args.data_dir, data_config=data_config)
+    metrics = compare_models(model, qmodel, DataLoader(val, batch_size=max(1, args.batch_size)))
     record = qmodel.frugalvision_cfg["quantized"]
     metrics = {**metrics, "dataset": args.calibration, "split": "val", "calibration_images": len(calibration),
-               "observer": record["observer"], "layout": record["layout"], "output": args.output}
+               "observer": record["observer"], "layout": record["layout"], "output": str(args.output)}
     if args.json:
         print(json.dumps(metrics))
         return 0

@@ -604,5 +604,8 @@ def quantize(
     base.pop("quantized", None)
     base["quantized"] = {"format": FORMAT_VERSION, "bits": bits, "adder_layers": _adder_paths(source), **record}
     qmodel.frugalvision_cfg = base
+    for attribute in ("data_config", "default_input_size", "num_classes"):  # preprocessing and facts of the source
+        if getattr(model, attribute, None) is not None:
+            setattr(qmodel, attribute, getattr(model, attribute))
     qmodel.requires_grad_(False)
     return qmodel.eval()

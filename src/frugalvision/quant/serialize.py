@@ -15,7 +15,7 @@ from torch import nn
 
 from ..errors import CheckpointError
 from ..layers import Adder2d, create_conv2d
-from ..models.checkpoint import read_checkpoint_config, read_state_dict, save_model_file
+from ..models.checkpoint import read_checkpoint_config, read_state_dict, save_model
 from ..models.factory import create_model
 from .convert import FORMAT_VERSION, LAYOUTS, build_integer_model
 
@@ -38,7 +38,7 @@ def save_quantized(model: nn.Module, path: str | os.PathLike) -> None:
     if "model" not in config:
         raise CheckpointError("save_quantized: the quantized model's source was not built by "
                               "frugalvision.create_model, so it cannot be rebuilt from a file")
-    save_model_file(path, model.state_dict(), config)
+    save_model(path, model)  # tensors, frugalvision_cfg (with the quantized record) and data_config
 
 
 def _restore_adder_layers(model: nn.Module, paths: list[str]) -> None:
@@ -67,7 +67,10 @@ def rebuild_quantized(config: dict[str, Any]) -> nn.Module:
     source = create_model(config["model"], **config.get("kwargs", {}))
     _restore_adder_layers(source, list(record.get("adder_layers", [])))
     qmodel, _, _ = build_integer_model(source, record["layout"], record.get("folded_norms"), record.get("stem", "fp32"))
-    qmodel.frugalvision_cfg = config
+    qmodel.frugalvision_cfg = {k: v for k, v in config.items() if k != "data_config"}
+    for attribute in ("default_input_size", "num_classes", "data_config"):
+        if getattr(source, attribute, None) is not None:
+            setattr(qmodel, attribute, getattr(source, attribute))
     return qmodel
 
 
@@ -77,6 +80,14 @@ def load_quantized(path: str | os.PathLike, config: dict[str, Any] | None = None
     if not is_quantized(config) or "model" not in config:
         raise CheckpointError(f"{path} is not a quantized frugalvision model")
     qmodel = rebuild_quantized(config)
+    if config.get("data_config") is not None:  # the preprocessing of the source model
+        from ..data import DataConfig
+        from ..errors import ConfigError
+
+        try:
+            qmodel.data_config = DataConfig.from_dict(config["data_config"])
+        except ConfigError as error:
+            raise CheckpointError(f"corrupt checkpoint {path}: its data config is invalid: {error}") from None
     state = read_state_dict(path)
     expected = qmodel.state_dict()
     if set(state) != set(expected):
