@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -75,7 +76,9 @@ def test_adder_layer_matches_float64_reference(tmp_path: Path, name: str) -> Non
     assert error is not None and error <= 1e-5
     ops = _op_types(path)
     taps = layer.kernel_size[0] * layer.kernel_size[1]
-    assert ops["ReduceL1"] == taps and ops["Sub"] == taps and ops["Slice"] == taps  # one of each per kernel tap
+    for op in ("Slice", "Sub", "Abs", "ReduceSum"):  # one of each per kernel tap
+        assert ops[op] == taps, op
+    assert ops["Add"] == taps - 1 + (layer.bias is not None)
     assert ops["Pad"] == (1 if layer.padding != (0, 0) else 0)
     x = torch.randn(3, layer.in_channels, 11, 9)  # another batch size: the batch axis is dynamic
     expected = adder2d_forward(x.double(), layer.weight.double(), layer.stride, layer.padding, layer.dilation,
@@ -89,7 +92,7 @@ def test_functional_adder_call_exports(tmp_path: Path) -> None:
     model = FunctionalAdder().eval()
     error = export_onnx(model, tmp_path / "f.onnx", torch.randn(2, 3, 8, 8))
     assert error is not None and error <= 1e-5
-    assert _op_types(tmp_path / "f.onnx")["ReduceL1"] == 9
+    assert _op_types(tmp_path / "f.onnx")["ReduceSum"] == 9
 
 
 @pytest.mark.parametrize(("name", "input_size"), [("lenet5_bn", (1, 28, 28)), ("resnet20", (3, 32, 32))])
@@ -101,7 +104,7 @@ def test_adder_models_export_and_match(tmp_path: Path, name: str, input_size: tu
     ops = _op_types(path)
     adders = [m for m in model.modules() if isinstance(m, Adder2d)]
     assert ops["Neg"] == len(adders)  # one decomposed adder per layer
-    assert ops["ReduceL1"] == sum(m.kernel_size[0] * m.kernel_size[1] for m in adders)
+    assert ops["ReduceSum"] == sum(m.kernel_size[0] * m.kernel_size[1] for m in adders)
     x = torch.randn(1, *input_size)  # batch 1
     with torch.no_grad():
         assert relative_error(_run(path, x), model(x)) <= 1e-4
@@ -128,7 +131,7 @@ def test_vanillanet_fused_export(tmp_path: Path) -> None:
     model = fv.reparameterize_model(_calibrated(fv.create_model("vanillanet_5"), (3, 64, 64)))
     error = export_onnx(model, tmp_path / "v.onnx", torch.randn(1, 3, 64, 64))
     assert error is not None and error <= 1e-4
-    assert "ReduceL1" not in _op_types(tmp_path / "v.onnx")
+    assert "ReduceSum" not in _op_types(tmp_path / "v.onnx")
 
 
 def test_cnn_twin_export(tmp_path: Path) -> None:
@@ -188,3 +191,36 @@ def test_opsets(tmp_path: Path, opset: int) -> None:
     error = export_onnx(layer, tmp_path / "o.onnx", torch.randn(1, 2, 6, 6), opset=opset)
     assert error is not None and error <= 1e-5
     assert onnx.load(str(tmp_path / "o.onnx")).opset_import[0].version == opset
+
+
+# ------------------------------------------------------------------------------------- official checkpoint, real data
+
+SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+
+
+def _shared(path: Path) -> Path:
+    if not path.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set but the shared file is missing: {path}")
+        pytest.skip(f"{path} not found (only in the development workspace)")
+    return path
+
+
+@pytest.mark.slow
+def test_official_resnet20_on_real_images(tmp_path: Path) -> None:
+    """The released ResNet-20 AdderNet: onnxruntime and PyTorch agree on real CIFAR-10 images."""
+    from frugalvision.data import build_dataset, dataset_info
+
+    checkpoint = _shared(SHARED / "official" / "ResNet20-AdderNet.pth")
+    sample = _shared(SHARED / "cifar10_jpeg_10k")
+    model = fv.create_model("resnet20", conv_type="adder", checkpoint_path=checkpoint).eval()
+    val = build_dataset("folder", "val", sample, data_config=dataset_info("cifar10").data_config())
+    images = torch.stack([val[i][0] for i in range(0, len(val), 25)])  # 40 images, 4 per class
+    path = tmp_path / "official.onnx"
+    error = export_onnx(model, path, images[:2], tolerance=1e-4)
+    assert error is not None and error <= 1e-4
+    onnx_logits = _run(path, images)
+    with torch.no_grad():
+        torch_logits = model(images)
+    assert relative_error(onnx_logits, torch_logits) <= 1e-4
+    assert torch.equal(onnx_logits.argmax(1), torch_logits.argmax(1))
