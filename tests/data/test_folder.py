@@ -424,6 +424,12 @@ def test_bad_folder_cases_also_fail_folder_data_config(tmp_path: Path) -> None:
         build_dataset("folder", "train", root, data_config=given)
     with pytest.raises(DataError, match="cannot read image"):
         ImageFolderDataset(root, "train", DataConfig((3, 80, 80), (0.5,) * 3, (0.5,) * 3), in_memory=False)
+    with pytest.raises(DataError, match="cannot read image"):  # statistics given: no statistics pass, still checked
+        ImageFolderDataset(root, "train", mean=(0.5,) * 3, std=(0.5,) * 3, in_memory=False)
+    large = make_folder(tmp_path / "large", per_class=1, size=(70, 70), ext=".jpg")
+    _truncated(large / "train" / "dog" / "cut.jpg", "JPEG")
+    with pytest.raises(DataError, match="cannot read image"):  # decoded at build although read from disk later
+        build_dataset("folder", "train", large, mean=(0.5,) * 3, std=(0.5,) * 3, input_size=(3, 70, 70))
 
 
 # ----------------------------------------------------------------------------------------------- shared CIFAR sample
