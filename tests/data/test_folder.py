@@ -285,6 +285,11 @@ def _bad_empty_split(root: Path) -> tuple[dict, str]:
     return {}, "is empty"
 
 
+def _bad_single_class(root: Path) -> tuple[dict, str]:
+    make_folder(root, classes=("cat",))
+    return {}, "one class folder (cat)"
+
+
 def _bad_empty_class(root: Path) -> tuple[dict, str]:
     make_folder(root)
     (root / "train" / "ghost").mkdir()
@@ -390,12 +395,11 @@ def _bad_data_dir_is_a_file(root: Path) -> tuple[dict, str]:
 
 
 BAD_FOLDERS = [
-    _bad_no_dir, _bad_none, _bad_no_split, _bad_unknown_split, _bad_files_no_classes, _bad_empty_split,
-    _bad_empty_class, _bad_nested_class, _bad_truncated_jpeg, _bad_jpeg_without_end_marker,
-    _bad_five_bytes, _bad_truncated_png, _bad_not_an_image, _bad_empty_file,
+    _bad_no_dir, _bad_none, _bad_data_dir_is_a_file, _bad_no_split, _bad_unknown_split, _bad_files_no_classes,
+    _bad_empty_split, _bad_single_class, _bad_empty_class, _bad_nested_class, _bad_truncated_jpeg,
+    _bad_jpeg_without_end_marker, _bad_five_bytes, _bad_truncated_png, _bad_not_an_image, _bad_empty_file,
     _bad_mixed_sizes, _bad_val_missing_class, _bad_val_extra_class, _bad_truncated_in_val, _bad_two_channels,
     _bad_four_channels, _bad_constant_images, _bad_test_only_without_stats, _bad_test_only_without_std,
-    _bad_data_dir_is_a_file,
 ]
 
 

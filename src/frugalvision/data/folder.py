@@ -86,7 +86,7 @@ def scan_split(data_dir: str | Path, split: str) -> FolderSplit:
     """Lists the classes and image files of ``DIR/<split>`` (no image is opened).
 
     Raises:
-        DataError: unknown split name, missing folder, no class folders, a class folder without images.
+        DataError: unknown split name, missing folder, no or only one class folder, a class folder without images.
     """
     if split not in FOLDER_SPLITS:
         raise DataError(f"the folder dataset has no split {split!r}; valid splits: {', '.join(FOLDER_SPLITS)}")
@@ -98,6 +98,9 @@ def scan_split(data_dir: str | Path, split: str) -> FolderSplit:
         found = sum(1 for p in root.iterdir() if _visible(p))
         detail = f" (it holds {found} file(s) but no folder)" if found else " (it is empty)"
         raise DataError(f"{root} has no class folders{detail}: expected {root}/CLASS/IMAGE, one folder per class")
+    if len(class_dirs) == 1:
+        raise DataError(f"{root} has one class folder ({class_dirs[0].name}); a classifier needs at least two: "
+                        f"{root}/CLASS_A/*, {root}/CLASS_B/*, ...")
     samples: list[tuple[Path, int]] = []
     for label, class_dir in enumerate(class_dirs):
         files = sorted(p for p in class_dir.iterdir()
