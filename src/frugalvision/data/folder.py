@@ -103,8 +103,9 @@ def scan_split(data_dir: str | Path, split: str) -> FolderSplit:
                         f"{root}/CLASS_A/*, {root}/CLASS_B/*, ...")
     samples: list[tuple[Path, int]] = []
     for label, class_dir in enumerate(class_dirs):
-        files = sorted(p for p in class_dir.iterdir()
-                       if _visible(p) and p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        with os.scandir(class_dir) as entries:  # DirEntry.is_file() needs no extra system call on most systems
+            files = sorted(class_dir / e.name for e in entries if not e.name.startswith(".")
+                           and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS and e.is_file())
         if not files:
             raise DataError(f"class folder {class_dir} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
         samples.extend((path, label) for path in files)
@@ -199,11 +200,13 @@ def _decode_split(split: FolderSplit, config: DataConfig, *, keep: bool, histogr
     images = torch.empty(len(split.samples), channels, height, width, dtype=torch.uint8) if keep else None
     counts = np.zeros((channels, 256), dtype=np.int64) if histogram else None
 
+    per_image_histograms = counts is not None and images is None
+
     def work(index: int) -> np.ndarray | None:
         pixels = to_uint8(read_image(split.samples[index][0]))  # (C, H, W) uint8
         if images is not None:
             images[index] = pixels
-        if counts is None:
+        if not per_image_histograms:
             return None
         flat = pixels.numpy().reshape(channels, -1)
         return np.stack([np.bincount(flat[c], minlength=256) for c in range(channels)])
@@ -212,8 +215,12 @@ def _decode_split(split: FolderSplit, config: DataConfig, *, keep: bool, histogr
     # Threads: PIL releases the GIL while decoding. map() keeps the order, so the first bad file raises first.
     with ThreadPoolExecutor(workers) if workers > 1 else _Serial() as pool:
         for hist in pool.map(work, range(len(split.samples))):
-            if counts is not None:
+            if hist is not None:
                 counts += hist
+    if counts is not None and images is not None:  # one pass over the kept tensor
+        per_channel = images.transpose(0, 1).reshape(channels, -1).numpy()  # (C, N*H*W)
+        for c in range(channels):
+            counts[c] = np.bincount(per_channel[c], minlength=256)
     return images, counts
 
 
