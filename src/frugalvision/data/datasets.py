@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ..errors import InputError
 from .config import DataConfig
 from .idx import load_mnist_split
 from .info import DataError, dataset_info
@@ -53,9 +54,9 @@ class InMemoryImageDataset(Dataset):
         transform: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4:
-            raise ValueError(f"images must be a uint8 (N, C, H, W) tensor, got {images.dtype} {tuple(images.shape)}")
+            raise InputError(f"images must be a uint8 (N, C, H, W) tensor, got {images.dtype} {tuple(images.shape)}")
         if len(labels) != images.shape[0]:
-            raise ValueError(f"{images.shape[0]} images but {len(labels)} labels")
+            raise InputError(f"{images.shape[0]} images but {len(labels)} labels")
         self.images = images
         self.targets = [int(v) for v in labels]
         self.transform = transform
