@@ -30,7 +30,7 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 
 def _shared_sample() -> Path:
     if not (SHARED_SAMPLE / "train").is_dir():
-        if os.environ.get("CI"):
+        if os.environ.get("FRUGALVISION_REQUIRE_SHARED") or os.environ.get("CI"):
             pytest.fail(f"CI is set but the shared CIFAR-10 JPEG sample is missing: {SHARED_SAMPLE}")
         pytest.skip(f"shared CIFAR-10 JPEG sample not found at {SHARED_SAMPLE} (only in the development workspace)")
     return SHARED_SAMPLE
@@ -285,6 +285,11 @@ def _bad_empty_split(root: Path) -> tuple[dict, str]:
     return {}, "is empty"
 
 
+def _bad_single_class(root: Path) -> tuple[dict, str]:
+    make_folder(root, classes=("cat",))
+    return {}, "one class folder (cat)"
+
+
 def _bad_empty_class(root: Path) -> tuple[dict, str]:
     make_folder(root)
     (root / "train" / "ghost").mkdir()
@@ -390,12 +395,11 @@ def _bad_data_dir_is_a_file(root: Path) -> tuple[dict, str]:
 
 
 BAD_FOLDERS = [
-    _bad_no_dir, _bad_none, _bad_no_split, _bad_unknown_split, _bad_files_no_classes, _bad_empty_split,
-    _bad_empty_class, _bad_nested_class, _bad_truncated_jpeg, _bad_jpeg_without_end_marker,
-    _bad_five_bytes, _bad_truncated_png, _bad_not_an_image, _bad_empty_file,
+    _bad_no_dir, _bad_none, _bad_data_dir_is_a_file, _bad_no_split, _bad_unknown_split, _bad_files_no_classes,
+    _bad_empty_split, _bad_single_class, _bad_empty_class, _bad_nested_class, _bad_truncated_jpeg,
+    _bad_jpeg_without_end_marker, _bad_five_bytes, _bad_truncated_png, _bad_not_an_image, _bad_empty_file,
     _bad_mixed_sizes, _bad_val_missing_class, _bad_val_extra_class, _bad_truncated_in_val, _bad_two_channels,
     _bad_four_channels, _bad_constant_images, _bad_test_only_without_stats, _bad_test_only_without_std,
-    _bad_data_dir_is_a_file,
 ]
 
 
@@ -424,6 +428,12 @@ def test_bad_folder_cases_also_fail_folder_data_config(tmp_path: Path) -> None:
         build_dataset("folder", "train", root, data_config=given)
     with pytest.raises(DataError, match="cannot read image"):
         ImageFolderDataset(root, "train", DataConfig((3, 80, 80), (0.5,) * 3, (0.5,) * 3), in_memory=False)
+    with pytest.raises(DataError, match="cannot read image"):  # statistics given: no statistics pass, still checked
+        ImageFolderDataset(root, "train", mean=(0.5,) * 3, std=(0.5,) * 3, in_memory=False)
+    large = make_folder(tmp_path / "large", per_class=1, size=(70, 70), ext=".jpg")
+    _truncated(large / "train" / "dog" / "cut.jpg", "JPEG")
+    with pytest.raises(DataError, match="cannot read image"):  # decoded at build although read from disk later
+        build_dataset("folder", "train", large, mean=(0.5,) * 3, std=(0.5,) * 3, input_size=(3, 70, 70))
 
 
 # ----------------------------------------------------------------------------------------------- shared CIFAR sample
