@@ -16,7 +16,9 @@ Methods, for one model name (``resnet20``, ``lenet5_bn``) at each batch size:
 Every quantised model is calibrated on the same images. Weights are the models' random initialisation with BatchNorm
 statistics of the calibration images (time does not depend on the values). Timing: one untimed warm-up round, then
 ``repeats`` rounds; in each round every method runs once on the same input, in turn, so that load from other
-processes hits them alike; medians are reported and each ratio compares medians of the same run. onnxruntime's
+processes hits them alike; medians of wall time and of process CPU time (all threads; it does not count time the
+process waits for a core, so it is the steadier number on a shared machine) are reported, and each ratio compares
+medians of the same run. onnxruntime's
 threads are told not to spin after a run (``session.intra_op.allow_spinning = 0``), as torch's and numba's OpenMP
 threads wait passively (``OMP_WAIT_POLICY=PASSIVE``, set by ``import frugalvision``), so no method steals the
 cores from the next one.
@@ -145,17 +147,29 @@ def build_methods(name: str, calibration: Tensor, methods: Sequence[str], workdi
 
 
 def _time_interleaved(fns: dict[str, Callable[[Tensor], object]], x: Tensor, repeats: int,
-                      ) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {name: [] for name in fns}
+                      ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Wall seconds and process CPU seconds (all threads) of each call, methods interleaved within each round."""
+    wall: dict[str, list[float]] = {name: [] for name in fns}
+    cpu: dict[str, list[float]] = {name: [] for name in fns}
     with torch.inference_mode():
         for fn in fns.values():  # warm-up: kernels compiled, buffers allocated, caches filled
             fn(x)
         for _ in range(repeats):
             for name, fn in fns.items():
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 fn(x)
-                times[name].append(time.perf_counter() - start)
-    return times
+                wall[name].append(time.perf_counter() - start)
+                cpu[name].append(time.process_time() - start_cpu)
+    return wall, cpu
+
+
+def _ratios(method: str, medians: dict[str, float], prefix: str) -> dict[str, object]:
+    """``<prefix>_vs_fp32_cnn`` and ``<prefix>_vs_best_int8_cnn`` of ``method`` (medians of the same run)."""
+    best_int8 = min((medians[m] for m in INT8_CNN if m in medians), default=None)
+    return {
+        f"{prefix}_vs_fp32_cnn": round(medians[method] / medians["fp32_cnn"], 4) if "fp32_cnn" in medians else "",
+        f"{prefix}_vs_best_int8_cnn": round(medians[method] / best_int8, 4) if best_int8 else "",
+    }
 
 
 def bench_quant_models(
@@ -186,18 +200,17 @@ def bench_quant_models(
             for batch in batch_sizes:
                 rounds = (repeats or {}).get(batch, 200 if batch == 1 else 30)
                 x = torch.randn(batch, *input_size, generator=torch.Generator().manual_seed(1))
-                times = _time_interleaved(fns, x, rounds)
+                times, cpu_times = _time_interleaved(fns, x, rounds)
                 medians = {m: statistics.median(t) for m, t in times.items()}
-                best_int8 = min((medians[m] for m in INT8_CNN if m in medians), default=float("nan"))
+                cpu_medians = {m: statistics.median(t) for m, t in cpu_times.items()}
                 for method, samples in times.items():
-                    median = medians[method]
                     rows.append({
-                        "model": name, "batch_size": batch, "method": method, "median_ms": round(median * 1e3, 4),
-                        "min_ms": round(min(samples) * 1e3, 4),
+                        "model": name, "batch_size": batch, "method": method,
+                        "median_ms": round(medians[method] * 1e3, 4), "min_ms": round(min(samples) * 1e3, 4),
                         "p90_ms": round(statistics.quantiles(samples, n=10)[-1] * 1e3, 4),
-                        "repeats": rounds, "images_per_s": round(batch / median, 1),
-                        "time_vs_fp32_cnn": round(median / medians["fp32_cnn"], 4) if "fp32_cnn" in medians else "",
-                        "time_vs_best_int8_cnn": round(median / best_int8, 4) if best_int8 == best_int8 else "",
+                        "cpu_median_ms": round(cpu_medians[method] * 1e3, 4), "repeats": rounds,
+                        "images_per_s": round(batch / medians[method], 1),
+                        **_ratios(method, medians, "time"), **_ratios(method, cpu_medians, "cpu"),
                     })
     return rows
 
@@ -214,11 +227,14 @@ def _info() -> dict[str, str]:
 
 
 def format_table(rows: Sequence[dict[str, object]]) -> str:
-    """Median ms per forward pass, and the ratios to fp32 CNN and to the best int8 CNN."""
-    head = ["model", "batch", "method", "median ms", "min ms", "img/s", "x fp32 CNN", "x best int8 CNN"]
+    """Median wall and CPU ms per forward pass, and the ratios of the medians to fp32 CNN and to the best int8 CNN
+    (time = wall clock; cpu = process CPU time of all threads, less sensitive to other load)."""
+    head = ["model", "batch", "method", "median ms", "min ms", "cpu ms", "img/s", "time/fp32 CNN",
+            "time/best int8 CNN", "cpu/fp32 CNN", "cpu/best int8 CNN"]
     lines = [head] + [[str(r["model"]), str(r["batch_size"]), str(r["method"]), f"{r['median_ms']:.3f}",
-                       f"{r['min_ms']:.3f}", f"{r['images_per_s']:.0f}", str(r["time_vs_fp32_cnn"]),
-                       str(r["time_vs_best_int8_cnn"])] for r in rows]
+                       f"{r['min_ms']:.3f}", f"{r['cpu_median_ms']:.3f}", f"{r['images_per_s']:.0f}",
+                       str(r["time_vs_fp32_cnn"]), str(r["time_vs_best_int8_cnn"]), str(r["cpu_vs_fp32_cnn"]),
+                       str(r["cpu_vs_best_int8_cnn"])] for r in rows]
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     return "\n".join("  ".join(cell.rjust(widths[i]) for i, cell in enumerate(line)) for line in lines)
 

@@ -122,6 +122,8 @@ class QuantizedAdder2d(InferenceOnly):
         self.zero_point, self.qmin, self.qmax = int(self.zero_point), int(self.qmin), int(self.qmax)
         self.residual_zero_point = int(self.residual_zero_point)
         self.weight_packed = pack_adder_weight_u8(self.weight_q, self.groups).data
+        self._packed = PackedAdderWeight(self.weight_packed, self.kernel_size, self.groups, self.in_channels,
+                                         self.out_channels)
 
     def set_weight(self, weight_q: Tensor, zero_point: int) -> None:
         """uint8 weights (O, C/G, kh, kw) on the input's grid, whose zero point is ``zero_point``."""
@@ -138,8 +140,11 @@ class QuantizedAdder2d(InferenceOnly):
 
     @property
     def packed_weight(self) -> PackedAdderWeight:
-        return PackedAdderWeight(self.weight_packed, self.kernel_size, self.groups, self.in_channels,
-                                 self.out_channels)
+        """The weights in the kernels' layout (rebuilt if the buffer was replaced, e.g. by ``module.to``)."""
+        if self._packed.data is not self.weight_packed:
+            self._packed = PackedAdderWeight(self.weight_packed, self.kernel_size, self.groups, self.in_channels,
+                                             self.out_channels)
+        return self._packed
 
     def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
         if (residual is not None) != self.residual:
