@@ -169,10 +169,28 @@ class QuantizedAdder2d(InferenceOnly):
         return s + f", output={self.output}" + (", residual" if self.residual else "")
 
 
+def _pair_of(value: int | tuple[int, ...]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
 def max_pool_nhwc(x: Tensor, pool: nn.MaxPool2d | dict) -> Tensor:
-    """Max-pool a (N, H, W, C) tensor with ``pool``'s geometry; uint8 stays uint8 (max commutes with q(.))."""
+    """Max-pool a (N, H, W, C) tensor with ``pool``'s geometry; uint8 stays uint8 (max commutes with q(.)).
+
+    Non-overlapping windows without padding (LeNet's and VGG's 2x2 pools) take the elementwise maximum of the
+    k*k strided views, which stays channels last; other geometries go through ``F.max_pool2d`` on NCHW.
+    """
     if isinstance(pool, nn.MaxPool2d):
         pool = {k: getattr(pool, k) for k in ("kernel_size", "stride", "padding", "dilation", "ceil_mode")}
+    (kh, kw), stride = _pair_of(pool["kernel_size"]), _pair_of(pool["stride"] or pool["kernel_size"])
+    plain = _pair_of(pool["padding"]) == (0, 0) and _pair_of(pool["dilation"]) == (1, 1) and not pool["ceil_mode"]
+    if plain and stride == (kh, kw):
+        ho, wo = x.shape[1] // kh, x.shape[2] // kw
+        out = x[:, 0 : ho * kh : kh, 0 : wo * kw : kw]  # (N, Ho, Wo, C) view
+        for i in range(kh):
+            for j in range(kw):
+                if i or j:
+                    out = torch.maximum(out, x[:, i : i + ho * kh : kh, j : j + wo * kw : kw])
+        return out.contiguous()
     y = F.max_pool2d(x.permute(0, 3, 1, 2).contiguous(), **pool)  # (N, C, Ho, Wo)
     return y.permute(0, 2, 3, 1).contiguous()  # (N, Ho, Wo, C)
 
