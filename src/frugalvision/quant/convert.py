@@ -52,6 +52,7 @@ from .networks import (
     QuantizedResNet,
 )
 from .observers import OBSERVERS, RangeStats, minmax_range, percentile_range, search_range
+from .ops import quantize_u8_nhwc
 
 __all__ = ["FORMAT_VERSION", "LAYOUTS", "build_integer_model", "quantize"]
 
@@ -431,34 +432,46 @@ def _observe(model: nn.Module, plan: Plan, batches: list[Tensor], keep: int) -> 
     return stats, {key: torch.cat(values) for key, values in kept.items() if values}
 
 
-def _layer_output(site: Site, x: Tensor, weight: Tensor, clip_cost: Tensor | None = None) -> Tensor:
-    """Float BatchNorm output of an adder site on float input ``x`` (fp32 reference or fake-quantised)."""
+def _float_layer_output(site: Site, x: Tensor) -> Tensor:
+    """fp32 BatchNorm output of an adder site on float input ``x`` (N, C, H, W), as (N, H', W', O)."""
     a = site.adder
-    y = adder2d(x, weight, a.bias, a.stride, a.padding, a.dilation, a.groups)
-    if clip_cost is not None:
-        y = y - clip_cost.float().view(1, -1, 1, 1)
+    y = adder2d(x, a.weight.detach().float(), a.bias, a.stride, a.padding, a.dilation, a.groups)
     if site.pre_pool is not None:
         y = site.pre_pool(y)
     g, h = batch_norm_affine(site.norm, y.shape[1])
-    return y * g.float().view(1, -1, 1, 1) + h.float().view(1, -1, 1, 1)
+    y = y * g.float().view(1, -1, 1, 1) + h.float().view(1, -1, 1, 1)
+    return y.permute(0, 2, 3, 1)
+
+
+def _integer_layer_output(site: Site, input_q: Tensor, qparams: QParams) -> Tensor:
+    """The same BatchNorm output computed by the integer layer (uint8 (N, H, W, C) input on the grid ``qparams``)."""
+    weight_q, clip_cost = clip_and_quantize_weight(site.adder.weight, qparams)
+    a, c = fold_adder_affine(qparams, clip_cost, site.adder.bias, site.norm)
+    layer = _qadder(site.adder, "float32" if site.pre_pool is None else "int32")
+    layer.set_weight(weight_q, qparams.zero_point)
+    if site.pre_pool is None:
+        layer.set_epilogue(a, c)
+        return layer(input_q)
+    epilogue = PooledEpilogue(site.adder.out_channels, site.pre_pool, "float32")
+    epilogue.set_epilogue(a, c)
+    return epilogue(layer(input_q))
 
 
 def _output_error(key: str, x: Tensor, plan: Plan) -> Callable[[QParams], float]:
     """Mean squared error that quantising tensor ``key`` with given qparams causes in the BatchNorm outputs of the
-    layers that read it (plus the tensor's own error where it is a residual or has no adder reader)."""
+    integer layers that read it (plus the tensor's own error where it is a residual or has no adder reader)."""
     consumers = [s for s in plan.sites if s.input == key]
     direct = any(s.residual == key for s in plan.sites) or not consumers
     with torch.no_grad():
-        references = [_layer_output(s, x, s.adder.weight.detach().float()) for s in consumers]
+        references = [_float_layer_output(s, x) for s in consumers]
 
     def error(qparams: QParams) -> float:
         with torch.no_grad():
-            xq = qparams.fake_quantize(x)
-            total = float(((xq - x) ** 2).mean()) if direct else 0.0
-            for site, ref in zip(consumers, references):
-                weight_q, clip_cost = clip_and_quantize_weight(site.adder.weight, qparams)
-                out = _layer_output(site, xq, qparams.dequantize(weight_q), clip_cost)
-                total += float(((out - ref) ** 2).mean())
+            total = float(((qparams.fake_quantize(x) - x) ** 2).mean()) if direct else 0.0
+            if consumers:
+                input_q = quantize_u8_nhwc(x, qparams.scale, qparams.zero_point)
+                for site, ref in zip(consumers, references):
+                    total += float(((_integer_layer_output(site, input_q, qparams) - ref) ** 2).mean())
         return total
 
     return error
