@@ -59,13 +59,20 @@ def test_every_adder_is_followed_by_batchnorm(name: str) -> None:
     ("resnet20", "adder", 32), ("resnet32", "binary", 32), ("vgg_small", "adder", 32), ("resnet18", "adder", 64),
     ("resnet50", "conv", 64),
 ])
-def test_forward_backward_shapes(name: str, conv_type: str, size: int) -> None:
+def test_forward_shape_and_gradient_reaches_the_stem(name: str, conv_type: str, size: int) -> None:
+    """Every parameter gets a finite gradient of its shape, and the stem's is not zero: the gradient went through
+    every adder / binary layer. (``logits.sum()`` would not do: through the BatchNorm on the logits its gradient
+    is exactly 0 before that BN.)"""
+    torch.manual_seed(0)
     model = create_model(name, conv_type=conv_type, num_classes=7)
     x = torch.randn(2, 3, size, size)
     logits = model(x)
     assert logits.shape == (2, 7)
-    logits.sum().backward()
-    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    torch.nn.functional.cross_entropy(logits, torch.tensor([0, 5])).backward()
+    for param_name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.shape == p.shape and torch.isfinite(p.grad).all(), param_name
+    stem = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    assert stem.weight.grad.abs().max() > 1e-6 * stem.weight.abs().max()
 
 
 def test_binary_twins_keep_signed_activations() -> None:

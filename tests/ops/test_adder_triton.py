@@ -58,6 +58,7 @@ if _INTERPRETED and not _NEEDS_FRESH_PROCESS:
     _register_triton_for_cpu_tensors()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _NEEDS_FRESH_PROCESS, reason="triton interpreter already active in this process")
 def test_triton_kernels_in_fresh_process():
     env = {**os.environ, "TRITON_INTERPRET": "1"}
