@@ -219,12 +219,25 @@ def test_fake_dataset_is_learnable() -> None:
 
 
 def test_registry_and_unknown_name() -> None:
-    assert set(DATASETS) == {"mnist5k", "mnist", "cifar10", "cifar100", "imagenet", "fake"}
+    assert set(DATASETS) == {"mnist5k", "mnist", "cifar10", "cifar100", "imagenet", "fake", "folder"}
     info = dataset_info("cifar10")
     assert info.input_size == (3, 32, 32) and info.num_classes == 10 and info.std == (0.2023, 0.1994, 0.2010)
     assert dataset_info("mnist5k").mean == (0.1307,) and dataset_info("cifar100").num_classes == 100
     for name, info in DATASETS.items():
-        assert info.name == name and "val" in info.splits and info.input_size[0] == info.in_chans
+        assert info.name == name and "val" in info.splits
+        if name == "folder":  # its facts come from the files
+            assert info.input_size is None and info.num_classes is None
+            with pytest.raises(DataError, match="folder_data_config"):
+                info.data_config()
+            continue
+        assert info.input_size[0] == info.in_chans
+        config = info.data_config()
+        assert (config.input_size, config.mean, config.std) == (info.input_size, info.mean, info.std)
+        assert config.num_classes == info.num_classes
+        assert config.class_names is None or len(config.class_names) == info.num_classes
+    assert dataset_info("cifar10").data_config().class_names[:3] == ("airplane", "automobile", "bird")
+    assert dataset_info("cifar100").data_config().class_names[-1] == "worm"
+    assert dataset_info("imagenet").data_config().crop == "center"
     with pytest.raises(ValueError) as err:
         dataset_info("svhn")
     assert "\n" not in str(err.value) and "mnist5k" in str(err.value) and "imagenet" in str(err.value)

@@ -19,7 +19,8 @@ from frugalvision.cli.train import build_configs
 from frugalvision.data import build_dataset
 from frugalvision.optim import AdaptiveLR, adder_weights
 from frugalvision.train.config import TrainConfig, load_recipe
-from frugalvision.train.engine import build_optimizer, lr_factor, train
+from frugalvision.train.engine import train
+from frugalvision.train.optimization import build_optimizer, lr_factor
 
 RECIPES = sorted((Path(__file__).resolve().parents[2] / "recipes").glob("addernet_*.yaml"))
 PAPER_ROWS = {

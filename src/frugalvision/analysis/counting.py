@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .. import ops  # noqa: F401  (registers the frugalvision:: ops and their cost formulas)
+from ..errors import ConfigError
 from ..layers.binary import BinaryConv2d
 from ..ops.cost import NORM, WEIGHT_LAYER, cost_formula, register_cost
 
@@ -158,9 +159,9 @@ def count_ops(
         (one record per counted op: module, op, kind, mul, add, xnor) and ``energy_table``.
     """
     if energy not in ENERGY_TABLES:
-        raise ValueError(f"unknown energy table {energy!r}; choose one of {', '.join(ENERGY_TABLES)}")
+        raise ConfigError(f"unknown energy table {energy!r}; choose one of {', '.join(ENERGY_TABLES)}")
     if len(input_size) != 3:
-        raise ValueError(f"input_size must be (C, H, W), got {tuple(input_size)}")
+        raise ConfigError(f"input_size must be (C, H, W), got {tuple(input_size)}")
     table = ENERGY_TABLES[energy]
     stack: list[tuple[str, nn.Module]] = []
     hooks = []

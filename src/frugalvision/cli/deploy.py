@@ -14,6 +14,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import ConfigError
+from .common import add_model_arguments, load_model_from_args, model_input_size
+
 __all__ = ["add_parser", "export_onnx", "run"]
 
 
@@ -22,10 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "deploy", help="fuse a checkpoint for deployment (safetensors and/or ONNX)",
         description="Fuse a trained model (fold BatchNorms, merge convs) into its deploy form, check that it "
                     "computes the same function, and write it as a frugalvision checkpoint and/or ONNX.")
-    p.add_argument("--checkpoint", required=True, type=Path,
-                   help="frugalvision checkpoint or run folder, or an official checkpoint (then give --model)")
-    p.add_argument("--model", help="model name, needed for checkpoints without frugalvision metadata")
-    p.add_argument("--ema", action="store_true", help="use the model_ema weights of a nested official checkpoint")
+    add_model_arguments(p)
     p.add_argument("--output", type=Path, help="write the fused model here (.safetensors)")
     p.add_argument("--onnx", type=Path, help="export the fused model to this ONNX file")
     p.add_argument("--opset", type=int, default=17)
@@ -33,19 +33,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="example input size (default: the model's, 3 224 224 for ImageNet models)")
     p.add_argument("--tolerance", type=float, default=1e-4, help="largest relative error accepted in the checks")
     return p
-
-
-def _load(args: argparse.Namespace) -> nn.Module:
-    from ..models import create_model, load_checkpoint, load_model
-    from ..models.checkpoint import read_checkpoint_config
-
-    if read_checkpoint_config(args.checkpoint) is not None and not args.model:
-        return load_model(args.checkpoint)
-    if not args.model:
-        raise ValueError(f"{args.checkpoint} carries no frugalvision metadata: name its architecture with --model")
-    model = create_model(args.model)
-    load_checkpoint(model, args.checkpoint, use_ema=args.ema)
-    return model.eval()
 
 
 def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -57,7 +44,7 @@ def export_onnx(model: nn.Module, path: Path, example: torch.Tensor, opset: int 
     try:
         import onnx  # noqa: F401  (the exporter needs it)
     except ImportError:
-        raise ValueError("ONNX export needs the optional dependencies: pip install 'frugalvision[export]'") from None
+        raise ConfigError("ONNX export needs the optional dependencies: pip install 'frugalvision[export]'") from None
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated but needs no onnxscript
@@ -76,12 +63,12 @@ def export_onnx(model: nn.Module, path: Path, example: torch.Tensor, opset: int 
 
 def run(args: argparse.Namespace) -> int:
     from ..layers.reparam import reparameterize_model
-    from ..models.checkpoint import save_model_file
+    from ..models import save_model
 
     if args.output is None and args.onnx is None:
-        raise ValueError("nothing to write: give --output FILE.safetensors and/or --onnx FILE.onnx")
-    model = _load(args)
-    input_size = args.input_size or list(getattr(model, "default_input_size", (3, 224, 224)))
+        raise ConfigError("nothing to write: give --output FILE.safetensors and/or --onnx FILE.onnx")
+    model = load_model_from_args(args)
+    input_size = model_input_size(model, args.input_size)
     fused = reparameterize_model(model)
     example = torch.randn(2, *input_size)
     with torch.no_grad():
@@ -89,16 +76,16 @@ def run(args: argparse.Namespace) -> int:
     params = (sum(p.numel() for p in model.parameters()), sum(p.numel() for p in fused.parameters()))
     print(f"fused {params[0]:,} -> {params[1]:,} parameters; max relative error vs original {err:.2e}")
     if err > args.tolerance:
-        raise ValueError(f"fused model differs from the original (relative error {err:.2e} > {args.tolerance:g})")
+        raise ConfigError(f"fused model differs from the original (relative error {err:.2e} > {args.tolerance:g})")
     if args.output is not None:
-        save_model_file(args.output, fused.state_dict(), getattr(fused, "frugalvision_cfg", {}))
+        save_model(args.output, fused)
         print(f"wrote {args.output}")
     if args.onnx is not None:
         onnx_err = export_onnx(fused, args.onnx, example, args.opset)
         if onnx_err is None:
             print(f"wrote {args.onnx} (onnxruntime not installed: not verified)")
         elif onnx_err > args.tolerance:
-            raise ValueError(f"ONNX output differs from PyTorch (relative error {onnx_err:.2e})")
+            raise ConfigError(f"ONNX output differs from PyTorch (relative error {onnx_err:.2e})")
         else:
             print(f"wrote {args.onnx}; onnxruntime vs PyTorch max relative error {onnx_err:.2e}")
     return 0

@@ -1,4 +1,4 @@
-"""Adaptive convolutional kernel layer (Zamora Esquivel et al., ICCV Workshops 2019), SPEC §2.
+"""Adaptive convolutional kernel layer (Zamora Esquivel et al., ICCV Workshops 2019).
 
 Every kernel element is computed from the patch it is applied to: ``K = tanh(Q x + b)``, ``y = x^T K`` per
 (output, input) channel pair, summed over input channels (see :mod:`frugalvision.ops.adaptive_conv` for the formula,
@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
+from ..errors import ConfigError
 from ..ops.adaptive_conv import DEFAULT_MAX_CHUNK_ELEMENTS, adaptive_conv2d
 
 __all__ = ["ADAPTIVE_INITS", "AdaptiveConv2d"]
@@ -29,9 +30,9 @@ class AdaptiveConv2d(nn.Module):
 
     Args:
         init: ``"uniform"`` draws Q and b from U(-1/k, 1/k), the default of the ``nn.Conv2d(1, k², k)`` kernel
-            generator of the public code (notes §1.3). ``"conv"`` sets Q = 0 and b = atanh(W) with W drawn like a
-            default ``nn.Conv2d(in, out, k)`` weight, so the layer starts as exactly that convolution (with Q = 0
-            the kernel is the static tanh(b), SPEC §2) and learns its adaptivity from there.
+            generator of the public code (docs/adaptive_kernels.md). ``"conv"`` sets Q = 0 and b = atanh(W) with W
+            drawn like a default ``nn.Conv2d(in, out, k)`` weight, so the layer starts as exactly that convolution
+            (with Q = 0 the kernel is the static tanh(b)) and learns its adaptivity from there.
         dilation: spacing of the patch elements (an extension; the paper uses 1).
         max_chunk_elements: memory bound of the op (elements of the kernel tensor held at once).
     """
@@ -53,9 +54,9 @@ class AdaptiveConv2d(nn.Module):
     ) -> None:
         super().__init__()
         if init not in ADAPTIVE_INITS:
-            raise ValueError(f"init must be one of {', '.join(ADAPTIVE_INITS)}, got {init!r}")
+            raise ConfigError(f"init must be one of {', '.join(ADAPTIVE_INITS)}, got {init!r}")
         if in_channels < 1 or out_channels < 1:
-            raise ValueError(f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}")
+            raise ConfigError(f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
         self.padding, self.dilation = _pair(padding), _pair(dilation)

@@ -19,8 +19,7 @@ could do alone).
 These are the fusions of VanillaNet (Chen et al., "VanillaNet: the Power of Minimalism in Deep Learning",
 NeurIPS 2023, arXiv 2305.12972, Sec. 3 "deep training" and the deploy conversion) and of RepVGG (Ding et al.,
 CVPR 2021, arXiv 2101.03697). All functions work in float64 internally when given float64 tensors and return
-contiguous tensors (fused weights with channels-last strides slow some backends down; see research notes on
-VanillaNet issue #17).
+contiguous tensors (fused weights with channels-last strides slow some backends down).
 """
 
 from __future__ import annotations
@@ -30,6 +29,8 @@ from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
+
+from ..errors import InputError
 
 __all__ = ["bn_scale_shift", "fold_bn", "fold_bn_into_conv", "merge_1x1_after", "reparameterize_model", "to_conv"]
 
@@ -41,7 +42,7 @@ def bn_scale_shift(bn: nn.BatchNorm2d | nn.BatchNorm1d) -> tuple[Tensor, Tensor]
         ValueError: when the BN keeps no running statistics (its inference map is undefined).
     """
     if bn.running_mean is None or bn.running_var is None:
-        raise ValueError("cannot fold a BatchNorm without running statistics (track_running_stats=False)")
+        raise InputError("cannot fold a BatchNorm without running statistics (track_running_stats=False)")
     mean, var = bn.running_mean.detach(), bn.running_var.detach()
     gamma = bn.weight.detach() if bn.weight is not None else torch.ones_like(mean)
     beta = bn.bias.detach() if bn.bias is not None else torch.zeros_like(mean)
@@ -87,7 +88,7 @@ def merge_1x1_after(w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None
     """
     mix = w2.detach().reshape(w2.shape[0], w2.shape[1])  # (O, M, 1, 1) -> (O, M)
     if mix.shape[1] != w1.shape[0]:
-        raise ValueError(f"cannot merge: second conv expects {mix.shape[1]} channels, first gives {w1.shape[0]}")
+        raise InputError(f"cannot merge: second conv expects {mix.shape[1]} channels, first gives {w1.shape[0]}")
     w = torch.einsum("om,mckl->ockl", mix, w1.detach())  # (O, M) x (M, C, kh, kw) -> (O, C, kh, kw)
     b = torch.zeros(mix.shape[0], dtype=w.dtype, device=w.device) if b2 is None else b2.detach().clone()
     if b1 is not None:

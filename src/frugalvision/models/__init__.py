@@ -2,7 +2,15 @@
 
 from . import adaptive, lenet, resnet, vanillanet, vgg
 from .adderize import adderize
-from .checkpoint import MODEL_FILE, CheckpointError, read_checkpoint_config, read_state_dict, save_model_file
+from .checkpoint import (
+    MODEL_FILE,
+    CheckpointError,
+    model_metadata,
+    read_checkpoint_config,
+    read_state_dict,
+    save_model,
+    save_model_file,
+)
 from .factory import create_model, load_checkpoint, load_model
 from .registry import is_model, list_models, model_entry, model_entrypoint, model_train_defaults, register_model
 
@@ -19,11 +27,13 @@ __all__ = [
     "load_model",
     "model_entry",
     "model_entrypoint",
+    "model_metadata",
     "model_train_defaults",
     "read_checkpoint_config",
     "read_state_dict",
     "register_model",
     "resnet",
+    "save_model",
     "save_model_file",
     "vanillanet",
     "vgg",

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..errors import CheckpointError, OutputError
 
@@ -30,9 +30,11 @@ __all__ = [
     "MODEL_FILE",
     "CheckpointError",
     "atomic_write",
+    "model_metadata",
     "read_checkpoint_config",
     "read_state_dict",
     "resolve_checkpoint_path",
+    "save_model",
     "save_model_file",
 ]
 
@@ -86,6 +88,18 @@ def save_model_file(path: str | os.PathLike, state_dict: Mapping[str, Tensor], c
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     metadata = {_METADATA_KEY: json.dumps(dict(config), sort_keys=True)}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def model_metadata(model: nn.Module) -> dict[str, Any]:
+    """What a checkpoint stores next to the weights so that :func:`~frugalvision.models.load_model` can rebuild the
+    model: its registered name and options (``frugalvision_cfg``) and its preprocessing (``data_config``)."""
+    data_config = getattr(model, "data_config", None)
+    return {**getattr(model, "frugalvision_cfg", {}), **({"data_config": data_config.to_dict()} if data_config else {})}
+
+
+def save_model(path: str | os.PathLike, model: nn.Module, **extra: Any) -> None:
+    """Save ``model`` (weights and :func:`model_metadata`, plus ``extra`` metadata entries), atomically."""
+    save_model_file(path, model.state_dict(), {**model_metadata(model), **extra})
 
 
 def read_checkpoint_config(path: str | os.PathLike) -> dict[str, Any] | None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import nn
 
+from ..data import DataConfig
 from ..errors import CheckpointError, ConfigError
 from .checkpoint import read_checkpoint_config, read_state_dict
 from .registry import model_entry, model_entrypoint
@@ -89,4 +90,9 @@ def load_model(path: str | os.PathLike) -> nn.Module:
         )
     model = create_model(config["model"], **config.get("kwargs", {}))
     load_checkpoint(model, path)
+    if config.get("data_config") is not None:  # the preprocessing the run trained with
+        try:
+            model.data_config = DataConfig.from_dict(config["data_config"])
+        except ConfigError as error:
+            raise CheckpointError(f"corrupt checkpoint {path}: its data config is invalid: {error}") from None
     return model.eval()

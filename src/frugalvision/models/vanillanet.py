@@ -31,12 +31,18 @@ import torch
 from timm.layers import trunc_normal_
 from torch import Tensor, nn
 
+from ..data import dataset_info
 from ..errors import CheckpointError, ConfigError
 from ..layers.activations import BN_EPS, SeriesActivation, deep_training_act
 from ..layers.reparam import fold_bn, merge_1x1_after, to_conv
 from .registry import register_model
 
 __all__ = ["VanillaBlock", "VanillaNet", "official_checkpoint_filter"]
+
+# default data configs (see .registry): the data the recipes and released weights use
+# official evaluation (ConvNeXt-style main.py): resize to 224 / 0.875 with bicubic interpolation, centre crop 224
+_IMAGENET = dataset_info("imagenet").data_config().replace(interpolation="bicubic")
+_CIFAR10 = dataset_info("cifar10").data_config()
 
 SHORTCUTS = (None, "before", "after")
 _LAMBDA_KEY = "_extra_state"  # state-dict key of lam (nn.Module's extra state, see VanillaNet.get_extra_state)
@@ -49,7 +55,7 @@ def _conv_bn(in_chans: int, out_chans: int, kernel: int = 1, stride: int = 1, pa
 
 def _check_lambda(act_learn: float, where: str) -> None:
     if act_learn != 1.0:
-        raise ValueError(
+        raise ConfigError(
             f"cannot fuse {where} at act_learn={act_learn:g}: the two convs around the deep-training activation "
             "merge exactly only at act_learn = 1 (finish the decay, or call set_act_learn(1.0) knowingly)"
         )
@@ -83,7 +89,7 @@ class VanillaBlock(nn.Module):
     ) -> None:
         super().__init__()
         if shortcut not in SHORTCUTS:
-            raise ValueError(f"shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
+            raise ConfigError(f"shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
         self.deploy, self.shortcut = deploy, shortcut
         if deploy:
             self.conv = nn.Conv2d(dim, dim_out, 1)
@@ -163,9 +169,9 @@ class VanillaNet(nn.Module):
     ) -> None:
         super().__init__()
         if len(strides) != len(dims) - 1:
-            raise ValueError(f"need one stride per block: {len(dims) - 1} blocks, got {len(strides)} strides")
+            raise ConfigError(f"need one stride per block: {len(dims) - 1} blocks, got {len(strides)} strides")
         if ada_pool is not None and len(ada_pool) != len(strides):
-            raise ValueError(f"ada_pool needs one entry per block ({len(strides)}), got {len(ada_pool)}")
+            raise ConfigError(f"ada_pool needs one entry per block ({len(strides)}), got {len(ada_pool)}")
         self.arch_args: dict[str, Any] = dict(
             dims=list(dims), strides=list(strides), num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate,
             act_num=act_num, ada_pool=None if ada_pool is None else list(ada_pool), shortcut=shortcut)
@@ -331,74 +337,74 @@ def _create(name: str, **kwargs: Any) -> VanillaNet:
     return VanillaNet(**{**_CFGS[name], **kwargs})
 
 
-@register_model(checkpoint_filter=official_checkpoint_filter)
+@register_model(checkpoint_filter=official_checkpoint_filter, data_config=_IMAGENET)
 def vanillanet_5(**kwargs: Any) -> VanillaNet:
     """VanillaNet-5: 3 blocks, 15.52M params / 5.16 GMACs deployed, 72.49 % ImageNet top-1."""
     return _create("vanillanet_5", **kwargs)
 
 
-@register_model(checkpoint_filter=official_checkpoint_filter)
+@register_model(checkpoint_filter=official_checkpoint_filter, data_config=_IMAGENET)
 def vanillanet_6(**kwargs: Any) -> VanillaNet:
     """VanillaNet-6: 4 blocks, 32.51M / 5.99 GMACs, 76.36 %."""
     return _create("vanillanet_6", **kwargs)
 
 
-@register_model(checkpoint_filter=official_checkpoint_filter)
+@register_model(checkpoint_filter=official_checkpoint_filter, data_config=_IMAGENET)
 def vanillanet_7(**kwargs: Any) -> VanillaNet:
     """VanillaNet-7: 5 blocks, 32.80M / 6.89 GMACs, 77.98 %."""
     return _create("vanillanet_7", **kwargs)
 
 
-@register_model(checkpoint_filter=official_checkpoint_filter)
+@register_model(checkpoint_filter=official_checkpoint_filter, data_config=_IMAGENET)
 def vanillanet_8(**kwargs: Any) -> VanillaNet:
     """VanillaNet-8: 6 blocks, 37.10M / 7.74 GMACs, 79.13 %."""
     return _create("vanillanet_8", **kwargs)
 
 
-@register_model(checkpoint_filter=official_checkpoint_filter)
+@register_model(checkpoint_filter=official_checkpoint_filter, data_config=_IMAGENET)
 def vanillanet_9(**kwargs: Any) -> VanillaNet:
     """VanillaNet-9: 7 blocks, 41.40M / 8.58 GMACs, 79.87 %."""
     return _create("vanillanet_9", **kwargs)
 
 
-@register_model(checkpoint_filter=official_checkpoint_filter)
+@register_model(checkpoint_filter=official_checkpoint_filter, data_config=_IMAGENET)
 def vanillanet_10(**kwargs: Any) -> VanillaNet:
     """VanillaNet-10: 8 blocks, 45.69M / 9.42 GMACs, 80.57 %."""
     return _create("vanillanet_10", **kwargs)
 
 
-@register_model(checkpoint_filter=official_checkpoint_filter)
+@register_model(checkpoint_filter=official_checkpoint_filter, data_config=_IMAGENET)
 def vanillanet_11(**kwargs: Any) -> VanillaNet:
     """VanillaNet-11: 9 blocks, 49.99M / 10.26 GMACs, 81.08 %."""
     return _create("vanillanet_11", **kwargs)
 
 
-@register_model(checkpoint_filter=official_checkpoint_filter)
+@register_model(checkpoint_filter=official_checkpoint_filter, data_config=_IMAGENET)
 def vanillanet_12(**kwargs: Any) -> VanillaNet:
     """VanillaNet-12: 10 blocks, 54.29M / 11.10 GMACs, 81.55 %."""
     return _create("vanillanet_12", **kwargs)
 
 
-@register_model(checkpoint_filter=official_checkpoint_filter)
+@register_model(checkpoint_filter=official_checkpoint_filter, data_config=_IMAGENET)
 def vanillanet_13(**kwargs: Any) -> VanillaNet:
     """VanillaNet-13: 11 blocks, 58.59M / 11.94 GMACs, 82.05 %."""
     return _create("vanillanet_13", **kwargs)
 
 
-@register_model(checkpoint_filter=official_checkpoint_filter)
+@register_model(checkpoint_filter=official_checkpoint_filter, data_config=_IMAGENET)
 def vanillanet_13_x1_5(**kwargs: Any) -> VanillaNet:
     """VanillaNet-13 with 1.5x widths: 127.80M / 26.55 GMACs, 82.53 %."""
     return _create("vanillanet_13_x1_5", **kwargs)
 
 
-@register_model(checkpoint_filter=official_checkpoint_filter)
+@register_model(checkpoint_filter=official_checkpoint_filter, data_config=_IMAGENET)
 def vanillanet_13_x1_5_ada_pool(**kwargs: Any) -> VanillaNet:
     """VanillaNet-13-1.5x-dagger: stem stride 3 and adaptive max-pools (75/38/19/10 maps): 127.80M / 48.98 GMACs,
     83.11 %. The adaptive pools fix the map sizes whatever the input resolution."""
     return _create("vanillanet_13_x1_5_ada_pool", **kwargs)
 
 
-@register_model(checkpoint_filter=official_checkpoint_filter)
+@register_model(checkpoint_filter=official_checkpoint_filter, data_config=_CIFAR10)
 def vanillanet_test(**kwargs: Any) -> VanillaNet:
     """A tiny VanillaNet (widths 16/24/32, act_num 1, 10 classes) for tests and smoke runs; not from the paper."""
     model = _create("vanillanet_test", **kwargs)

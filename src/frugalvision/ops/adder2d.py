@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ..errors import InputError, InputTypeError
 from . import reference
 from .cost import WEIGHT_LAYER, register_cost
 from .dispatch import Backend, register_backend, select
@@ -194,35 +195,36 @@ def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
 
 def _check_inputs(input: Tensor, weight: Tensor, bias: Tensor | None, stride, padding, dilation, groups) -> None:
     if input.dim() != 4:
-        raise ValueError(f"adder2d: input must be 4-D (N, C, H, W), got shape {tuple(input.shape)}")
+        raise InputError(f"adder2d: input must be 4-D (N, C, H, W), got shape {tuple(input.shape)}")
     if weight.dim() != 4:
-        raise ValueError(f"adder2d: weight must be 4-D (C_out, C_in/groups, kh, kw), got shape {tuple(weight.shape)}")
+        raise InputError(f"adder2d: weight must be 4-D (C_out, C_in/groups, kh, kw), got shape {tuple(weight.shape)}")
     for name, t in (("input", input), ("weight", weight)):
         if not t.is_floating_point():
-            raise TypeError(f"adder2d: {name} must be a floating-point tensor, got {t.dtype}")
+            raise InputTypeError(f"adder2d: {name} must be a floating-point tensor, got {t.dtype}")
     if (input.dtype == torch.float64) != (weight.dtype == torch.float64):
-        raise TypeError(f"adder2d: input ({input.dtype}) and weight ({weight.dtype}) mix float64 with another dtype")
+        raise InputTypeError(f"adder2d: input ({input.dtype}) and weight ({weight.dtype}) mix float64 with "
+                             "another dtype")
     if input.device != weight.device:
-        raise ValueError(f"adder2d: input is on {input.device} but weight is on {weight.device}")
+        raise InputError(f"adder2d: input is on {input.device} but weight is on {weight.device}")
     if groups < 1 or input.shape[1] % groups or weight.shape[0] % groups:
-        raise ValueError(
+        raise InputError(
             f"adder2d: groups={groups} must divide in_channels={input.shape[1]} and out_channels={weight.shape[0]}"
         )
     if input.shape[1] != weight.shape[1] * groups:
-        raise ValueError(
+        raise InputError(
             f"adder2d: input has {input.shape[1]} channels but weight expects {weight.shape[1] * groups} "
             f"(weight.shape[1]={weight.shape[1]} x groups={groups})"
         )
     if min(stride) < 1 or min(dilation) < 1 or min(padding) < 0:
-        raise ValueError(f"adder2d: need stride >= 1, dilation >= 1, padding >= 0; got {stride}, {dilation}, {padding}")
+        raise InputError(f"adder2d: need stride >= 1, dilation >= 1, padding >= 0; got {stride}, {dilation}, {padding}")
     out = _output_shape(input, weight, stride, padding, dilation)
     if out[2] < 1 or out[3] < 1:
-        raise ValueError(
+        raise InputError(
             f"adder2d: kernel {tuple(weight.shape[2:])} (dilation {dilation}) does not fit input "
             f"{tuple(input.shape[2:])} with padding {padding}"
         )
     if bias is not None and bias.shape != (weight.shape[0],):
-        raise ValueError(f"adder2d: bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+        raise InputError(f"adder2d: bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
 
 
 def adder2d(
@@ -253,7 +255,7 @@ def adder2d(
         (N, C_out, H_out, W_out), float32 unless input and weight are float64.
     """
     if weight_grad not in ("full", "sign"):
-        raise ValueError(f"adder2d: weight_grad must be 'full' or 'sign', got {weight_grad!r}")
+        raise InputError(f"adder2d: weight_grad must be 'full' or 'sign', got {weight_grad!r}")
     stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
     _check_inputs(input, weight, bias, stride, padding, dilation, groups)
     out = torch.ops.frugalvision.adder2d(
