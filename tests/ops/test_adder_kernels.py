@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+from frugalvision.errors import ConfigError
 from frugalvision.ops import adder2d, available_backends, backends, dispatch, use_backend
 from frugalvision.ops.adder2d import ADDER_OP
 from frugalvision.ops.cpu import adder_numba
@@ -79,10 +80,10 @@ def test_backends_say_why_they_reject_tensors() -> None:
 
 def test_forced_backend_errors_name_the_problem() -> None:
     x, weight = torch.zeros(1, 1, 3, 3, device="meta"), torch.zeros(1, 1, 3, 3, device="meta")
-    with use_backend("numba"), pytest.raises(RuntimeError, match="backend 'numba' cannot run these inputs: numba "
-                                                                 "kernels run on CPU tensors, got meta"):
+    with use_backend("numba"), pytest.raises(ConfigError, match="backend 'numba' cannot run these inputs: numba "
+                                                                "kernels run on CPU tensors, got meta"):
         dispatch.select(ADDER_OP, x, weight)
-    with use_backend("fpga"), pytest.raises(ValueError, match=r"unknown backend 'fpga' \(available: .*reference"):
+    with use_backend("fpga"), pytest.raises(ConfigError, match=r"unknown backend 'fpga' \(available: .*reference"):
         dispatch.select(ADDER_OP, x, weight)
 
 

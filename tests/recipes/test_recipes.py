@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from frugalvision import create_model, load_model
+from frugalvision.cli.main import build_parser
 from frugalvision.cli.train import build_configs
 from frugalvision.data import build_dataset
 from frugalvision.optim import AdaptiveLR, adder_weights
@@ -40,9 +41,8 @@ def _one_thread():
 
 
 def _args(config: Path) -> argparse.Namespace:
-    fields = ("model", "conv_type", "dataset", "data_dir", "download", "epochs", "batch_size", "lr", "alr", "seed",
-              "num_workers", "output", "device")
-    return argparse.Namespace(config=str(config), **dict.fromkeys(fields))
+    """What ``frugalvision train --config RECIPE`` parses (the real parser, so new options get their defaults)."""
+    return build_parser().parse_args(["train", "--config", str(config)])
 
 
 def test_every_paper_row_has_three_recipes() -> None:
