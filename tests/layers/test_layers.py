@@ -21,7 +21,7 @@ def test_adder2d_module_matches_functional_and_conv_shapes():
     assert "groups=2" in repr(layer)
 
 
-def test_adder2d_default_init_is_standard_normal_like_official_code():
+def test_adder2d_init_is_normal_by_default_and_conv2d_like_with_kaiming():
     torch.manual_seed(0)
     layer = Adder2d(64, 64, 3)
     assert layer.weight.std().item() == pytest.approx(1.0, abs=0.02)
