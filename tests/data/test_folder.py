@@ -436,6 +436,48 @@ def test_bad_folder_cases_also_fail_folder_data_config(tmp_path: Path) -> None:
         build_dataset("folder", "train", large, mean=(0.5,) * 3, std=(0.5,) * 3, input_size=(3, 70, 70))
 
 
+def _train_argv(root: Path, overrides: dict) -> list[str] | None:
+    """``frugalvision train`` arguments for a bad-folder case (train reads the train and val splits), or None for
+    the cases only ``eval`` can reach (another split, statistics given on the command line)."""
+    if overrides.get("split", "train") not in ("train", "val"):
+        return None
+    argv = ["train", "--model", "lenet5_bn", "--conv-type", "conv", "--dataset", "folder", "--epochs", "1"]
+    data_dir = overrides.get("data_dir", root)
+    if data_dir is not None:
+        argv += ["--data-dir", str(data_dir)]
+    if "input_size" in overrides:
+        argv += ["--input-size", *map(str, overrides["input_size"])]
+    return argv
+
+
+# A checkpoint carries its statistics, so the test-only cases are errors of the library call only (eval succeeds).
+CLI_BAD_FOLDERS = [c for c in BAD_FOLDERS if c not in (_bad_test_only_without_stats, _bad_test_only_without_std)]
+
+
+@pytest.mark.parametrize("case", CLI_BAD_FOLDERS, ids=lambda f: f.__name__[5:])
+def test_bad_folder_on_the_command_line_exits_2_with_one_line_and_writes_nothing(tmp_path: Path, case, capsys
+                                                                                ) -> None:
+    from frugalvision import create_model
+    from frugalvision.cli.main import main
+    from frugalvision.models import save_model
+
+    root = tmp_path / "data"
+    root.mkdir()
+    overrides, expected = case(root)
+    argv = _train_argv(root, overrides)
+    if argv is None:  # eval of a saved model on the split the case names
+        checkpoint = tmp_path / "model.safetensors"
+        save_model(checkpoint, create_model("lenet5_bn", conv_type="conv", in_chans=3))
+        argv = ["eval", "--checkpoint", str(checkpoint), "--dataset", "folder", "--data-dir", str(root), "--split",
+                overrides["split"]]
+    runs = tmp_path / "runs"
+    assert main([*argv, "--output", str(runs)] if argv[0] == "train" else argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith(f"frugalvision {argv[0]}: error: "), err
+    assert expected in err, err
+    assert not runs.exists()  # nothing written
+
+
 # ----------------------------------------------------------------------------------------------- shared CIFAR sample
 
 
