@@ -321,3 +321,36 @@ def test_tensor_transforms_geometry() -> None:
         assert torch.equal(out, x) or torch.equal(out, x.flip(-1))
     padded = RandomCropFlip(20, padding=4, flip=False)(x)
     assert padded.shape == x.shape
+
+
+# ---------------------------------------------------------------------------------------------- data config overrides
+
+
+def test_built_in_datasets_take_a_data_config() -> None:
+    """A run's stored config (or --mean/--std) changes the normalisation of the built-in datasets."""
+    from frugalvision.data import DataConfig
+
+    plain = build_dataset("mnist5k", "val")
+    shifted = build_dataset("mnist5k", "val", mean=(0.0,), std=(1.0,))
+    raw = torch.from_numpy(load_mnist5k()["val_images"][3].astype(np.float32) / 255.0)
+    assert torch.allclose(shifted[3][0][0], raw, atol=1e-7)
+    assert not torch.allclose(plain[3][0], shifted[3][0])
+    config = DataConfig((1, 28, 28), (0.5,), (0.25,))
+    assert torch.allclose(build_dataset("mnist5k", "val", data_config=config)[3][0][0], (raw - 0.5) / 0.25, atol=1e-6)
+    with pytest.raises(DataError, match="--dataset folder"):
+        build_dataset("mnist5k", "val", input_size=(1, 32, 32))
+    with pytest.raises(ValueError, match=r"DataConfig\.mean"):
+        build_dataset("mnist5k", "val", mean=(0.5, 0.5, 0.5))
+
+
+def test_imagenet_uses_the_data_config(tmp_path: Path) -> None:
+    image_module = pytest.importorskip("PIL.Image")
+    for cls in ("a", "b"):
+        (tmp_path / "val" / cls).mkdir(parents=True)
+        image_module.new("RGB", (90, 70), color=(10, 200, 30)).save(tmp_path / "val" / cls / "x.png")
+    small = build_dataset("imagenet", "val", tmp_path, input_size=(3, 48, 40))
+    x, _ = small[0]
+    assert x.shape == (3, 48, 40)
+    expected = (torch.tensor([10, 200, 30]) / 255.0 - torch.tensor(dataset_info("imagenet").mean)) / torch.tensor(
+        dataset_info("imagenet").std)
+    assert torch.allclose(x[:, 20, 20], expected, atol=1e-5)

@@ -30,7 +30,7 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 
 def _shared_sample() -> Path:
     if not (SHARED_SAMPLE / "train").is_dir():
-        if os.environ.get("CI"):
+        if os.environ.get("FRUGALVISION_REQUIRE_SHARED") or os.environ.get("CI"):
             pytest.fail(f"CI is set but the shared CIFAR-10 JPEG sample is missing: {SHARED_SAMPLE}")
         pytest.skip(f"shared CIFAR-10 JPEG sample not found at {SHARED_SAMPLE} (only in the development workspace)")
     return SHARED_SAMPLE
@@ -285,6 +285,11 @@ def _bad_empty_split(root: Path) -> tuple[dict, str]:
     return {}, "is empty"
 
 
+def _bad_single_class(root: Path) -> tuple[dict, str]:
+    make_folder(root, classes=("cat",))
+    return {}, "one class folder (cat)"
+
+
 def _bad_empty_class(root: Path) -> tuple[dict, str]:
     make_folder(root)
     (root / "train" / "ghost").mkdir()
@@ -390,12 +395,11 @@ def _bad_data_dir_is_a_file(root: Path) -> tuple[dict, str]:
 
 
 BAD_FOLDERS = [
-    _bad_no_dir, _bad_none, _bad_no_split, _bad_unknown_split, _bad_files_no_classes, _bad_empty_split,
-    _bad_empty_class, _bad_nested_class, _bad_truncated_jpeg, _bad_jpeg_without_end_marker,
-    _bad_five_bytes, _bad_truncated_png, _bad_not_an_image, _bad_empty_file,
+    _bad_no_dir, _bad_none, _bad_data_dir_is_a_file, _bad_no_split, _bad_unknown_split, _bad_files_no_classes,
+    _bad_empty_split, _bad_single_class, _bad_empty_class, _bad_nested_class, _bad_truncated_jpeg,
+    _bad_jpeg_without_end_marker, _bad_five_bytes, _bad_truncated_png, _bad_not_an_image, _bad_empty_file,
     _bad_mixed_sizes, _bad_val_missing_class, _bad_val_extra_class, _bad_truncated_in_val, _bad_two_channels,
     _bad_four_channels, _bad_constant_images, _bad_test_only_without_stats, _bad_test_only_without_std,
-    _bad_data_dir_is_a_file,
 ]
 
 
@@ -424,6 +428,54 @@ def test_bad_folder_cases_also_fail_folder_data_config(tmp_path: Path) -> None:
         build_dataset("folder", "train", root, data_config=given)
     with pytest.raises(DataError, match="cannot read image"):
         ImageFolderDataset(root, "train", DataConfig((3, 80, 80), (0.5,) * 3, (0.5,) * 3), in_memory=False)
+    with pytest.raises(DataError, match="cannot read image"):  # statistics given: no statistics pass, still checked
+        ImageFolderDataset(root, "train", mean=(0.5,) * 3, std=(0.5,) * 3, in_memory=False)
+    large = make_folder(tmp_path / "large", per_class=1, size=(70, 70), ext=".jpg")
+    _truncated(large / "train" / "dog" / "cut.jpg", "JPEG")
+    with pytest.raises(DataError, match="cannot read image"):  # decoded at build although read from disk later
+        build_dataset("folder", "train", large, mean=(0.5,) * 3, std=(0.5,) * 3, input_size=(3, 70, 70))
+
+
+def _train_argv(root: Path, overrides: dict) -> list[str] | None:
+    """``frugalvision train`` arguments for a bad-folder case (train reads the train and val splits), or None for
+    the cases only ``eval`` can reach (another split, statistics given on the command line)."""
+    if overrides.get("split", "train") not in ("train", "val"):
+        return None
+    argv = ["train", "--model", "lenet5_bn", "--conv-type", "conv", "--dataset", "folder", "--epochs", "1"]
+    data_dir = overrides.get("data_dir", root)
+    if data_dir is not None:
+        argv += ["--data-dir", str(data_dir)]
+    if "input_size" in overrides:
+        argv += ["--input-size", *map(str, overrides["input_size"])]
+    return argv
+
+
+# A checkpoint carries its statistics, so the test-only cases are errors of the library call only (eval succeeds).
+CLI_BAD_FOLDERS = [c for c in BAD_FOLDERS if c not in (_bad_test_only_without_stats, _bad_test_only_without_std)]
+
+
+@pytest.mark.parametrize("case", CLI_BAD_FOLDERS, ids=lambda f: f.__name__[5:])
+def test_bad_folder_on_the_command_line_exits_2_with_one_line_and_writes_nothing(tmp_path: Path, case, capsys
+                                                                                ) -> None:
+    from frugalvision import create_model
+    from frugalvision.cli.main import main
+    from frugalvision.models import save_model
+
+    root = tmp_path / "data"
+    root.mkdir()
+    overrides, expected = case(root)
+    argv = _train_argv(root, overrides)
+    if argv is None:  # eval of a saved model on the split the case names
+        checkpoint = tmp_path / "model.safetensors"
+        save_model(checkpoint, create_model("lenet5_bn", conv_type="conv", in_chans=3))
+        argv = ["eval", "--checkpoint", str(checkpoint), "--dataset", "folder", "--data-dir", str(root), "--split",
+                overrides["split"]]
+    runs = tmp_path / "runs"
+    assert main([*argv, "--output", str(runs)] if argv[0] == "train" else argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith(f"frugalvision {argv[0]}: error: "), err
+    assert expected in err, err
+    assert not runs.exists()  # nothing written
 
 
 # ----------------------------------------------------------------------------------------------- shared CIFAR sample

@@ -86,7 +86,7 @@ def scan_split(data_dir: str | Path, split: str) -> FolderSplit:
     """Lists the classes and image files of ``DIR/<split>`` (no image is opened).
 
     Raises:
-        DataError: unknown split name, missing folder, no class folders, a class folder without images.
+        DataError: unknown split name, missing folder, no or only one class folder, a class folder without images.
     """
     if split not in FOLDER_SPLITS:
         raise DataError(f"the folder dataset has no split {split!r}; valid splits: {', '.join(FOLDER_SPLITS)}")
@@ -98,10 +98,14 @@ def scan_split(data_dir: str | Path, split: str) -> FolderSplit:
         found = sum(1 for p in root.iterdir() if _visible(p))
         detail = f" (it holds {found} file(s) but no folder)" if found else " (it is empty)"
         raise DataError(f"{root} has no class folders{detail}: expected {root}/CLASS/IMAGE, one folder per class")
+    if len(class_dirs) == 1:
+        raise DataError(f"{root} has one class folder ({class_dirs[0].name}); a classifier needs at least two: "
+                        f"{root}/CLASS_A/*, {root}/CLASS_B/*, ...")
     samples: list[tuple[Path, int]] = []
     for label, class_dir in enumerate(class_dirs):
-        files = sorted(p for p in class_dir.iterdir()
-                       if _visible(p) and p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        with os.scandir(class_dir) as entries:  # DirEntry.is_file() needs no extra system call on most systems
+            files = sorted(class_dir / e.name for e in entries if not e.name.startswith(".")
+                           and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS and e.is_file())
         if not files:
             raise DataError(f"class folder {class_dir} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
         samples.extend((path, label) for path in files)
@@ -196,11 +200,13 @@ def _decode_split(split: FolderSplit, config: DataConfig, *, keep: bool, histogr
     images = torch.empty(len(split.samples), channels, height, width, dtype=torch.uint8) if keep else None
     counts = np.zeros((channels, 256), dtype=np.int64) if histogram else None
 
+    per_image_histograms = counts is not None and images is None
+
     def work(index: int) -> np.ndarray | None:
         pixels = to_uint8(read_image(split.samples[index][0]))  # (C, H, W) uint8
         if images is not None:
             images[index] = pixels
-        if counts is None:
+        if not per_image_histograms:
             return None
         flat = pixels.numpy().reshape(channels, -1)
         return np.stack([np.bincount(flat[c], minlength=256) for c in range(channels)])
@@ -209,8 +215,12 @@ def _decode_split(split: FolderSplit, config: DataConfig, *, keep: bool, histogr
     # Threads: PIL releases the GIL while decoding. map() keeps the order, so the first bad file raises first.
     with ThreadPoolExecutor(workers) if workers > 1 else _Serial() as pool:
         for hist in pool.map(work, range(len(split.samples))):
-            if counts is not None:
+            if hist is not None:
                 counts += hist
+    if counts is not None and images is not None:  # one pass over the kept tensor
+        per_channel = images.transpose(0, 1).reshape(channels, -1).numpy()  # (C, N*H*W)
+        for c in range(channels):
+            counts[c] = np.bincount(per_channel[c], minlength=256)
     return images, counts
 
 
@@ -257,16 +267,17 @@ def _check_channels(input_size: Sequence[int] | None) -> None:
 
 def _resolve_config(data_dir: str | Path, split: str, data_config: DataConfig | None,
                     input_size: Sequence[int] | None, mean: Sequence[float] | None, std: Sequence[float] | None,
-                    keep_train: bool) -> tuple[DataConfig, FolderSplit | None, Tensor | None]:
+                    keep_train: bool) -> tuple[DataConfig, FolderSplit | None, bool, Tensor | None]:
     """The config of a folder dataset: ``data_config`` with overrides, or computed from the training split.
 
-    Returns the config, the scanned training split (when it was read) and its uint8 images (when ``keep_train`` and
-    the statistics pass decoded them, so that building the training split decodes once).
+    Returns the config, the scanned training split (when it was read), whether the statistics pass decoded (and so
+    validated) every training image, and those images as uint8 (when ``keep_train`` and they fit in memory), so that
+    building the training split decodes once.
     """
     _check_channels(input_size)
     overrides = {k: tuple(v) for k, v in (("input_size", input_size), ("mean", mean), ("std", std)) if v is not None}
     if data_config is not None:
-        return (data_config.replace(**overrides) if overrides else data_config), None, None
+        return (data_config.replace(**overrides) if overrides else data_config), None, False, None
     root = _data_root(data_dir)
     train_dir = root / "train"
     if not train_dir.is_dir():
@@ -278,20 +289,21 @@ def _resolve_config(data_dir: str | Path, split: str, data_config: DataConfig | 
             )
         if input_size is None:  # no training split: the split itself must show one size
             input_size = _detect_input_size(scan_split(root, split))
-        return DataConfig(tuple(input_size), tuple(mean), tuple(std)), None, None
+        return DataConfig(tuple(input_size), tuple(mean), tuple(std)), None, False, None
     train = scan_split(root, "train")
     if input_size is None:
         input_size = _detect_input_size(train)
     geometry = _placeholder(input_size)
-    kept = None
+    kept, decoded = None, False
     if mean is None or std is None:
         keep = keep_train and _fits_memory(geometry, len(train.samples))
         kept, counts = _decode_split(train, geometry, keep=keep, histogram=True)
+        decoded = True
         found_mean, found_std = _statistics(counts, train.root)
         mean = found_mean if mean is None else mean
         std = found_std if std is None else std
     config = DataConfig(tuple(input_size), tuple(mean), tuple(std), class_names=train.classes)
-    return config, train, kept
+    return config, train, decoded, kept
 
 
 def _fits_memory(config: DataConfig, count: int) -> bool:
@@ -310,7 +322,7 @@ def folder_data_config(data_dir: str | Path, *, input_size: Sequence[int] | None
     Raises:
         DataError: a missing or malformed folder, mixed image sizes without ``input_size``, an unreadable image.
     """
-    config, _, _ = _resolve_config(data_dir, "train", None, input_size, mean, std, keep_train=False)
+    config, _, _, _ = _resolve_config(data_dir, "train", None, input_size, mean, std, keep_train=False)
     return config
 
 
@@ -344,9 +356,10 @@ class ImageFolderDataset(Dataset):
         if split not in FOLDER_SPLITS:
             raise DataError(f"the folder dataset has no split {split!r}; valid splits: {', '.join(FOLDER_SPLITS)}")
         root = _data_root(data_dir)
-        config, train_scan, train_images = _resolve_config(root, split, data_config, input_size, mean, std,
-                                                           keep_train=split == "train")
-        scan = train_scan if split == "train" and train_scan is not None else scan_split(root, split)
+        config, train_scan, train_decoded, train_images = _resolve_config(
+            root, split, data_config, input_size, mean, std, keep_train=split == "train" and in_memory is not False)
+        own_train = split == "train" and train_scan is not None  # this split was read to make the config
+        scan = train_scan if own_train else scan_split(root, split)
         if config.class_names is None:
             if config.num_classes is not None and config.num_classes != len(scan.classes):
                 raise DataError(f"{scan.root} has {len(scan.classes)} class folders but the data config expects "
@@ -368,14 +381,14 @@ class ImageFolderDataset(Dataset):
         self.in_memory = fits if in_memory is None else bool(in_memory)
         self._memory: InMemoryImageDataset | None = None
         if self.in_memory:
-            images = train_images
+            images = train_images if own_train else None
             if images is None:
                 images, _ = _decode_split(scan, config, keep=True, histogram=False)
             augmentation = config.train_transform().augment if self.augment else None
             self._memory = InMemoryImageDataset(images, self.targets, config.mean, config.std, augmentation)
             self.transform = None
         else:
-            if train_images is None and not (train_scan is not None and split == "train"):
+            if not (own_train and train_decoded):
                 _decode_split(scan, config, keep=False, histogram=False)  # validation pass
             self.transform = config.train_transform() if self.augment else config.eval_transform()
 
