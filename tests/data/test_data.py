@@ -127,7 +127,7 @@ def _write_mnist(folder: Path, split: str, n: int, gz: bool, seed: int = 0) -> t
 
 @pytest.mark.parametrize("gz", [False, True])
 @pytest.mark.parametrize("layout", ["flat", "torchvision"])
-def test_mnist_raw_loader(tmp_path: Path, gz: bool, layout: str) -> None:
+def test_mnist_idx_loader_reads_flat_and_torchvision_layouts_plain_or_gz(tmp_path: Path, gz: bool, layout: str) -> None:
     folder = tmp_path if layout == "flat" else tmp_path / "MNIST" / "raw"
     images, labels = _write_mnist(folder, "test", 12, gz)
     for split in ("test", "val"):  # the test split needs only the two t10k files
@@ -218,7 +218,7 @@ def test_fake_dataset_is_learnable() -> None:
 # ------------------------------------------------------------------------------------------------- registry and errors
 
 
-def test_registry_and_unknown_name() -> None:
+def test_dataset_registry_facts_and_unknown_name_error() -> None:
     assert set(DATASETS) == {"mnist5k", "mnist", "cifar10", "cifar100", "imagenet", "fake", "folder"}
     info = dataset_info("cifar10")
     assert info.input_size == (3, 32, 32) and info.num_classes == 10 and info.std == (0.2023, 0.1994, 0.2010)

@@ -111,7 +111,7 @@ def test_official_layout_checkpoint_loads_and_matches(name: str, tmp_path: Path)
 
 @pytest.mark.parametrize("conv_type", ["conv", "adder"])
 @pytest.mark.parametrize("feature_dim", [2, 3])
-def test_lenet_pp(conv_type: str, feature_dim: int) -> None:
+def test_lenet_pp_has_six_5x5_layers_and_the_feature_dim(conv_type: str, feature_dim: int) -> None:
     model = create_model("lenet_pp", conv_type=conv_type, feature_dim=feature_dim)
     x = torch.randn(4, 1, 28, 28)
     assert model.forward_features(x).shape == (4, feature_dim)
@@ -122,7 +122,7 @@ def test_lenet_pp(conv_type: str, feature_dim: int) -> None:
     assert [m.out_channels for _, m in layers[:6]] == [32, 32, 64, 64, 128, 128]
 
 
-def test_adderize_torchvision_resnet18() -> None:
+def test_adderize_torchvision_resnet18_keeps_edges_and_counts_like_ours() -> None:
     model = adderize(torchvision.models.resnet18(num_classes=10))
     assert type(model.conv1) is nn.Conv2d and type(model.fc) is nn.Linear
     assert type(model.layer1[0].conv1) is Adder2d and type(model.layer2[0].downsample[0]) is Adder2d

@@ -74,7 +74,7 @@ def test_deploy_macs_vanillanet_5_match_published() -> None:
     assert counts["mul"] / 1e9 == pytest.approx(PUBLISHED["vanillanet_5"][1], rel=5e-3)
 
 
-def test_train_structure_details() -> None:
+def test_train_structure_matches_the_official_layers() -> None:
     with torch.device("meta"):
         model = create_model("vanillanet_5")
     assert all(m.eps == 1e-6 for m in model.modules() if isinstance(m, nn.BatchNorm2d))
@@ -91,7 +91,7 @@ def test_train_structure_details() -> None:
     assert feats.shape[-1] == 10  # 75 -> 75, 38, 19 x7, 10, 10
 
 
-def test_kwargs_and_shapes() -> None:
+def test_kwargs_reach_the_model_and_logits_have_num_classes() -> None:
     model = create_model("vanillanet_test", num_classes=7, in_chans=1, drop_rate=0.1, act_num=2)
     assert model(torch.randn(2, 1, 28, 28)).shape == (2, 7)
     assert model.stem2[2].weight.shape[-1] == 5 and model.cls1[1].p == 0.1

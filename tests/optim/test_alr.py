@@ -60,7 +60,7 @@ def test_update_rms_equals_eta_times_lr_for_plain_sgd():
         assert rms == pytest.approx(0.2 * 0.05, rel=1e-5)
 
 
-def test_invariant_to_grad_scaler():
+def test_update_is_invariant_to_grad_scaler():
     """Under AMP's GradScaler the update is the same as without it (ALR runs after unscale_)."""
     x, y = _batch()
     results = []
@@ -169,7 +169,7 @@ def test_ilr_gives_adder_weights_100x_lr_and_none_changes_nothing():
     assert all(torch.equal(w.grad, torch.ones_like(w)) for w in none.params)
 
 
-def test_bad_mode_and_eta():
+def test_bad_mode_and_eta_are_refused():
     with pytest.raises(ValueError, match="unknown adaptive learning-rate mode"):
         AdaptiveLR([], mode="fast")
     with pytest.raises(ValueError, match="eta must be positive"):
