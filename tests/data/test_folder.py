@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 from pathlib import Path
 
 import numpy as np
@@ -24,16 +23,7 @@ from frugalvision.data import (
 )
 from frugalvision.errors import FrugalVisionError
 
-SHARED_SAMPLE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "cifar10_jpeg_10k"
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-
-
-def _shared_sample() -> Path:
-    if not (SHARED_SAMPLE / "train").is_dir():
-        if os.environ.get("FRUGALVISION_REQUIRE_SHARED") or os.environ.get("CI"):
-            pytest.fail(f"CI is set but the shared CIFAR-10 JPEG sample is missing: {SHARED_SAMPLE}")
-        pytest.skip(f"shared CIFAR-10 JPEG sample not found at {SHARED_SAMPLE} (only in the development workspace)")
-    return SHARED_SAMPLE
 
 
 def _pixels(rng: np.random.Generator, h: int, w: int, channels: int) -> np.ndarray:
@@ -481,8 +471,8 @@ def test_bad_folder_on_the_command_line_exits_2_with_one_line_and_writes_nothing
 # ----------------------------------------------------------------------------------------------- shared CIFAR sample
 
 
-def test_shared_sample_layout_and_a_few_images(tmp_path: Path) -> None:
-    sample = _shared_sample()
+def test_shared_sample_layout_and_a_few_images(tmp_path: Path, shared_data) -> None:
+    sample = shared_data("cifar10_jpeg_10k")
     sums = {}
     for line in (sample / "SHA256SUMS").read_text().splitlines():
         digest, name = line.split(maxsplit=1)
@@ -509,10 +499,10 @@ def test_shared_sample_layout_and_a_few_images(tmp_path: Path) -> None:
         assert torch.equal(val.images[i], decoded)
 
 
-def test_shared_sample_scan_counts() -> None:
+def test_shared_sample_scan_counts(shared_data) -> None:
     from frugalvision.data.folder import scan_split
 
-    sample = _shared_sample()
+    sample = shared_data("cifar10_jpeg_10k")
     train, val = scan_split(sample, "train"), scan_split(sample, "val")
     assert train.classes == CIFAR10_CLASSES and val.classes == CIFAR10_CLASSES
     assert np.bincount([label for _, label in train.samples]).tolist() == [900] * 10
@@ -520,8 +510,8 @@ def test_shared_sample_scan_counts() -> None:
 
 
 @pytest.mark.slow
-def test_shared_sample_full_build() -> None:
-    sample = _shared_sample()
+def test_shared_sample_full_build(shared_data) -> None:
+    sample = shared_data("cifar10_jpeg_10k")
     train = build_dataset("folder", "train", sample, augment=True)
     val = build_dataset("folder", "val", sample, data_config=train.data_config)
     assert train.in_memory and train.images.shape == (9000, 3, 32, 32) and val.images.shape == (1000, 3, 32, 32)
