@@ -13,6 +13,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataError",
+    "ExportError",
     "FrugalVisionError",
     "InputError",
     "InputTypeError",
@@ -35,6 +36,10 @@ class DataError(FrugalVisionError, ValueError):
 
 class CheckpointError(FrugalVisionError, ValueError):
     """A checkpoint is missing, unreadable, unsafe or does not fit the model."""
+
+
+class ExportError(FrugalVisionError, ValueError):
+    """A model cannot be exported, or the exported file does not compute what the model computes."""
 
 
 class RunExistsError(ConfigError):

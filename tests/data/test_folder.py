@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 from pathlib import Path
 
 import numpy as np
@@ -24,16 +23,7 @@ from frugalvision.data import (
 )
 from frugalvision.errors import FrugalVisionError
 
-SHARED_SAMPLE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "cifar10_jpeg_10k"
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-
-
-def _shared_sample() -> Path:
-    if not (SHARED_SAMPLE / "train").is_dir():
-        if os.environ.get("FRUGALVISION_REQUIRE_SHARED") or os.environ.get("CI"):
-            pytest.fail(f"CI is set but the shared CIFAR-10 JPEG sample is missing: {SHARED_SAMPLE}")
-        pytest.skip(f"shared CIFAR-10 JPEG sample not found at {SHARED_SAMPLE} (only in the development workspace)")
-    return SHARED_SAMPLE
 
 
 def _pixels(rng: np.random.Generator, h: int, w: int, channels: int) -> np.ndarray:
@@ -436,11 +426,53 @@ def test_bad_folder_cases_also_fail_folder_data_config(tmp_path: Path) -> None:
         build_dataset("folder", "train", large, mean=(0.5,) * 3, std=(0.5,) * 3, input_size=(3, 70, 70))
 
 
+def _train_argv(root: Path, overrides: dict) -> list[str] | None:
+    """``frugalvision train`` arguments for a bad-folder case (train reads the train and val splits), or None for
+    the cases only ``eval`` can reach (another split, statistics given on the command line)."""
+    if overrides.get("split", "train") not in ("train", "val"):
+        return None
+    argv = ["train", "--model", "lenet5_bn", "--conv-type", "conv", "--dataset", "folder", "--epochs", "1"]
+    data_dir = overrides.get("data_dir", root)
+    if data_dir is not None:
+        argv += ["--data-dir", str(data_dir)]
+    if "input_size" in overrides:
+        argv += ["--input-size", *map(str, overrides["input_size"])]
+    return argv
+
+
+# A checkpoint carries its statistics, so the test-only cases are errors of the library call only (eval succeeds).
+CLI_BAD_FOLDERS = [c for c in BAD_FOLDERS if c not in (_bad_test_only_without_stats, _bad_test_only_without_std)]
+
+
+@pytest.mark.parametrize("case", CLI_BAD_FOLDERS, ids=lambda f: f.__name__[5:])
+def test_bad_folder_on_the_command_line_exits_2_with_one_line_and_writes_nothing(tmp_path: Path, case, capsys
+                                                                                ) -> None:
+    from frugalvision import create_model
+    from frugalvision.cli.main import main
+    from frugalvision.models import save_model
+
+    root = tmp_path / "data"
+    root.mkdir()
+    overrides, expected = case(root)
+    argv = _train_argv(root, overrides)
+    if argv is None:  # eval of a saved model on the split the case names
+        checkpoint = tmp_path / "model.safetensors"
+        save_model(checkpoint, create_model("lenet5_bn", conv_type="conv", in_chans=3))
+        argv = ["eval", "--checkpoint", str(checkpoint), "--dataset", "folder", "--data-dir", str(root), "--split",
+                overrides["split"]]
+    runs = tmp_path / "runs"
+    assert main([*argv, "--output", str(runs)] if argv[0] == "train" else argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith(f"frugalvision {argv[0]}: error: "), err
+    assert expected in err, err
+    assert not runs.exists()  # nothing written
+
+
 # ----------------------------------------------------------------------------------------------- shared CIFAR sample
 
 
-def test_shared_sample_layout_and_a_few_images(tmp_path: Path) -> None:
-    sample = _shared_sample()
+def test_shared_sample_layout_and_a_few_images(tmp_path: Path, shared_data) -> None:
+    sample = shared_data("cifar10_jpeg_10k")
     sums = {}
     for line in (sample / "SHA256SUMS").read_text().splitlines():
         digest, name = line.split(maxsplit=1)
@@ -467,10 +499,10 @@ def test_shared_sample_layout_and_a_few_images(tmp_path: Path) -> None:
         assert torch.equal(val.images[i], decoded)
 
 
-def test_shared_sample_scan_counts() -> None:
+def test_shared_sample_scan_counts(shared_data) -> None:
     from frugalvision.data.folder import scan_split
 
-    sample = _shared_sample()
+    sample = shared_data("cifar10_jpeg_10k")
     train, val = scan_split(sample, "train"), scan_split(sample, "val")
     assert train.classes == CIFAR10_CLASSES and val.classes == CIFAR10_CLASSES
     assert np.bincount([label for _, label in train.samples]).tolist() == [900] * 10
@@ -478,8 +510,8 @@ def test_shared_sample_scan_counts() -> None:
 
 
 @pytest.mark.slow
-def test_shared_sample_full_build() -> None:
-    sample = _shared_sample()
+def test_shared_sample_full_build(shared_data) -> None:
+    sample = shared_data("cifar10_jpeg_10k")
     train = build_dataset("folder", "train", sample, augment=True)
     val = build_dataset("folder", "val", sample, data_config=train.data_config)
     assert train.in_memory and train.images.shape == (9000, 3, 32, 32) and val.images.shape == (1000, 3, 32, 32)

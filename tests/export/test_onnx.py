@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -195,24 +194,13 @@ def test_opsets(tmp_path: Path, opset: int) -> None:
 
 # ------------------------------------------------------------------------------------- official checkpoint, real data
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-
-
-def _shared(path: Path) -> Path:
-    if not path.exists():
-        if os.environ.get("FRUGALVISION_REQUIRE_SHARED") or os.environ.get("CI"):
-            pytest.fail(f"CI is set but the shared file is missing: {path}")
-        pytest.skip(f"{path} not found (only in the development workspace)")
-    return path
-
-
 @pytest.mark.slow
-def test_official_resnet20_on_real_images(tmp_path: Path) -> None:
+def test_official_resnet20_on_real_images(tmp_path: Path, shared_data) -> None:
     """The released ResNet-20 AdderNet: onnxruntime and PyTorch agree on real CIFAR-10 images."""
     from frugalvision.data import build_dataset, dataset_info
 
-    checkpoint = _shared(SHARED / "official" / "ResNet20-AdderNet.pth")
-    sample = _shared(SHARED / "cifar10_jpeg_10k")
+    checkpoint = shared_data("official/ResNet20-AdderNet.pth")
+    sample = shared_data("cifar10_jpeg_10k")
     model = fv.create_model("resnet20", conv_type="adder", checkpoint_path=checkpoint).eval()
     val = build_dataset("folder", "val", sample, data_config=dataset_info("cifar10").data_config())
     images = torch.stack([val[i][0] for i in range(0, len(val), 25)])  # 40 images, 4 per class

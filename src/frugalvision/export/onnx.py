@@ -48,16 +48,12 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..errors import FrugalVisionError
+from ..errors import ExportError
 
 __all__ = ["MAX_OPSET", "MIN_OPSET", "ExportError", "export_onnx", "register_onnx_symbolics", "relative_error"]
 
 MIN_OPSET = 11  # Pad and Slice take their bounds as inputs from opset 11 (10 for Slice)
 MAX_OPSET = 20  # the newest opset torch's TorchScript exporter writes
-
-
-class ExportError(FrugalVisionError, ValueError):
-    """A model cannot be exported, or the exported file does not compute what the model computes."""
 
 
 def _one_line(exc: BaseException, limit: int = 300) -> str:

@@ -62,7 +62,7 @@ def epoch_seed(seed: int, epoch: int) -> int:
 class TrainingData:
     """The loaders of a run and what the model must fit: classes and input size (C, H, W), and the preprocessing
     (``data_config``: what the run stores so that evaluation and prediction prepare images the same way; ``None``
-    for fake data whose channel count no image has)."""
+    for fake data, which are synthetic tensors, not images)."""
 
     train_loader: DataLoader
     val_loader: DataLoader
@@ -82,13 +82,6 @@ class TrainingData:
         return max(1, len(self.train_loader) // grad_accum)
 
 
-def _fake_data_config(config: TrainConfig) -> DataConfig | None:
-    channels, height, width = config.fake_input_size or dataset_info("fake").input_size
-    if channels not in (1, 3):
-        return None
-    return DataConfig((channels, height, width), (0.0,) * channels, (1.0,) * channels, num_classes=10)
-
-
 def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset, DataConfig | None]:
     """The training and validation datasets and their preprocessing. The validation split is prepared with the
     training split's config (an image folder's statistics and class names come from its training images)."""
@@ -99,7 +92,7 @@ def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset, DataConfig | 
     train_set = build_dataset(config.dataset, config.train_split, augment=config.augment,
                               randaugment=config.randaugment, reprob=config.reprob, **overrides, **common)
     if config.dataset == "fake":
-        data_config = _fake_data_config(config)
+        data_config = None  # synthetic tensors, not images: no preprocessing to record
     elif isinstance(train_set, ImageFolderDataset):
         data_config = train_set.data_config
     else:
@@ -125,8 +118,8 @@ def build_data(config: TrainConfig, dist: Distributed) -> TrainingData:
     val_loader = DataLoader(val_set, config.eval_batch_size, sampler=val_sampler, num_workers=config.num_workers)
     if data_config is not None:
         num_classes, input_size = data_config.num_classes, data_config.input_size
-    else:  # fake data with an unusual channel count
-        num_classes, input_size = 10, tuple(config.fake_input_size)
+    else:  # fake data
+        num_classes, input_size = 10, tuple(config.fake_input_size or dataset_info("fake").input_size)
     return TrainingData(train_loader, val_loader, num_classes, tuple(input_size), train_sampler, shuffle_generator,
                         data_config)
 
@@ -143,7 +136,8 @@ def build_model(config: TrainConfig, data: TrainingData, device: torch.device) -
         model = create_model(config.model, **kwargs)
     except TypeError as error:  # an option the model's constructor does not take
         raise ConfigError(f"model {config.model}: {error}") from None
-    model.data_config = data.data_config  # what the run stores: the preprocessing it trained with
+    if data.data_config is not None:  # what the run stores: the preprocessing it trained with
+        model.data_config = data.data_config
     return model.to(device)
 
 

@@ -68,9 +68,10 @@ def train(
     """
     dist = setup_distributed(config.device)
     say = log if (log is not None and dist.is_main) else (lambda message: None)
+    _check_run_dir(config, resume=resume, overwrite=overwrite)
+    data = build_data(config, dist)  # bad data, a bad teacher or model options fail here, before anything is written
+    setup = build_training(config, data, dist, config.run_dir, callbacks, objective)
     run_dir = prepare_run_dir(config, dist, resume=resume, overwrite=overwrite)
-    data = build_data(config, dist)
-    setup = build_training(config, data, dist, run_dir, callbacks, objective)
     history = restore_run_state(run_dir, setup, say) if resume else []
     resumed_from = len(history) or None
     if dist.is_main:
@@ -96,15 +97,22 @@ def train(
                        resumed_from=resumed_from, train_seconds=time.perf_counter() - started)
 
 
+def _check_run_dir(config: TrainConfig, *, resume: bool, overwrite: bool) -> None:
+    """Refuse (:class:`~frugalvision.errors.RunExistsError`) a run folder that holds a run, unless it is to be
+    resumed or overwritten; writes nothing."""
+    run_dir = config.run_dir
+    if run_dir.exists() and any(run_dir.iterdir()) and not (resume or overwrite):
+        raise RunExistsError(f"run folder {run_dir} already exists; pass --resume to continue it, --overwrite to "
+                             "replace it, or choose another --output")
+
+
 def prepare_run_dir(config: TrainConfig, dist: Distributed, *, resume: bool, overwrite: bool) -> Path:
     """Create ``config.run_dir`` on rank 0; an existing run is kept for ``resume``, replaced for ``overwrite``, and
     otherwise refused (:class:`~frugalvision.errors.RunExistsError`). All ranks wait until it exists."""
     run_dir = config.run_dir
     if dist.is_main:
+        _check_run_dir(config, resume=resume, overwrite=overwrite)
         if run_dir.exists() and any(run_dir.iterdir()) and not resume:
-            if not overwrite:
-                raise RunExistsError(f"run folder {run_dir} already exists; pass --resume to continue it, --overwrite "
-                                     "to replace it, or choose another --output")
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
     dist.barrier()
