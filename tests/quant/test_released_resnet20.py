@@ -6,7 +6,6 @@ agreement, not the released model's test accuracy. Calibration uses train/ image
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -15,24 +14,14 @@ import torch
 import frugalvision as fv
 from frugalvision.quant.report import compare_models
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
-CHECKPOINT = SHARED / "official" / "ResNet20-AdderNet.pth"
-IMAGES = SHARED / "cifar10_jpeg_10k"
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 
 
-def _require_shared() -> None:
-    if not (CHECKPOINT.is_file() and (IMAGES / "val").is_dir()):
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set but the shared data is missing: {CHECKPOINT}, {IMAGES}")
-        pytest.skip(f"shared data not found at {SHARED}")
-
-
-def _images(split: str, per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _images(folder: Path, per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
     from torchvision import transforms
     from torchvision.datasets import ImageFolder
 
-    dataset = ImageFolder(str(IMAGES / split), transforms.Compose([
+    dataset = ImageFolder(str(folder), transforms.Compose([
         transforms.ToTensor(), transforms.Normalize(CIFAR_MEAN, CIFAR_STD)]))
     chosen, seen = [], {}
     for index, (_, label) in enumerate(dataset.samples):  # the first images of each class, in file order
@@ -44,11 +33,11 @@ def _images(split: str, per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.mark.slow
-def test_int8_released_resnet20_agrees_with_fp32():
-    _require_shared()
-    model = fv.create_model("resnet20", conv_type="adder", checkpoint_path=CHECKPOINT).eval()
-    calibration, _ = _images("train", 16)
-    images, labels = _images("val", 20)
+def test_int8_released_resnet20_agrees_with_fp32(shared_data):
+    checkpoint = shared_data("official/ResNet20-AdderNet.pth")
+    model = fv.create_model("resnet20", conv_type="adder", checkpoint_path=checkpoint).eval()
+    calibration, _ = _images(shared_data("cifar10_jpeg_10k/train"), 16)
+    images, labels = _images(shared_data("cifar10_jpeg_10k/val"), 20)
     qmodel = fv.quantize(model, calibration.split(64), observer="minmax")
     metrics = compare_models(model, qmodel, zip(images.split(100), labels.split(100)))
     # acceptance: >= 97 % agreement and <= 1 point of accuracy lost on the 1,000 val images (measured, minmax: 98.7 %,
