@@ -258,8 +258,8 @@ class FloatConvStem(InferenceOnly):
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.conv(x.float().contiguous(memory_format=torch.channels_last))
-        if self.relu:
-            y = y.relu_()
+        if self.relu and (self.pool is not None or self.quant.zero_point != 0):
+            y = y.relu_()  # with zero point 0 and no pool, the quantiser's clamp at byte 0 is the ReLU
         if self.pool is not None:
             y = self.pool(y)
         return self.quant(y)
