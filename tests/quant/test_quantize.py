@@ -175,3 +175,12 @@ def test_count_ops_runs_integer_models_and_counts_the_entry_quantisation():
     entry = [r for r in counts["layers"] if r["op"] == "quantize_u8_nhwc"]
     assert len(entry) == 1 and entry[0]["mul"] == entry[0]["add"] == 28 * 28  # 1 x 28 x 28 pixels
     assert counts["add"] >= fv.count_ops(model, shape, paper_convention=True)["add"]  # every adder term counted
+
+
+def test_weight_count_of_an_integer_model_equals_the_float_models_parameters():
+    model, shape, _ = _zoo("resnet_basic")
+    qmodel = fv.quantize(batch_statistics(model, torch.randn(8, *shape)), [torch.randn(8, *shape)])
+    # BatchNorms fold away; adder weights become uint8 buffers; stem conv and classifier keep their weights (+ bias)
+    norms = sum(m.weight.numel() + m.bias.numel() for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    stem_bias, head_bias = model.conv1.out_channels, model.fc.out_channels
+    assert fv.quant.weight_count(qmodel) == sum(p.numel() for p in model.parameters()) - norms + stem_bias + head_bias

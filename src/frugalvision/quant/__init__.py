@@ -7,9 +7,9 @@ integer model; :mod:`.fold` holds the arithmetic (shared scale, lossless weight 
 
 from .convert import build_integer_model, quantize
 from .fold import QParams
-from .modules import QuantizedAdder2d
+from .modules import QuantizedAdder2d, weight_count
 from .observers import OBSERVERS
 from .serialize import is_quantized, load_quantized, save_quantized
 
 __all__ = ["OBSERVERS", "QParams", "QuantizedAdder2d", "build_integer_model", "is_quantized", "load_quantized",
-           "quantize", "save_quantized"]
+           "quantize", "save_quantized", "weight_count"]

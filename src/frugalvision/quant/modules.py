@@ -35,7 +35,18 @@ __all__ = [
     "QuantizeInput",
     "QuantizedAdder2d",
     "max_pool_nhwc",
+    "weight_count",
 ]
+
+_INTEGER_WEIGHTS = ("weight_q", "weight_int8")  # buffers that are a layer's weights in an integer model
+
+
+def weight_count(model: nn.Module) -> int:
+    """Number of weights of an integer model: its uint8 / int8 weight buffers plus its float parameters (the fp32
+    stem and classifier). ``sum(p.numel() for p in model.parameters())`` misses the integer layers, whose weights
+    are buffers."""
+    integer = sum(b.numel() for name, b in model.named_buffers() if name.rsplit(".", 1)[-1] in _INTEGER_WEIGHTS)
+    return integer + sum(p.numel() for p in model.parameters())
 
 
 
