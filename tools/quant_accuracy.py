@@ -57,14 +57,16 @@ def _cifar_data(checkpoint: Path, folder: Path) -> tuple[nn.Module, object, tupl
 
 
 def measure(name: str, model: nn.Module, train, val: tuple[Tensor, Tensor], seeds: int, images: int,
-            observers: tuple[str, ...]) -> list[dict[str, object]]:
+            observers: tuple[str, ...], stem: str = "int8") -> list[dict[str, object]]:
     rows = []
+    has_stem = any(type(m) is nn.Conv2d for m in model.modules())
+    name = f"{name}, {stem} stem" if has_stem else name
     for observer in observers:
         for seed in range(seeds):
             order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:images]
             calibration, _ = _stack(train, order.tolist())
             start = time.perf_counter()
-            qmodel = fv.quantize(model, calibration.split(64), observer=observer, max_images=images)
+            qmodel = fv.quantize(model, calibration.split(64), observer=observer, max_images=images, stem=stem)
             seconds = time.perf_counter() - start
             metrics = compare_models(model, qmodel, zip(val[0].split(250), val[1].split(250)))
             chosen = qmodel.frugalvision_cfg["quantized"]["observer"]
@@ -108,6 +110,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--images", type=int, default=512, help="calibration images")
     parser.add_argument("--observers", default=",".join(OBSERVERS))
+    parser.add_argument("--stem", default="int8", choices=("int8", "fp32"), help="stem of the ResNet (quantize)")
     parser.add_argument("--output", type=Path, help="CSV of every run")
     args = parser.parse_args()
     observers = tuple(args.observers.split(","))
@@ -116,7 +119,7 @@ def main() -> None:
         rows += measure("LeNet-5-BN (mnist5k val)", *_lenet_data(args.lenet_run), args.seeds, args.images, observers)
     if args.resnet20 and args.cifar:
         rows += measure("ResNet-20 released (CIFAR JPEG val)", *_cifar_data(args.resnet20, args.cifar), args.seeds,
-                        args.images, observers)
+                        args.images, observers, args.stem)
     if args.output and rows:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         with args.output.open("w", newline="") as handle:

@@ -6,7 +6,8 @@ its first block into 36 % at the last), so a fixed tolerance is either loose or 
 float model itself with the rounding noise the integer model has (median over five draws): uniform noise of +-s/2
 on every adder layer's input and weights, with s the scale of that layer's input range [lo, hi] (min/max over the
 calibration images, computed here independently of frugalvision.quant); exact zeros (ReLU outputs, the padding) and
-weights outside [lo, hi] (clipped losslessly) get none, as in the integer model. The integer model must stay within
+weights outside [lo, hi] (clipped losslessly) get none, as in the integer model. The int8 stem (default) gets the
+image's step on its input and the per-channel int8 step on its weights. The integer model must stay within
 3x that error (it also rounds the residual branches and the requantised outputs; measured: 0.4-1.6x); a wrong zero
 point, a missing clip constant or a mis-scaled residual gives errors 10-100x larger.
 """
@@ -24,14 +25,14 @@ from frugalvision.models.resnet import BasicBlock, Bottleneck, ResNet
 from .utils import batch_statistics, relative_error
 
 
-def _input_ranges(model: nn.Module, x: torch.Tensor) -> dict[nn.Module, tuple[float, float]]:
+def _input_ranges(model: nn.Module, x: torch.Tensor, layers: list[nn.Module]) -> dict[nn.Module, tuple[float, float]]:
     ranges: dict[nn.Module, tuple[float, float]] = {}
 
     def record(module, args):
         lo, hi = ranges.get(module, (0.0, 0.0))
         ranges[module] = (min(lo, float(args[0].min())), max(hi, float(args[0].max())))
 
-    hooks = [m.register_forward_pre_hook(record) for m in model.modules() if isinstance(m, Adder2d)]
+    hooks = [m.register_forward_pre_hook(record) for m in layers]
     with torch.no_grad():
         model(x)
     for h in hooks:
@@ -39,20 +40,33 @@ def _input_ranges(model: nn.Module, x: torch.Tensor) -> dict[nn.Module, tuple[fl
     return ranges
 
 
-def _noise_predicted_error(model: nn.Module, x: torch.Tensor, reference: torch.Tensor, draws: int = 5) -> float:
-    """Median relative logit error of the float model over ``draws`` draws of rounding-sized noise."""
-    ranges = _input_ranges(model, x)
-    return sorted(_noisy_error(model, x, reference, ranges, seed) for seed in range(draws))[draws // 2]
+def _noise_predicted_error(model: nn.Module, x: torch.Tensor, reference: torch.Tensor, stem: nn.Module | None = None,
+                           draws: int = 5) -> float:
+    """Median relative logit error of the float model over ``draws`` draws of rounding-sized noise: on every adder
+    layer (and on an int8 ``stem``: image step on its input, per-channel int8 step max|w|/127 on its weights)."""
+    adders = [m for m in model.modules() if isinstance(m, Adder2d)]
+    ranges = _input_ranges(model, x, adders + ([stem] if stem is not None else []))
+    steps: dict[nn.Module, tuple[float, torch.Tensor]] = {}  # module -> (input step, weight step)
+    for m, (lo, hi) in ranges.items():
+        if m is stem:
+            steps[m] = ((hi - lo) / 255, m.weight.detach().abs().flatten(1).amax(1).view(-1, 1, 1, 1) / 127)
+        else:
+            steps[m] = ((hi - lo) / 255, torch.tensor((hi - lo) / 255))
+    return sorted(_noisy_error(model, x, reference, ranges, steps, stem, seed) for seed in range(draws))[draws // 2]
 
 
-def _noisy_error(model: nn.Module, x: torch.Tensor, reference: torch.Tensor,
-                 ranges: dict[nn.Module, tuple[float, float]], seed: int) -> float:
+def _noisy_error(model: nn.Module, x: torch.Tensor, reference: torch.Tensor, ranges: dict, steps: dict,
+                 stem: nn.Module | None, seed: int) -> float:
     gen = torch.Generator().manual_seed(seed)
 
     def noise(t: torch.Tensor, module: nn.Module, is_weight: bool) -> torch.Tensor:
         lo, hi = ranges[module]
-        rounded = (t >= lo) & (t <= hi) if is_weight else t != 0
-        return t + (torch.rand(t.shape, generator=gen) - 0.5) * (hi - lo) / 255 * rounded
+        if module is stem:  # every image value and every int8 weight is rounded
+            rounded = torch.ones_like(t, dtype=torch.bool)
+        else:  # exact zeros and losslessly clipped weights are not
+            rounded = (t >= lo) & (t <= hi) if is_weight else t != 0
+        step = steps[module][1] if is_weight else steps[module][0]
+        return t + (torch.rand(t.shape, generator=gen) - 0.5) * step * rounded
 
     saved = {m: m.weight.detach().clone() for m in ranges}
     hooks = [m.register_forward_pre_hook(lambda mod, args: (noise(args[0], mod, False),)) for m in ranges]
@@ -121,7 +135,8 @@ def test_quantized_model_tracks_fp32_within_rounding_noise(name):
         reference = model(images)
         out = qmodel(images)
     assert out.shape == reference.shape and out.dtype == torch.float32
-    predicted = _noise_predicted_error(model, images, reference)
+    stem = next((m for m in model.modules() if type(m) is nn.Conv2d), None) if layout != "generic" else None
+    predicted = _noise_predicted_error(model, images, reference, stem)
     assert relative_error(out, reference) <= 3 * predicted + 1e-3, (relative_error(out, reference), predicted)
 
 
@@ -146,13 +161,14 @@ def test_auto_observer_keeps_the_best_of_the_three():
     assert chosen == pytest.approx(errors[record["observer"]], rel=1e-4)
 
 
-def test_int8_stem_and_calibration_from_a_dataset_of_single_images():
+@pytest.mark.parametrize("stem, kind", [("int8", "Int8ConvStem"), ("fp32", "FloatConvStem")])
+def test_stems_and_calibration_from_a_dataset_of_single_images(stem, kind):
     model, shape, _ = _zoo("resnet_basic")
     images = torch.randn(16, *shape, generator=torch.Generator().manual_seed(1))
     batch_statistics(model, images)
     dataset = [(image, 0) for image in images]  # (C, H, W) images with labels, as a Dataset yields them
-    qmodel = fv.quantize(model, dataset, observer="minmax", stem="int8", max_images=12)
-    assert isinstance(qmodel.stem, fv.quant.modules.Int8ConvStem)
+    qmodel = fv.quantize(model, dataset, observer="minmax", stem=stem, max_images=12)
+    assert type(qmodel.stem).__name__ == kind and qmodel.frugalvision_cfg["quantized"]["stem"] == stem
     with torch.no_grad():
         assert relative_error(qmodel(images), model(images)) < 0.1
 

@@ -42,13 +42,15 @@ _INTEGER_WEIGHTS = ("weight_q", "weight_int8")  # buffers that are a layer's wei
 
 
 def weight_count(model: nn.Module) -> int:
-    """Number of weights of an integer model: its uint8 / int8 weight buffers plus its float parameters (the fp32
-    stem and classifier). ``sum(p.numel() for p in model.parameters())`` misses the integer layers, whose weights
-    are buffers."""
-    integer = sum(b.numel() for name, b in model.named_buffers() if name.rsplit(".", 1)[-1] in _INTEGER_WEIGHTS)
-    return integer + sum(p.numel() for p in model.parameters())
-
-
+    """Number of weights of an integer model: its uint8 / int8 weight buffers (and the int8 stem's folded bias)
+    plus its float parameters (fp32 stem and classifier). ``sum(p.numel() for p in model.parameters())`` misses the
+    integer layers, whose weights are buffers."""
+    total = sum(p.numel() for p in model.parameters())
+    for module in model.modules():
+        total += sum(b.numel() for name, b in module.named_buffers(recurse=False) if name in _INTEGER_WEIGHTS)
+        if isinstance(module, Int8ConvStem):
+            total += module.bias.numel()
+    return total
 
 
 class InferenceOnly(nn.Module):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .modules import FloatConvStem, FloatLinearHead, InferenceOnly, QuantizedAdder2d, max_pool_nhwc
+from .modules import FloatConvStem, FloatLinearHead, InferenceOnly, Int8ConvStem, QuantizedAdder2d, max_pool_nhwc
 
 __all__ = ["ChannelsFirst", "MaxPoolUint8", "QuantizedBasicBlock", "QuantizedBottleneck", "QuantizedChain",
            "QuantizedResNet"]
@@ -46,10 +46,11 @@ class QuantizedBottleneck(InferenceOnly):
 
 
 class QuantizedResNet(InferenceOnly):
-    """fp32 stem (conv + BN + ReLU [+ max-pool]) -> uint8 stages of integer blocks -> fp32 average pool and
+    """int8 or fp32 stem (conv + BN + ReLU [+ max-pool]) -> uint8 stages of integer blocks -> fp32 average pool and
     classifier (1x1 conv / linear with the logits' BatchNorm folded)."""
 
-    def __init__(self, stem: FloatConvStem, stages: list[nn.Sequential], head: FloatLinearHead) -> None:
+    def __init__(self, stem: FloatConvStem | Int8ConvStem, stages: list[nn.Sequential], head: FloatLinearHead,
+                 ) -> None:
         super().__init__()
         self.stem = stem
         self.num_stages = len(stages)
