@@ -67,7 +67,7 @@ __all__ = [
 STEP = 8  # bytes of the reduction axis per SAD step (one 64-bit lane)
 LANES = 8  # output channels per packed weight row (one 512-bit vector = 8 lanes x 8 bytes)
 ROW_BYTES = STEP * LANES
-POS_BLOCK = 32  # positions per parallel task
+POS_BLOCK = 64  # positions per parallel task
 WIDTHS = {"sad512": 64, "sad256": 32, "portable": 0}  # backend -> vector width in bytes (0: generic LLVM IR)
 WIDTHS_BYTES = {64: 64, 32: 32, 0: 64}  # width -> bytes per SAD vector
 TILES = {64: (8, 2), 32: (4, 1), 0: (2, 1)}  # width -> (MR positions, NR rows of 8 channels)
@@ -184,44 +184,80 @@ class _SadUnit:
         return total
 
 
-def _epilogue(builder, sums, m, n, args) -> None:
+def _store_outputs(builder, sums, m, n, args, kind: str, residual: bool) -> None:
     """Stores the ``<L x i32>`` sums (L = 8 or 16: one or two channel rows) of position ``m``, channel rows from
-    ``n`` on (both i64 IR values), of the tile (see :func:`_sad_tile`)."""
+    ``n`` on (both i64 IR values), of the tile (see :func:`_sad_tile`), for one output ``kind`` (``stage``,
+    ``int32``, ``float32``, ``uint8``) known when the code is generated."""
     b = builder
-    (out, out_off, out_pos_stride, stage, use_stage, mode, scale, bias, ch0, res, res_zp, res_scale, has_res,
-     qmin, qmax, nr) = args
+    out, out_off, out_pos_stride, stage, scale, bias, ch0, res, res_zp, res_scale, qmin, qmax, nr = args
     lanes = sums.type.count
+    if kind == "stage":
+        _store(b, sums, stage, b.mul(b.add(b.mul(m, _const(nr)), n), _const(LANES * 4)))
+        return
+    elem = b.add(b.add(out_off, b.mul(m, out_pos_stride)), b.mul(n, _const(LANES)))
+    if kind == "int32":
+        _store(b, sums, out, b.mul(elem, _const(4)))
+        return
+    # float32(S) * scale + bias (+ (float32(r) - zr) * sr): one rounding per operation, no fused multiply-add
     vf = ir.VectorType(_F32, lanes)
-    with b.if_else(b.icmp_signed("!=", use_stage, _const(0))) as (staged, direct):
-        with staged:
-            _store(b, sums, stage, b.mul(b.add(b.mul(m, _const(nr)), n), _const(LANES * 4)))
-        with direct:
-            elem = b.add(b.add(out_off, b.mul(m, out_pos_stride)), b.mul(n, _const(LANES)))
-            with b.if_else(b.icmp_signed("==", mode, _const(0))) as (int_mode, float_mode):
-                with int_mode:
-                    _store(b, sums, out, b.mul(elem, _const(4)))
-                with float_mode:
-                    # float32(S) * scale + bias (+ (float32(r) - zr) * sr): one rounding per operation, no FMA
-                    ch = b.add(ch0, b.mul(n, _const(LANES)))
-                    y = b.fmul(b.sitofp(sums, vf), _load(b, scale, b.mul(ch, _const(4)), vf))
-                    y = b.fadd(y, _load(b, bias, b.mul(ch, _const(4)), vf))
-                    y_slot = cgutils.alloca_once_value(b, y)
-                    with b.if_then(b.icmp_signed("!=", has_res, _const(0))):
-                        r = b.uitofp(_load(b, res, elem, ir.VectorType(_I8, lanes)), vf)
-                        r = b.fmul(b.fsub(r, _splat(b, res_zp, lanes)), _splat(b, res_scale, lanes))
-                        b.store(b.fadd(b.load(y_slot), r), y_slot)
-                    y = b.load(y_slot)
-                    with b.if_else(b.icmp_signed("==", mode, _const(1))) as (f32_mode, u8_mode):
-                        with f32_mode:
-                            _store(b, y, out, b.mul(elem, _const(4)))
-                        with u8_mode:  # round half to even (the default rounding mode), clamp, narrow
-                            rint = b.module.declare_intrinsic(f"llvm.rint.v{lanes}f32", fnty=ir.FunctionType(vf, [vf]))
-                            q = b.call(rint, [y])
-                            lo, hi = _splat(b, qmin, lanes), _splat(b, qmax, lanes)
-                            q = b.select(b.fcmp_ordered("<", q, lo), lo, q)
-                            q = b.select(b.fcmp_ordered(">", q, hi), hi, q)
-                            q = b.trunc(b.fptosi(q, ir.VectorType(_I32, lanes)), ir.VectorType(_I8, lanes))
-                            _store(b, q, out, elem)
+    ch = b.add(ch0, b.mul(n, _const(LANES)))
+    y = b.fmul(b.sitofp(sums, vf), _load(b, scale, b.mul(ch, _const(4)), vf))
+    y = b.fadd(y, _load(b, bias, b.mul(ch, _const(4)), vf))
+    if residual:
+        r = b.uitofp(_load(b, res, elem, ir.VectorType(_I8, lanes)), vf)
+        y = b.fadd(y, b.fmul(b.fsub(r, _splat(b, res_zp, lanes)), _splat(b, res_scale, lanes)))
+    if kind == "float32":
+        _store(b, y, out, b.mul(elem, _const(4)))
+        return
+    # round half to even (the default rounding mode), clamp, narrow
+    rint = b.module.declare_intrinsic(f"llvm.rint.v{lanes}f32", fnty=ir.FunctionType(vf, [vf]))
+    q = b.call(rint, [y])
+    lo, hi = _splat(b, qmin, lanes), _splat(b, qmax, lanes)
+    q = b.select(b.fcmp_ordered("<", q, lo), lo, q)
+    q = b.select(b.fcmp_ordered(">", q, hi), hi, q)
+    _store(b, b.trunc(b.fptosi(q, ir.VectorType(_I32, lanes)), ir.VectorType(_I8, lanes)), out, elem)
+
+
+def _epilogue_loop(builder, sums, count, rows, nr, args, kind: str, residual: bool) -> None:
+    """:func:`_store_outputs` for positions ``m < count`` and channel rows ``n < rows`` of the sums array, two
+    rows (16 lanes) at a time."""
+    b = builder
+    with cgutils.for_range(b, count) as m_loop:
+        m = m_loop.index
+        with cgutils.for_range(b, b.udiv(b.add(rows, _const(1)), _const(2))) as pair_loop:
+            n = b.mul(pair_loop.index, _const(2))
+            first = b.load(b.gep(sums, [b.add(b.mul(m, _const(nr)), n)]))
+            with b.if_else(b.icmp_signed("<", b.add(n, _const(1)), rows)) as (pair, one):
+                with pair:
+                    second = b.load(b.gep(sums, [b.add(b.add(b.mul(m, _const(nr)), n), _const(1))]))
+                    both = _shuffle(b, first, second, list(range(2 * LANES)))
+                    _store_outputs(b, both, m, n, args, kind, residual)
+                with one:
+                    _store_outputs(b, first, m, n, args, kind, residual)
+
+
+def _epilogue(builder, sums, count, rows, nr, args, use_stage, mode, has_res) -> None:
+    """The epilogue of a tile: one loop per output mode, chosen once per tile (the mode flags are IR values)."""
+    b = builder
+
+    def branch(flag, if_true, if_false) -> None:
+        with b.if_else(flag) as (then, otherwise):
+            with then:
+                if_true()
+            with otherwise:
+                if_false()
+
+    def loop(kind: str, residual: bool = False):
+        return lambda: _epilogue_loop(b, sums, count, rows, nr, args, kind, residual)
+
+    def with_residual(kind: str):
+        return lambda: branch(b.icmp_signed("!=", has_res, _const(0)), loop(kind, True), loop(kind))
+
+    def by_mode() -> None:
+        branch(b.icmp_signed("==", mode, _const(0)), loop("int32"),
+               lambda: branch(b.icmp_signed("==", mode, _const(1)), with_residual("float32"), with_residual("uint8")))
+
+    branch(b.icmp_signed("!=", use_stage, _const(0)), loop("stage"), by_mode)
 
 
 def _make_sad_tile():
@@ -235,7 +271,7 @@ def _make_sad_tile():
         """One ``MR x NR`` tile: SADs over ``runs x run_steps`` steps, then the epilogue for the valid positions
         (``count``) and 8-channel rows (``rows``).
 
-        Position ``m``'s bytes of run ``r`` start at the address ``addr[a_off + m * runs + r]`` (``run_steps * 8``
+        Position ``m``'s bytes of run ``r`` start at the address ``addr[r * POS_BLOCK + a_off + m]`` (``run_steps * 8``
         contiguous bytes); step ``t = r * run_steps + u`` of the packed weights is the row of ``ROW_BYTES`` at
         ``w_off + n * w_row_stride + t * ROW_BYTES``. ``out`` is the output as bytes, element
         ``out_off + m * out_pos_stride + 8n + lane``; ``stage`` (int32) receives the sums instead when
@@ -271,7 +307,7 @@ def _make_sad_tile():
                 r = run_loop.index
                 starts = []
                 for m in range(mr):
-                    slot = b.add(a_off_v, b.add(b.mul(_const(m), runs_v), r))
+                    slot = b.add(b.add(a_off_v, _const(m)), b.mul(r, _const(POS_BLOCK)))
                     starts.append(_load(b, addr_d, b.mul(slot, _const(8)), _I64))
                 w_run = b.mul(b.mul(r, run_steps_v), _const(ROW_BYTES))
                 with cgutils.for_range(b, run_steps_v) as loop:
@@ -287,27 +323,15 @@ def _make_sad_tile():
                                 slot = accs[m * nr + n][part]
                                 b.store(unit.accumulate(b.load(slot), xs_vec[m], wv), slot)
             epi_args = (
-                _array_data(context, b, sa[10], out_v), out_off_v, out_pos_v,
-                _array_data(context, b, sa[13], stage_v), use_stage_v, mode_v,
+                _array_data(context, b, sa[10], out_v), out_off_v, out_pos_v, _array_data(context, b, sa[13], stage_v),
                 _array_data(context, b, sa[16], scale_v), _array_data(context, b, sa[17], bias_v), ch0_v,
-                _array_data(context, b, sa[19], res_v), res_zp_v, res_scale_v, has_res_v, qmin_v, qmax_v, nr,
+                _array_data(context, b, sa[19], res_v), res_zp_v, res_scale_v, qmin_v, qmax_v, nr,
             )
             # the sums go to a small array, then one epilogue loop (rather than MR x NR copies of its code)
-            v8 = ir.VectorType(_I32, LANES)
-            sums = cgutils.alloca_once(b, v8, size=mr * nr)
+            sums = cgutils.alloca_once(b, ir.VectorType(_I32, LANES), size=mr * nr)
             for index, parts in enumerate(accs):
                 b.store(unit.finish([b.load(s) for s in parts]), b.gep(sums, [_const(index)]))
-            with cgutils.for_range(b, count_v) as m_loop:
-                m = m_loop.index
-                with cgutils.for_range(b, b.udiv(b.add(rows_v, _const(1)), _const(2))) as pair_loop:
-                    n = b.mul(pair_loop.index, _const(2))
-                    first = b.load(b.gep(sums, [b.add(b.mul(m, _const(nr)), n)]))
-                    with b.if_else(b.icmp_signed("<", b.add(n, _const(1)), rows_v)) as (pair, one):
-                        with pair:  # two channel rows as 16 lanes
-                            second = b.load(b.gep(sums, [b.add(b.add(b.mul(m, _const(nr)), n), _const(1))]))
-                            _epilogue(b, _shuffle(b, first, second, list(range(2 * LANES))), m, n, epi_args)
-                        with one:
-                            _epilogue(b, first, m, n, epi_args)
+            _epilogue(b, sums, count_v, rows_v, nr, epi_args, use_stage_v, mode_v, has_res_v)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -319,109 +343,147 @@ _sad_tile = _make_sad_tile()
 
 
 def _make_byte_ops():
+    def _ptr(builder, address, ty=_I8):
+        return builder.inttoptr(address, ty.as_pointer())
+
     @intrinsic
-    def _copy_bytes(typingctx, dst, dst_off, src, src_off, length):
-        """Copies ``length`` bytes with 64-byte vector moves; writes (and reads) up to 63 bytes past the end."""
-        sig = types.none(dst, types.int64, src, types.int64, types.int64)
+    def _copy_bytes(typingctx, dst, src, length):
+        """Copies ``length`` bytes between integer addresses with 64-byte vector moves; reads and writes up to 63
+        bytes past the end."""
+        sig = types.none(types.int64, types.int64, types.int64)
 
         def codegen(context, builder, signature, args):
-            dst_d = _array_data(context, builder, signature.args[0], args[0])
-            src_d = _array_data(context, builder, signature.args[2], args[2])
             vec = ir.VectorType(_I8, ROW_BYTES)
-            chunks = builder.udiv(builder.add(args[4], _const(ROW_BYTES - 1)), _const(ROW_BYTES))
-            with cgutils.for_range(builder, chunks) as loop:
-                step = builder.mul(loop.index, _const(ROW_BYTES))
-                v = _load(builder, src_d, builder.add(args[3], step), vec)
-                _store(builder, v, dst_d, builder.add(args[1], step))
-            return context.get_dummy_value()
-
-        return sig, codegen
-
-    @intrinsic
-    def _fill_bytes(typingctx, dst, dst_off, length, value):
-        """Sets ``length`` bytes to ``value`` with 64-byte vector stores; writes up to 63 bytes past the end."""
-        sig = types.none(dst, types.int64, types.int64, types.uint8)
-
-        def codegen(context, builder, signature, args):
-            dst_d = _array_data(context, builder, signature.args[0], args[0])
-            v = _splat(builder, args[3], ROW_BYTES)
             chunks = builder.udiv(builder.add(args[2], _const(ROW_BYTES - 1)), _const(ROW_BYTES))
             with cgutils.for_range(builder, chunks) as loop:
-                _store(builder, v, dst_d, builder.add(args[1], builder.mul(loop.index, _const(ROW_BYTES))))
+                step = builder.mul(loop.index, _const(ROW_BYTES))
+                v = builder.load(_ptr(builder, builder.add(args[1], step), vec), align=1)
+                builder.store(v, _ptr(builder, builder.add(args[0], step), vec), align=1)
             return context.get_dummy_value()
 
         return sig, codegen
 
-    return _copy_bytes, _fill_bytes
+    @intrinsic
+    def _copy_bytes_exact(typingctx, dst, src, length):
+        """Copies exactly ``length`` bytes between integer addresses, one at a time."""
+        sig = types.none(types.int64, types.int64, types.int64)
+
+        def codegen(context, builder, signature, args):
+            with cgutils.for_range(builder, args[2]) as loop:
+                v = builder.load(_ptr(builder, builder.add(args[1], loop.index)))
+                builder.store(v, _ptr(builder, builder.add(args[0], loop.index)))
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    @intrinsic
+    def _fill_bytes(typingctx, dst, length, value):
+        """Sets ``length`` bytes at the integer address ``dst`` to ``value`` with 64-byte vector stores; writes up
+        to 63 bytes past the end."""
+        sig = types.none(types.int64, types.int64, types.uint8)
+
+        def codegen(context, builder, signature, args):
+            vec = ir.VectorType(_I8, ROW_BYTES)
+            v = _splat(builder, args[2], ROW_BYTES)
+            chunks = builder.udiv(builder.add(args[1], _const(ROW_BYTES - 1)), _const(ROW_BYTES))
+            with cgutils.for_range(builder, chunks) as loop:
+                address = builder.add(args[0], builder.mul(loop.index, _const(ROW_BYTES)))
+                builder.store(v, _ptr(builder, address, vec), align=1)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    @intrinsic
+    def _poke(typingctx, address, value):
+        """Stores the int64 ``value`` at the integer ``address``."""
+        sig = types.none(types.int64, types.int64)
+
+        def codegen(context, builder, signature, args):
+            builder.store(args[1], _ptr(builder, args[0], _I64), align=8)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return _copy_bytes, _copy_bytes_exact, _fill_bytes, _poke
 
 
-_copy_bytes, _fill_bytes = _make_byte_ops()
+_copy_bytes, _copy_bytes_exact, _fill_bytes, _poke = _make_byte_ops()
 
 
 # --------------------------------------------------------------------------------------------------------------
 # numba kernels
 
 
-@njit(cache=True)
-def _copy_checked(buf, dst, x, src, length):  # pragma: no cover - compiled
-    """``buf[dst:dst+length] = x[src:src+length]`` without reading past the end of ``x``."""
-    if src + length + ROW_BYTES <= x.shape[0]:
-        _copy_bytes(buf, dst, x, src, length)
+# The helpers below take integer addresses rather than arrays: a call with array arguments updates their reference
+# counts atomically, which costs on every call and makes the threads contend for the shared input's count.
+
+
+@njit(cache=True, inline="always")
+def _copy_checked(dst, src, src_end, length):  # pragma: no cover - compiled
+    """Copies ``length`` bytes from ``src`` to ``dst`` (addresses) without reading at or past ``src_end``."""
+    if src + length + ROW_BYTES <= src_end:
+        _copy_bytes(dst, src, length)
     else:
-        for e in range(length):
-            buf[dst + e] = x[src + e]
+        _copy_bytes_exact(dst, src, length)
 
 
 @njit(cache=True)
-def _gather_row(buf, dst, x, n, oh, ow, g, height, width, channels, cg, kh, kw, sh, sw, ph, pw, dh, dw,
+def _gather_row(dst, x_base, x_end, n, oh, ow, g, height, width, channels, cg, kh, kw, sh, sw, ph, pw, dh, dw,
                 zero_point):  # pragma: no cover - compiled
-    """Patch row of position (n, oh, ow), group g, into ``buf[dst:dst + kh*kw*cg]`` in (i, j, c) order; taps in
-    the padding hold ``zero_point``. May write up to 63 bytes past the row."""
+    """Patch row of position (n, oh, ow), group g, to the address ``dst``: ``kh*kw*cg`` bytes in (i, j, c)
+    order, taps in the padding holding ``zero_point``. A kernel row inside the image is one copy when groups is 1
+    and dw is 1. May write up to 63 bytes past the row."""
     iw0 = ow * sw - pw
+    row_inside = channels == cg and dw == 1 and iw0 >= 0 and iw0 + kw <= width
     for i in range(kh):
         ih = oh * sh - ph + i * dh
         d0 = dst + i * kw * cg
-        for j in range(kw):
-            iw = iw0 + j * dw
-            if ih < 0 or ih >= height or iw < 0 or iw >= width:
-                _fill_bytes(buf, d0 + j * cg, cg, zero_point)
-            else:
-                _copy_checked(buf, d0 + j * cg, x, ((n * height + ih) * width + iw) * channels + g * cg, cg)
+        if ih < 0 or ih >= height:
+            _fill_bytes(d0, kw * cg, zero_point)
+        elif row_inside:
+            _copy_checked(d0, x_base + ((n * height + ih) * width + iw0) * channels, x_end, kw * cg)
+        else:
+            for j in range(kw):
+                iw = iw0 + j * dw
+                if iw < 0 or iw >= width:
+                    _fill_bytes(d0 + j * cg, cg, zero_point)
+                else:
+                    src = x_base + ((n * height + ih) * width + iw) * channels + g * cg
+                    _copy_checked(d0 + j * cg, src, x_end, cg)
 
 
 @njit(cache=True)
-def _padded_row(buf, dst, x, row_off, col_lo, col_hi, width, channels, zero_point):  # pragma: no cover - compiled
-    """Columns ``col_lo..col_hi`` of the input row starting at ``x[row_off]`` into ``buf[dst:]``, columns outside
+def _padded_row(dst, row, x_end, col_lo, col_hi, width, channels, zero_point):  # pragma: no cover - compiled
+    """Columns ``col_lo..col_hi`` of the input row at address ``row`` to the address ``dst``, columns outside
     ``0..width-1`` holding ``zero_point``. In order left padding, inside, right padding, as each vector copy may
     write up to 63 bytes past its end."""
     lo = max(col_lo, 0)
     hi = min(col_hi, width - 1)
     if col_lo < lo:
-        _fill_bytes(buf, dst, (min(lo, col_hi + 1) - col_lo) * channels, zero_point)
+        _fill_bytes(dst, (min(lo, col_hi + 1) - col_lo) * channels, zero_point)
     if lo <= hi:
-        _copy_checked(buf, dst + (lo - col_lo) * channels, x, row_off + lo * channels, (hi - lo + 1) * channels)
+        _copy_checked(dst + (lo - col_lo) * channels, row + lo * channels, x_end, (hi - lo + 1) * channels)
     right = max(hi + 1, col_lo)
     if right <= col_hi:
-        _fill_bytes(buf, dst + (right - col_lo) * channels, (col_hi - right + 1) * channels, zero_point)
+        _fill_bytes(dst + (right - col_lo) * channels, (col_hi - right + 1) * channels, zero_point)
 
 
 @njit(cache=True)
-def _block_runs(addr, count, p0, buf, buf_base, x, x_base, zrun_base, layout, g, height, width, channels, cg,
-                h_out, w_out, kh, kw, sh, sw, ph, pw, dh, dw, zero_point, k, row_bytes):  # pragma: no cover
-    """Start addresses ``addr[q * runs + r]`` of the runs of the positions ``p0 + q``, ``q < count``, group g (see
-    :func:`run_layout`).
+def _block_runs(addr, count, p0, buf, x_base, x_end, zrun, layout, g, height, width, channels, cg, h_out, w_out, kh,
+                kw, sh, sw, ph, pw, dh, dw, zero_point, k, row_bytes):  # pragma: no cover - compiled
+    """Start addresses of the runs of the positions ``p0 + q``, ``q < count``, group g (see :func:`run_layout`),
+    into ``addr[r * POS_BLOCK + q]``.
 
     A run inside the image is read in place; a run entirely in the padding reads ``zrun`` (bytes equal to the zero
-    point); a kernel row cut by the left or right border (``LAYOUT_ROWS``) and every patch of ``LAYOUT_DENSE`` are
-    first copied into ``buf`` at ``q * row_bytes``."""
+    point). ``LAYOUT_ROWS``: the kernel rows of a segment of an output row that touches the left or right border are
+    copied once, with their padding columns, to the buffer at address ``buf``. ``LAYOUT_DENSE``: every patch row is
+    copied to ``buf + q * row_bytes``."""
     hw_out = h_out * w_out
     n = p0 // hw_out  # position p0 + q = (n, oh, ow), stepped without divisions
     oh = p0 % hw_out // w_out
     ow = p0 % w_out
     if layout == LAYOUT_ROWS:  # groups 1, dw 1: one run per kernel row, kw * C contiguous bytes
-        # the positions of one output row read the same input rows, at columns stepping by sw: the kernel rows of
-        # a segment of an output row are read in place, or copied once with their padding columns when the
-        # segment touches the left or right border
+        # the positions of one output row read the same input rows, at columns stepping by sw
         used = 0
         q = 0
         while q < count:
@@ -432,18 +494,17 @@ def _block_runs(addr, count, p0, buf, buf_base, x, x_base, zrun_base, layout, g,
             for i in range(kh):
                 ih = oh * sh - ph + i * dh
                 if ih < 0 or ih >= height:
-                    for e in range(seg):
-                        addr[(q + e) * kh + i] = zrun_base
+                    addr[i * POS_BLOCK + q : i * POS_BLOCK + q + seg] = zrun
                     continue
-                if inside:
-                    start = x_base + ((n * height + ih) * width + col_lo) * channels
-                else:
-                    _padded_row(buf, used, x, (n * height + ih) * width * channels, col_lo, col_hi, width, channels,
-                                zero_point)
-                    start = buf_base + used
+                row = x_base + (n * height + ih) * width * channels
+                start = row + col_lo * channels
+                if not inside:
+                    _padded_row(buf + used, row, x_end, col_lo, col_hi, width, channels, zero_point)
+                    start = buf + used
                     used += (col_hi - col_lo + 1) * channels
+                step = sw * channels
                 for e in range(seg):
-                    addr[(q + e) * kh + i] = start + e * sw * channels
+                    addr[i * POS_BLOCK + q + e] = start + e * step
             q += seg
             ow += seg
             if ow == w_out:
@@ -453,26 +514,25 @@ def _block_runs(addr, count, p0, buf, buf_base, x, x_base, zrun_base, layout, g,
                     oh = 0
                     n += 1
     elif layout == LAYOUT_TAPS:  # one run per tap, the group's C/G channels
-        taps = kh * kw
         for q in range(count):
             iw0 = ow * sw - pw
             ih = oh * sh - ph
             for i in range(kh):
                 for j in range(kw):
                     iw = iw0 + j * dw
-                    if ih < 0 or ih >= height or iw < 0 or iw >= width:
-                        addr[q * taps + i * kw + j] = zrun_base
-                    else:
-                        addr[q * taps + i * kw + j] = x_base + ((n * height + ih) * width + iw) * channels + g * cg
+                    run = zrun
+                    if 0 <= ih < height and 0 <= iw < width:
+                        run = x_base + ((n * height + ih) * width + iw) * channels + g * cg
+                    addr[(i * kw + j) * POS_BLOCK + q] = run
                 ih += dh
             n, oh, ow = _next_position(n, oh, ow, h_out, w_out)
     else:  # LAYOUT_DENSE: the whole patch row copied, zero-padded to row_bytes
         for q in range(count):
-            _gather_row(buf, q * row_bytes, x, n, oh, ow, g, height, width, channels, cg, kh, kw, sh, sw, ph, pw,
-                        dh, dw, zero_point)
-            for e in range(k, row_bytes):  # reduction padding: 0 against the 0 of the packed weights
-                buf[q * row_bytes + e] = 0
-            addr[q] = buf_base + q * row_bytes
+            dst = buf + q * row_bytes
+            _gather_row(dst, x_base, x_end, n, oh, ow, g, height, width, channels, cg, kh, kw, sh, sw, ph, pw, dh, dw,
+                        zero_point)
+            _fill_bytes(dst + k, row_bytes - k, 0)  # reduction padding: 0 against the 0 of the packed weights
+            addr[q] = dst
             n, oh, ow = _next_position(n, oh, ow, h_out, w_out)
 
 
@@ -528,9 +588,10 @@ def _make_forward_kernel(width: int):
         num_pos = n_img * hw_out
         num_tasks = (num_pos + POS_BLOCK - 1) // POS_BLOCK
         x_base = np.int64(x.ctypes.data)
+        x_end = x_base + x.shape[0]
         for chunk in prange(num_chunks):
             buf = np.zeros(buf_bytes, dtype=np.uint8)  # copied kernel rows or patch rows
-            zrun = np.full(kw * cg + _SLACK, zero_point, dtype=np.uint8)  # a run of padding
+            zrun = np.full(kw * channels + _SLACK, zero_point, dtype=np.uint8)  # a run of padding
             addr = np.zeros(POS_BLOCK * runs, dtype=np.int64)  # (PB, runs) start addresses
             stage = np.zeros(mr * nr * LANES, dtype=np.int32)
             buf_base = np.int64(buf.ctypes.data)
@@ -539,11 +600,12 @@ def _make_forward_kernel(width: int):
                 p0 = task * POS_BLOCK
                 count = min(POS_BLOCK, num_pos - p0)
                 for g in range(groups):
-                    _block_runs(addr, count, p0, buf, buf_base, x, x_base, zrun_base, layout, g, height, width_in,
-                                channels, cg, h_out, w_out, kh, kw, sh, sw, ph, pw, dh, dw, zero_point, k, row_bytes)
+                    _block_runs(addr, count, p0, buf_base, x_base, x_end, zrun_base, layout, g, height,
+                                width_in, channels, cg, h_out, w_out, kh, kw, sh, sw, ph, pw, dh, dw, zero_point, k,
+                                row_bytes)
                     for q in range(count, (count + mr - 1) // mr * mr):  # the last tile repeats the last position
                         for r in range(runs):
-                            addr[q * runs + r] = addr[(count - 1) * runs + r]
+                            addr[r * POS_BLOCK + q] = addr[r * POS_BLOCK + count - 1]
                     # tiles: channel rows outside (their weights stay in L1), positions inside
                     for b0 in range(0, num_blocks, nr):
                         rows = min(nr, num_blocks - b0)
@@ -553,7 +615,7 @@ def _make_forward_kernel(width: int):
                         for m0 in range(0, count, mr):
                             cnt = min(mr, count - m0)
                             elem0 = (p0 + m0) * out_channels + g * og + c_first
-                            _sad_tile(width, addr, m0 * runs, runs, run_steps, cnt, w_flat, w_off, steps * ROW_BYTES,
+                            _sad_tile(width, addr, m0, runs, run_steps, cnt, w_flat, w_off, steps * ROW_BYTES,
                                       rows, out_bytes, elem0, out_channels, stage, use_stage, mode, scale, bias, sb0,
                                       res, res_zp, res_scale, has_res, qmin, qmax)
                             if use_stage:
