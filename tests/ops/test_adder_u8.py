@@ -149,7 +149,7 @@ ODD_SHAPES = {
     "fc_as_conv": (3, 5, 5, 16, 120, 5, 1, 0, 1, 1),
     "fc_1x1_input": (5, 1, 1, 120, 84, 1, 1, 0, 1, 1),
     "lenet_conv2": (2, 14, 14, 6, 16, 5, 1, 0, 1, 1),
-    "resnet_stage1_rows": (2, 32, 32, 16, 16, 3, 1, 1, 1, 1),  # 32 positions per row: whole-row border windows
+    "resnet_stage1_rows": (2, 32, 32, 16, 16, 3, 1, 1, 1, 1),  # every block touches both borders
     "resnet_downsample": (2, 16, 16, 16, 32, 3, 2, 1, 1, 1),
     "wide_row_stride2": (1, 3, 75, 8, 8, 3, 2, 2, 1, 1),  # output rows longer than a task's block
     "k_not_multiple_of_8": (2, 6, 7, 3, 16, 3, 1, 1, 1, 1),

@@ -483,9 +483,12 @@ def _block_runs(addr, count, p0, buf, x_base, x_end, zrun, layout, g, height, wi
     oh = p0 % hw_out // w_out
     ow = p0 % w_out
     if layout == LAYOUT_ROWS:  # groups 1, dw 1: one run per kernel row, kw * C contiguous bytes
-        # the positions of one output row read the same input rows, at columns stepping by sw
+        # the positions of a segment of one output row read the same input rows, at columns stepping by sw: the
+        # segment's kernel rows are read in place, or copied once with their padding columns when the segment
+        # touches the left or right border
         used = 0
         q = 0
+        step = sw * channels
         while q < count:
             seg = min(count - q, w_out - ow)
             col_lo = ow * sw - pw
@@ -493,8 +496,10 @@ def _block_runs(addr, count, p0, buf, x_base, x_end, zrun, layout, g, height, wi
             inside = col_lo >= 0 and col_hi < width
             for i in range(kh):
                 ih = oh * sh - ph + i * dh
+                first = np.uint64(i * POS_BLOCK + q)  # unsigned indices: no wraparound test, the loops vectorise
                 if ih < 0 or ih >= height:
-                    addr[i * POS_BLOCK + q : i * POS_BLOCK + q + seg] = zrun
+                    for e in range(np.uint64(seg)):
+                        addr[first + e] = zrun
                     continue
                 row = x_base + (n * height + ih) * width * channels
                 start = row + col_lo * channels
@@ -502,9 +507,8 @@ def _block_runs(addr, count, p0, buf, x_base, x_end, zrun, layout, g, height, wi
                     _padded_row(buf + used, row, x_end, col_lo, col_hi, width, channels, zero_point)
                     start = buf + used
                     used += (col_hi - col_lo + 1) * channels
-                step = sw * channels
-                for e in range(seg):
-                    addr[i * POS_BLOCK + q + e] = start + e * step
+                for e in range(np.uint64(seg)):
+                    addr[first + e] = start + np.int64(e) * step
             q += seg
             ow += seg
             if ow == w_out:
