@@ -6,23 +6,27 @@ AdderNet: H. Chen et al., CVPR 2020, arXiv 1912.13200, Eq. 2 in integers (see :m
 Design:
 
 * **Channels in vector lanes, no horizontal sums.** x86 ``vpsadbw`` sums the absolute differences of 8 byte pairs
-  into each 64-bit lane. The packed weights (:func:`pack_weight`) interleave 8 output channels per 64-byte row:
-  ``Wp[g, b, t, l, e] = W[g*Og + 8b + l, 8t + e]``. One step ``t`` broadcasts the 8 input bytes ``Xcol[p, 8t:8t+8]``
-  to every lane and runs one ``vpsadbw`` against that row, so lane ``l`` accumulates output channel ``8b + l``
-  directly: after the last step the accumulator *is* 8 outputs, already in the channels-last order of the result.
-  The reduction axis only needs padding to a multiple of 8 (none for the ResNet-20 layers) and there is no
-  per-output horizontal reduction. The 256-bit form (AVX2) covers 4 channels per instruction, two per row.
+  into each 64-bit lane. The packed weights (:class:`frugalvision.ops.adder2d_u8.PackedAdderWeight`) interleave 8
+  output channels per 64-byte row: ``Wp[g, b, t, l, e] = W[g*Og + 8b + l, 8t + e]``. One step ``t`` broadcasts the
+  8 input bytes ``Xcol[p, 8t:8t+8]`` to every lane and runs one ``vpsadbw`` against that row, so lane ``l``
+  accumulates output channel ``8b + l`` directly: after the last step the accumulator *is* 8 outputs, already in the
+  channels-last order of the result. The reduction axis only needs padding to a multiple of 8 (none for the
+  ResNet-20 layers) and there is no per-output horizontal reduction. The 256-bit form (AVX2) covers 4 channels per
+  instruction, two per row.
 * **Register tile.** A tile of ``MR`` positions x ``NR`` rows of 8 channels keeps ``MR * NR`` accumulators in
   registers: per step ``MR`` broadcast loads, ``NR`` weight loads, ``MR * NR`` SADs and adds (:data:`TILES`).
-  The tile is emitted as LLVM IR by a numba ``@intrinsic`` (:func:`_sad_tile`), which calls
+  The tile is emitted as LLVM IR by a numba ``@intrinsic`` (``_sad_tile``), which calls
   ``llvm.x86.avx512.psad.bw.512`` / ``llvm.x86.avx2.psad.bw``; the ``portable`` variant emits plain LLVM vector
   operations (unsigned max - min, widen, add) that every LLVM target lowers. A variant is compiled only when its
   backend is used, and the x86 ones refuse to compile on a CPU without the instruction (:func:`cpu_features`).
-* **Gather into L1.** A parallel task is a block of :data:`POS_BLOCK` consecutive positions of the flattened
-  ``(n, oh, ow)`` index. It copies each position's patch row ``Xcol[p, :]`` (``(i, j, c)`` order, padded taps hold
-  the zero point) into a small buffer with 64-byte vector copies: one copy per kernel row when the row lies inside
-  the image (groups 1, dilation 1 along the width), one per tap otherwise. Then, per tile of channels, it sweeps the
-  block's position tiles, so that the weight rows of the tile and the patch rows stay in L1.
+* **Patch rows read in place.** A parallel task is a block of :data:`POS_BLOCK` consecutive positions of the
+  flattened ``(n, oh, ow)`` index. A position's patch row ``Xcol[p, :]`` (``(i, j, c)`` order) is a few *runs* of
+  contiguous input bytes (:func:`run_layout`): one per kernel row when groups is 1 and the kernel is not dilated
+  along the width, one per tap when ``C/G`` is a multiple of 8. The task writes each run's start address into a
+  small table and the tile reads the input where it lies: runs in the padding point at a buffer of zero-point bytes,
+  and only kernel rows cut by the left or right border are copied (once per output-row segment, with their padding
+  columns). Other layers (``C/G`` and ``kw * C`` not multiples of 8) copy whole patch rows, zero-padded to 8 bytes.
+  Then, per tile of channels, the task sweeps its position tiles, so that the weight rows of the tile stay in L1.
 * **Fused epilogue**, vectorised over the 8 channels of an accumulator and written straight into the channels-last
   output: int32 sums; or ``y = float32(S) * scale + bias (+ (float32(r) - zr) * sr)`` in float32, one rounding per
   operation and no fused multiply-add (the instructions carry no fast-math flags), as the plain-PyTorch reference
