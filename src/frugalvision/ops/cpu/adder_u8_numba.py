@@ -264,6 +264,17 @@ def _epilogue(builder, sums, count, rows, nr, args, use_stage, mode, has_res) ->
     branch(b.icmp_signed("!=", use_stage, _const(0)), loop("stage"), by_mode)
 
 
+def _literal_width(width) -> int | None:
+    """The vector width an intrinsic is typed with (a literal int), ``None`` while it is not literal yet; refuses a
+    width the CPU cannot run, so that no instruction the CPU lacks is ever emitted."""
+    if not isinstance(width, types.IntegerLiteral):
+        return None
+    reason = width_rejects(width.literal_value)
+    if reason is not None:
+        raise numba.core.errors.TypingError(f"cannot compile the {width.literal_value * 8}-bit SAD code: {reason}")
+    return width.literal_value
+
+
 def _make_sad_tile():
     i64, f32 = types.int64, types.float32
     u8_1d = types.Array(types.uint8, 1, "C")
@@ -281,12 +292,9 @@ def _make_sad_tile():
         ``out_off + m * out_pos_stride + 8n + lane``; ``stage`` (int32) receives the sums instead when
         ``use_stage``; ``mode`` is 0 (int32), 1 (float32) or 2 (uint8); ``scale``/``bias`` (float32) are read at
         ``ch0 + 8n + lane``; ``res`` (uint8) at the output element."""
-        if not isinstance(width, types.IntegerLiteral):
+        vec = _literal_width(width)
+        if vec is None:
             return None
-        vec = width.literal_value
-        reason = width_rejects(vec)
-        if reason is not None:
-            raise numba.core.errors.TypingError(f"cannot compile the {vec * 8}-bit SAD kernel: {reason}")
         mr, nr = TILES[vec]
         sig = types.none(width, types.Array(i64, 1, "C"), i64, i64, i64, i64, u8_1d, i64, i64, i64,
                          u8_1d, i64, i64, types.Array(types.int32, 1, "C"), i64, i64,
@@ -514,13 +522,7 @@ def _block_runs(addr, count, p0, buf, x_base, x_end, zrun, layout, g, height, wi
                 for e in range(np.uint64(seg)):
                     addr[first + e] = start + np.int64(e) * step
             q += seg
-            ow += seg
-            if ow == w_out:
-                ow = 0
-                oh += 1
-                if oh == h_out:
-                    oh = 0
-                    n += 1
+            n, oh, ow = _next_position(n, oh, ow + seg - 1, h_out, w_out)  # after the segment's last position
     elif layout == LAYOUT_TAPS:  # one run per tap, the group's C/G channels
         for q in range(count):
             iw0 = ow * sw - pw
@@ -648,12 +650,9 @@ def _make_peak_loop():
         """``reps`` times: a 4 x 4 register tile of SADs over ``vectors`` full vectors of ``x`` rows (stride 1024 + 64
         bytes) against ``w`` rows (same stride); returns the sum of all accumulators (so nothing is optimised away).
         The generic form (width 0) uses 64-byte vectors."""
-        if not isinstance(width, types.IntegerLiteral):
+        vec = _literal_width(width)
+        if vec is None:
             return None
-        vec = width.literal_value
-        reason = width_rejects(vec)
-        if reason is not None:
-            raise numba.core.errors.TypingError(f"cannot compile the {vec * 8}-bit SAD loop: {reason}")
         sig = types.int64(width, x, w, types.int64, types.int64)
         rows_a, rows_b = PEAK_TILE
 
