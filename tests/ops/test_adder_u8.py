@@ -154,6 +154,7 @@ ODD_SHAPES = {
     "wide_row_stride2": (1, 3, 75, 8, 8, 3, 2, 2, 1, 1),  # output rows longer than a task's block
     "k_not_multiple_of_8": (2, 6, 7, 3, 16, 3, 1, 1, 1, 1),
     "large_sums": (1, 6, 6, 64, 16, 5, 1, 2, 1, 1),  # K = 1600: sums up to 408000
+    "one_term": (2, 1, 1, 1, 3, 1, 1, 0, 1, 1),  # K = 1
 }
 
 
@@ -190,6 +191,12 @@ def test_rounding_ties_go_to_even_and_clamp(backend):
         got = adder2d_u8(x, pack_adder_weight_u8(weight), zero_point=0, output="uint8", scale=scale, bias=bias, qmin=2,
                          qmax=200)
     assert torch.equal(got, expected)
+
+
+def test_empty_batch():
+    x, weight, _, _ = _inputs(1, 5, 5, 8, 8, 3, 1)
+    out = adder2d_u8(x[:0], pack_adder_weight_u8(weight), padding=1, zero_point=3)
+    assert out.shape == (0, 5, 5, 8) and out.dtype == torch.int32
 
 
 def test_same_result_with_one_thread():
