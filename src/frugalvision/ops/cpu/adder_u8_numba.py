@@ -552,8 +552,9 @@ def _store_scalar(stage, count, rows, nr, c_first, og, out_bytes, elem0, out_cha
     """Epilogue of a staged tile (channels per group not a multiple of 8), element by element, with the float32
     operations of the vector epilogue. Channel ``c`` of the tile is group channel ``c_first + c``, output element
     ``elem0 + m * out_channels + c`` and scale/bias index ``sb0 + c``."""
-    out_i32 = out_bytes.view(np.int32)
-    out_f32 = out_bytes.view(np.float32)
+    words = out_bytes[: out_bytes.shape[0] // 4 * 4]  # a uint8 output need not fill whole 4-byte words
+    out_i32 = words.view(np.int32)
+    out_f32 = words.view(np.float32)
     for m in range(count):
         for c in range(min(rows * LANES, og - c_first)):
             s = stage[(m * nr + c // LANES) * LANES + c % LANES]
