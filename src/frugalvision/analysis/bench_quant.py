@@ -132,8 +132,8 @@ def sad_peak(backends: Sequence[str] | None = None, threads: Sequence[int] | Non
              ) -> list[dict[str, object]]:
     """Peak SAD throughput (|a - b| terms per second) of each backend's intrinsic, 1 thread and all threads.
 
-    Each of ``repeats`` rounds runs every (backend, threads) configuration once; the rows give the median and the
-    best terms/s. ``backends`` defaults to the SAD backends this CPU runs."""
+    Each of ``repeats`` rounds runs every (backend, threads) configuration once; the rows give the median
+    (``terms_per_s``) and the best terms/s. ``backends`` defaults to the x86 SAD backends this CPU runs."""
     from ..ops.cpu import adder_u8_numba
 
     if backends is None:
@@ -149,8 +149,9 @@ def sad_peak(backends: Sequence[str] | None = None, threads: Sequence[int] | Non
         for (backend, t), (run, terms) in configs.items():
             with _threads(t):
                 rates[(backend, t)].append(terms / run())
-    return [{"backend": b, "threads": t, "reduction_bytes": PEAK_REDUCTION_BYTES,
-             "median_terms_per_s": statistics.median(r), "max_terms_per_s": max(r), "repeats": repeats}
+    return [{"shape": f"peak_loop_{PEAK_REDUCTION_BYTES}B", "method": f"sad_peak_{b}", "threads": t,
+             "sad_backend": b, "terms_per_s": round(statistics.median(r)), "max_terms_per_s": round(max(r)),
+             "repeats": repeats}
             for (b, t), r in rates.items()]
 
 
@@ -280,6 +281,8 @@ def _rows(shape: LayerShape, times: dict[str, list[float]], peak_times: list[flo
 def format_table(rows: Sequence[dict[str, object]]) -> str:
     """One line per shape: median ms per method, then the int8 adder's terms/s and % of the SAD peak, its speed-up
     over fp32 conv and fp32 adder, and its time relative to PyTorch's int8 conv (NCHW input / channels-last)."""
+    peaks = [r for r in rows if str(r["method"]).startswith("sad_peak_")]
+    rows = [r for r in rows if r not in peaks]
     by_key = {(r["shape"], r["method"]): r for r in rows}
     shapes = list(dict.fromkeys(r["shape"] for r in rows))
     methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
@@ -305,7 +308,12 @@ def format_table(rows: Sequence[dict[str, object]]) -> str:
                  fmt(value(shape, "adder_u8", "time_vs_conv_int8_cl"))]
         lines.append(line)
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
-    return "\n".join("  ".join(cell.rjust(widths[i]) for i, cell in enumerate(line)) for line in lines)
+    text = "\n".join("  ".join(cell.rjust(widths[i]) for i, cell in enumerate(line)) for line in lines)
+    for peak in peaks:
+        median, best = float(peak["terms_per_s"]) / 1e9, float(peak["max_terms_per_s"]) / 1e9
+        text += f"\nSAD peak ({peak['sad_backend']}, {peak['threads']} thread(s)): {median:.0f} G terms/s median, " \
+                f"{best:.0f} best"
+    return text
 
 
 def write_csv(rows: Sequence[dict[str, object]], path: str | Path, info: dict[str, str] | None = None) -> Path:

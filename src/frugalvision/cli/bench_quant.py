@@ -57,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
           f"{info['load_average_1m']})", flush=True)
     rows = bench_quant.bench_quant_layers(shapes, repeats=args.repeats, threads=args.threads, backend=args.backend,
                                           peak=not args.no_peak, log=lambda msg: print(msg, flush=True))
+    if not args.no_peak:
+        rows += bench_quant.sad_peak(threads=sorted({1, rows[0]["threads"]}), repeats=args.repeats)
     info = bench_quant.quant_machine_info()  # load average after the run too
     print()
     print(bench_quant.format_table(rows))
