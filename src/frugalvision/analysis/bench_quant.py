@@ -13,8 +13,9 @@ Methods (one layer, forward only, batch ``N``):
 * ``sad_peak``: the SAD instruction's peak on this machine: a 4 x 4 register tile of the same intrinsic over an
   L1-resident 576-byte reduction, with the same thread count (:func:`frugalvision.ops.cpu.adder_u8_numba.sad_peak_run`).
 
-Timing is interleaved: every repeat times each method once in turn (the peak loop included), so that background
-load and clock changes hit them alike; medians and minima are kept. ``terms`` counts the useful ``|a - b|`` terms
+Timing is interleaved: every repeat times each method once in turn (the peak loop included), each round starting
+one method later than the previous one, so that background load, clock changes and thread wake-ups hit them alike;
+medians and minima are kept. ``terms`` counts the useful ``|a - b|`` terms
 of the layer, ``N * Ho * Wo * O * C/G * kh * kw``; ``pct_of_peak`` is the layer's terms/s over the peak's terms/s
 of the same run (medians).
 """
@@ -233,13 +234,15 @@ def bench_quant_layers(
                 peak_run, peak_terms = _peak_fn(sad_backend, used_threads)
             times: dict[str, list[float]] = {m: [] for m in fns}
             peak_times: list[float] = []
-            for _ in range(repeats):
-                for name, fn in fns.items():
+            order = [*fns, "sad_peak"] if peak_run is not None else list(fns)
+            for r in range(repeats):
+                for name in order[r % len(order):] + order[: r % len(order)]:  # each round starts one later
+                    if name == "sad_peak":
+                        peak_times.append(peak_run())
+                        continue
                     start = time.perf_counter()
-                    fn()
+                    fns[name]()
                     times[name].append(time.perf_counter() - start)
-                if peak_run is not None:
-                    peak_times.append(peak_run())
             rows += _rows(shape, times, peak_times, peak_terms, sad_backend, used_threads)
             if log:
                 log(f"{shape.name}: done")
