@@ -15,7 +15,8 @@ Methods (one layer, forward only, batch ``N``):
 
 Timing is interleaved: every repeat times each method once in turn (the peak loop included), each round starting
 one method later than the previous one, so that background load, clock changes and thread wake-ups hit them alike;
-medians and minima are kept. ``terms`` counts the useful ``|a - b|`` terms
+medians and minima are kept. glibc keeps freed buffers of up to 32 MiB for reuse, as in a steady state, so that
+page faults of fresh allocations stay out of the timings. ``terms`` counts the useful ``|a - b|`` terms
 of the layer, ``N * Ho * Wo * O * C/G * kh * kw``; ``pct_of_peak`` is the layer's terms/s over the peak's terms/s
 of the same run (medians).
 """
@@ -221,6 +222,7 @@ def bench_quant_layers(
         peak: also run the SAD peak loop in every round (needed for ``pct_of_peak``).
     """
     rows: list[dict[str, object]] = []
+    bench_adder._malloc_mode(measure_memory=False)  # reuse freed heap memory: no page faults inside the timings
     with _threads(threads) as used_threads, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao's quantized ops announce their deprecation on every call
         for shape in shapes:
