@@ -222,25 +222,37 @@ def _store_outputs(builder, sums, m, n, args, kind: str, residual: bool) -> None
     _store(b, b.trunc(b.fptosi(q, ir.VectorType(_I32, lanes)), ir.VectorType(_I8, lanes)), out, elem)
 
 
-def _epilogue_loop(builder, sums, count, rows, nr, args, kind: str, residual: bool) -> None:
+def _epilogue_loop(builder, sums, count, rows, mr, nr, args, kind: str, residual: bool) -> None:
     """:func:`_store_outputs` for positions ``m < count`` and channel rows ``n < rows`` of the sums array, two
-    rows (16 lanes) at a time."""
+    rows (16 lanes) at a time; unrolled for a full ``mr x nr`` tile, a loop otherwise."""
     b = builder
-    with cgutils.for_range(b, count) as m_loop:
-        m = m_loop.index
-        with cgutils.for_range(b, b.udiv(b.add(rows, _const(1)), _const(2))) as pair_loop:
-            n = b.mul(pair_loop.index, _const(2))
-            first = b.load(b.gep(sums, [b.add(b.mul(m, _const(nr)), n)]))
-            with b.if_else(b.icmp_signed("<", b.add(n, _const(1)), rows)) as (pair, one):
-                with pair:
-                    second = b.load(b.gep(sums, [b.add(b.add(b.mul(m, _const(nr)), n), _const(1))]))
-                    both = _shuffle(b, first, second, list(range(2 * LANES)))
-                    _store_outputs(b, both, m, n, args, kind, residual)
-                with one:
-                    _store_outputs(b, first, m, n, args, kind, residual)
+
+    def store(m, n, first, second) -> None:
+        _store_outputs(b, first if second is None else _shuffle(b, first, second, list(range(2 * LANES))), m, n,
+                       args, kind, residual)
+
+    full = b.and_(b.icmp_signed("==", count, _const(mr)), b.icmp_signed("==", rows, _const(nr)))
+    with b.if_else(full, likely=True) as (unrolled, looped):
+        with unrolled:
+            for m in range(mr):
+                for n in range(0, nr, 2):
+                    second = b.load(b.gep(sums, [_const(m * nr + n + 1)])) if n + 1 < nr else None
+                    store(_const(m), _const(n), b.load(b.gep(sums, [_const(m * nr + n)])), second)
+        with looped:
+            with cgutils.for_range(b, count) as m_loop:
+                m = m_loop.index
+                with cgutils.for_range(b, b.udiv(b.add(rows, _const(1)), _const(2))) as pair_loop:
+                    n = b.mul(pair_loop.index, _const(2))
+                    first = b.load(b.gep(sums, [b.add(b.mul(m, _const(nr)), n)]))
+                    with b.if_else(b.icmp_signed("<", b.add(n, _const(1)), rows)) as (pair, one):
+                        with pair:
+                            second = b.load(b.gep(sums, [b.add(b.add(b.mul(m, _const(nr)), n), _const(1))]))
+                            store(m, n, first, second)
+                        with one:
+                            store(m, n, first, None)
 
 
-def _epilogue(builder, sums, count, rows, nr, args, use_stage, mode, has_res) -> None:
+def _epilogue(builder, sums, count, rows, mr, nr, args, use_stage, mode, has_res) -> None:
     """The epilogue of a tile: one loop per output mode, chosen once per tile (the mode flags are IR values)."""
     b = builder
 
@@ -252,7 +264,7 @@ def _epilogue(builder, sums, count, rows, nr, args, use_stage, mode, has_res) ->
                 if_false()
 
     def loop(kind: str, residual: bool = False):
-        return lambda: _epilogue_loop(b, sums, count, rows, nr, args, kind, residual)
+        return lambda: _epilogue_loop(b, sums, count, rows, mr, nr, args, kind, residual)
 
     def with_residual(kind: str):
         return lambda: branch(b.icmp_signed("!=", has_res, _const(0)), loop(kind, True), loop(kind))
@@ -343,7 +355,7 @@ def _make_sad_tile():
             sums = cgutils.alloca_once(b, ir.VectorType(_I32, LANES), size=mr * nr)
             for index, parts in enumerate(accs):
                 b.store(unit.finish([b.load(s) for s in parts]), b.gep(sums, [_const(index)]))
-            _epilogue(b, sums, count_v, rows_v, nr, epi_args, use_stage_v, mode_v, has_res_v)
+            _epilogue(b, sums, count_v, rows_v, mr, nr, epi_args, use_stage_v, mode_v, has_res_v)
             return context.get_dummy_value()
 
         return sig, codegen
