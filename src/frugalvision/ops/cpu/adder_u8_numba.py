@@ -223,8 +223,9 @@ def _store_outputs(builder, sums, m, n, args, kind: str, residual: bool) -> None
 
 
 def _epilogue_loop(builder, sums, count, rows, mr, nr, args, kind: str, residual: bool) -> None:
-    """:func:`_store_outputs` for positions ``m < count`` and channel rows ``n < rows`` of the sums array, two
-    rows (16 lanes) at a time; unrolled for a full ``mr x nr`` tile, a loop otherwise."""
+    """:func:`_store_outputs` for positions ``m < count`` and channel rows ``n < rows`` of the sums (the list of
+    ``mr * nr`` ``<8 x i32>`` values), two rows (16 lanes) at a time: unrolled for a full ``mr x nr`` tile, else a
+    loop over a copy of the sums in a small array."""
     b = builder
 
     def store(m, n, first, second) -> None:
@@ -236,17 +237,19 @@ def _epilogue_loop(builder, sums, count, rows, mr, nr, args, kind: str, residual
         with unrolled:
             for m in range(mr):
                 for n in range(0, nr, 2):
-                    second = b.load(b.gep(sums, [_const(m * nr + n + 1)])) if n + 1 < nr else None
-                    store(_const(m), _const(n), b.load(b.gep(sums, [_const(m * nr + n)])), second)
+                    store(_const(m), _const(n), sums[m * nr + n], sums[m * nr + n + 1] if n + 1 < nr else None)
         with looped:
+            array = cgutils.alloca_once(b, sums[0].type, size=mr * nr)
+            for index, value in enumerate(sums):
+                b.store(value, b.gep(array, [_const(index)]))
             with cgutils.for_range(b, count) as m_loop:
                 m = m_loop.index
                 with cgutils.for_range(b, b.udiv(b.add(rows, _const(1)), _const(2))) as pair_loop:
                     n = b.mul(pair_loop.index, _const(2))
-                    first = b.load(b.gep(sums, [b.add(b.mul(m, _const(nr)), n)]))
+                    first = b.load(b.gep(array, [b.add(b.mul(m, _const(nr)), n)]))
                     with b.if_else(b.icmp_signed("<", b.add(n, _const(1)), rows)) as (pair, one):
                         with pair:
-                            second = b.load(b.gep(sums, [b.add(b.add(b.mul(m, _const(nr)), n), _const(1))]))
+                            second = b.load(b.gep(array, [b.add(b.add(b.mul(m, _const(nr)), n), _const(1))]))
                             store(m, n, first, second)
                         with one:
                             store(m, n, first, None)
@@ -351,10 +354,7 @@ def _make_sad_tile():
                 _array_data(context, b, sa[16], scale_v), _array_data(context, b, sa[17], bias_v), ch0_v,
                 _array_data(context, b, sa[19], res_v), res_zp_v, res_scale_v, qmin_v, qmax_v, nr,
             )
-            # the sums go to a small array, then one epilogue loop (rather than MR x NR copies of its code)
-            sums = cgutils.alloca_once(b, ir.VectorType(_I32, LANES), size=mr * nr)
-            for index, parts in enumerate(accs):
-                b.store(unit.finish([b.load(s) for s in parts]), b.gep(sums, [_const(index)]))
+            sums = [unit.finish([b.load(s) for s in parts]) for parts in accs]
             _epilogue(b, sums, count_v, rows_v, mr, nr, epi_args, use_stage_v, mode_v, has_res_v)
             return context.get_dummy_value()
 
