@@ -10,8 +10,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from . import layers, models, ops
 from .analysis.counting import count_ops
+from .layers.reparam import reparameterize_model
 from .models import adderize, create_model, list_models, load_model
-from .models._reparam import reparameterize_model
 
 __version__ = "0.1.0"
 

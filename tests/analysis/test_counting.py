@@ -59,7 +59,7 @@ def test_counting_restores_mode_and_handles_batches():
     assert one["add"] == four["add"]
 
 
-def test_int8_table_and_errors():
+def test_int8_energy_table_and_bad_options_refused():
     model = create_model("lenet5_bn", conv_type="conv")
     int8 = count_ops(model, (1, 28, 28), energy="int8")
     assert int8["energy_pj"] == pytest.approx(0.2 * int8["mul"] + 0.03 * int8["add"])

@@ -13,6 +13,8 @@ from matplotlib.figure import Figure
 from frugalvision import create_model
 from frugalvision.analysis import figures
 from frugalvision.cli.main import main
+from frugalvision.errors import CheckpointError
+from frugalvision.train.runs import train_twins
 
 TINY = {"dataset": "fake", "fake_input_size": [1, 28, 28], "fake_size": 32, "epochs": 1, "batch_size": 16,
         "eval_batch_size": 32, "bn_recalibration_batches": 2}
@@ -24,7 +26,7 @@ FAKE_DATA = {"fake_input_size": (1, 28, 28), "fake_size": 16}
 def lenet_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """CNN and AdderNet LeNet-5-BN, one epoch on 32 fake digits."""
     out = tmp_path_factory.mktemp("runs")
-    return figures.train_twins("lenet5_bn", output=out, log=None, **TINY)
+    return train_twins("lenet5_bn", output=out, log=None, **TINY)
 
 
 def _check_png(path: Path) -> None:
@@ -90,7 +92,7 @@ def test_filters_and_weights_from_runs(lenet_runs: dict[str, Path], tmp_path: Pa
 
 def test_train_twins_refuses_runs_with_other_settings(lenet_runs: dict[str, Path]) -> None:
     with pytest.raises(ValueError, match=r"other settings \(epochs\)"):
-        figures.train_twins("lenet5_bn", output=lenet_runs["conv"].parent, log=None, **{**TINY, "epochs": 2})
+        train_twins("lenet5_bn", output=lenet_runs["conv"].parent, log=None, **{**TINY, "epochs": 2})
 
 
 def test_curves_from_runs(lenet_runs: dict[str, Path], tmp_path: Path) -> None:
@@ -101,7 +103,7 @@ def test_curves_from_runs(lenet_runs: dict[str, Path], tmp_path: Path) -> None:
     _check_png(figures.save_figure(fig, tmp_path / "curves.png"))
     with pytest.raises(ValueError, match="unknown curve panel"):
         figures.plot_curves(list(lenet_runs.values()), panels=["nope"])
-    with pytest.raises(FileNotFoundError, match=r"metrics\.csv"):
+    with pytest.raises(CheckpointError, match=r"metrics\.csv"):
         figures.read_metrics(tmp_path)
 
 
@@ -115,7 +117,7 @@ def test_curves_show_vanillanet_lambda(tmp_path: Path) -> None:
 
 
 def test_features_of_trained_lenet_pp(tmp_path: Path) -> None:
-    runs = figures.train_twins("lenet_pp", output=tmp_path, model_kwargs={"feature_dim": 2}, run_prefix="pp",
+    runs = train_twins("lenet_pp", output=tmp_path, model_kwargs={"feature_dim": 2}, run_prefix="pp",
                                log=None, **PP_TINY)
     assert sorted(p.name for p in runs.values()) == ["pp_adder", "pp_conv"]
     fig = figures.plot_features([runs["conv"], runs["adder"]], "fake", "val", max_points=12, data_kwargs=FAKE_DATA)
@@ -124,7 +126,7 @@ def test_features_of_trained_lenet_pp(tmp_path: Path) -> None:
     _check_png(figures.save_figure(fig, tmp_path / "features.png"))
     # a second call reuses the finished runs instead of training again
     messages: list[str] = []
-    figures.train_twins("lenet_pp", output=tmp_path, model_kwargs={"feature_dim": 2}, run_prefix="pp",
+    train_twins("lenet_pp", output=tmp_path, model_kwargs={"feature_dim": 2}, run_prefix="pp",
                         log=messages.append, **PP_TINY)
     assert all(m.startswith("Reusing") for m in messages) and len(messages) == 2
 

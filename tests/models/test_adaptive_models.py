@@ -7,17 +7,18 @@ import torch
 
 from frugalvision import count_ops, create_model, list_models
 from frugalvision.layers import AdaptiveConv2d
-from frugalvision.models._registry import model_train_defaults
 from frugalvision.models.adaptive import adaptive_layers
+from frugalvision.models.registry import model_train_defaults
 
 
 def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def test_registered():
+def test_registered_with_the_shared_mnist_recipe():
     assert {"adaptive_lenet", "small_cnn", "resnet18_cifar"} <= set(list_models())
-    assert model_train_defaults("adaptive_lenet")["epochs"] >= 1
+    mnist = {"epochs": 20, "lr": 0.1, "optimizer": "sgd", "weight_decay": 5e-4}
+    assert model_train_defaults("adaptive_lenet") == model_train_defaults("small_cnn") == mnist  # twins, one recipe
 
 
 def test_adaptive_lenet_budget_and_shapes():
@@ -59,9 +60,11 @@ def test_resnet18_cifar_adaptive_stem(stem_width):
         create_model("resnet18_cifar", stem_type="adder")
 
 
+@pytest.mark.slow
 def test_adaptive_lenet_learns_a_batch():
     torch.manual_seed(0)
     model = create_model("adaptive_lenet")
+    initial_q = model.features[0].weight.detach().clone()
     x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     losses = []
@@ -72,4 +75,6 @@ def test_adaptive_lenet_learns_a_batch():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
-    assert isinstance(model.features[0], AdaptiveConv2d) and model.features[0].weight.grad is not None
+    adaptive = model.features[0]
+    assert isinstance(adaptive, AdaptiveConv2d)
+    assert not torch.equal(adaptive.weight, initial_q)  # the adaptive layer's generator Q is trained too

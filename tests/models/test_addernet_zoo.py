@@ -12,7 +12,7 @@ from torch import nn
 
 from frugalvision import adderize, count_ops, create_model
 from frugalvision.layers import Adder2d, BinaryConv2d
-from frugalvision.models._registry import model_train_defaults
+from frugalvision.models.registry import model_train_defaults
 from frugalvision.models.resnet import official_state_dict
 
 ZOO = ["vgg_small", "resnet20", "resnet32", "resnet18", "resnet50"]
@@ -59,13 +59,20 @@ def test_every_adder_is_followed_by_batchnorm(name: str) -> None:
     ("resnet20", "adder", 32), ("resnet32", "binary", 32), ("vgg_small", "adder", 32), ("resnet18", "adder", 64),
     ("resnet50", "conv", 64),
 ])
-def test_forward_backward_shapes(name: str, conv_type: str, size: int) -> None:
+def test_forward_shape_and_gradient_reaches_the_stem(name: str, conv_type: str, size: int) -> None:
+    """Every parameter gets a finite gradient of its shape, and the stem's is not zero: the gradient went through
+    every adder / binary layer. (``logits.sum()`` would not do: through the BatchNorm on the logits its gradient
+    is exactly 0 before that BN.)"""
+    torch.manual_seed(0)
     model = create_model(name, conv_type=conv_type, num_classes=7)
     x = torch.randn(2, 3, size, size)
     logits = model(x)
     assert logits.shape == (2, 7)
-    logits.sum().backward()
-    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    torch.nn.functional.cross_entropy(logits, torch.tensor([0, 5])).backward()
+    for param_name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.shape == p.shape and torch.isfinite(p.grad).all(), param_name
+    stem = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    assert stem.weight.grad.abs().max() > 1e-6 * stem.weight.abs().max()
 
 
 def test_binary_twins_keep_signed_activations() -> None:
@@ -104,7 +111,7 @@ def test_official_layout_checkpoint_loads_and_matches(name: str, tmp_path: Path)
 
 @pytest.mark.parametrize("conv_type", ["conv", "adder"])
 @pytest.mark.parametrize("feature_dim", [2, 3])
-def test_lenet_pp(conv_type: str, feature_dim: int) -> None:
+def test_lenet_pp_has_six_5x5_layers_and_the_feature_dim(conv_type: str, feature_dim: int) -> None:
     model = create_model("lenet_pp", conv_type=conv_type, feature_dim=feature_dim)
     x = torch.randn(4, 1, 28, 28)
     assert model.forward_features(x).shape == (4, feature_dim)
@@ -115,7 +122,7 @@ def test_lenet_pp(conv_type: str, feature_dim: int) -> None:
     assert [m.out_channels for _, m in layers[:6]] == [32, 32, 64, 64, 128, 128]
 
 
-def test_adderize_torchvision_resnet18() -> None:
+def test_adderize_torchvision_resnet18_keeps_edges_and_counts_like_ours() -> None:
     model = adderize(torchvision.models.resnet18(num_classes=10))
     assert type(model.conv1) is nn.Conv2d and type(model.fc) is nn.Linear
     assert type(model.layer1[0].conv1) is Adder2d and type(model.layer2[0].downsample[0]) is Adder2d

@@ -4,6 +4,9 @@ The reference logits in ``data/official_resnet20_logits.safetensors`` were compu
 below, an independent float64 transcription of the official ``resnet20.py`` / ``adder.py`` forward pass
 (unfold, broadcast ``-|X_col - W|`` sum, BatchNorm in eval mode), on four fixed input images stored in the same
 file. Regenerate with ``python tests/models/test_official_resnet20.py``.
+
+The checkpoint is shared data (``../shared/data/official/``, not in the repository): without it these tests skip
+on a user's clone and fail in CI (see tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -20,9 +23,13 @@ from frugalvision import create_model
 from frugalvision.models import read_state_dict
 from frugalvision.models.resnet import official_state_dict
 
-CHECKPOINT = Path(__file__).resolve().parents[3] / "shared/data/official/ResNet20-AdderNet.pth"
+CHECKPOINT = "official/ResNet20-AdderNet.pth"  # under ../shared/data
 REFERENCE = Path(__file__).resolve().parent / "data/official_resnet20_logits.safetensors"
-needs_checkpoint = pytest.mark.skipif(not CHECKPOINT.is_file(), reason=f"official checkpoint not at {CHECKPOINT}")
+
+
+@pytest.fixture
+def checkpoint(shared_data) -> Path:
+    return shared_data(CHECKPOINT)
 
 
 def _official_adder(x: Tensor, w: Tensor, stride: int, padding: int) -> Tensor:
@@ -58,8 +65,8 @@ def official_forward(x: Tensor, sd: dict[str, Tensor]) -> Tensor:
     return _bn(F.conv2d(out, sd["fc.weight"]), sd, "bn2").flatten(1)  # (N, 10, 1, 1) -> (N, 10)
 
 
-def _official_state(dtype: torch.dtype = torch.float64) -> dict[str, Tensor]:
-    raw = torch.load(CHECKPOINT, map_location="cpu", weights_only=True)
+def _official_state(checkpoint: Path, dtype: torch.dtype = torch.float64) -> dict[str, Tensor]:
+    raw = torch.load(checkpoint, map_location="cpu", weights_only=True)
     return {k.removeprefix("module."): v.to(dtype) if v.is_floating_point() else v for k, v in raw.items()}
 
 
@@ -67,10 +74,9 @@ def _rel_max_err(a: Tensor, b: Tensor) -> float:
     return float((a.double() - b.double()).abs().max() / b.double().abs().max())
 
 
-@needs_checkpoint
-def test_official_checkpoint_logits_match_reference() -> None:
+def test_official_checkpoint_logits_match_reference(checkpoint: Path) -> None:
     ref = load_file(str(REFERENCE))
-    model = create_model("resnet20", conv_type="adder", checkpoint_path=CHECKPOINT).eval()
+    model = create_model("resnet20", conv_type="adder", checkpoint_path=checkpoint).eval()
     with torch.no_grad():
         logits32 = model(ref["input"])
         logits64 = model.double()(ref["input"].double())
@@ -82,33 +88,33 @@ def test_official_checkpoint_logits_match_reference() -> None:
     assert torch.equal(logits32.argmax(1), ref["logits"].argmax(1))
 
 
-@needs_checkpoint
-def test_official_reference_is_reproducible() -> None:
+def test_stored_logits_are_the_independent_official_forward(checkpoint: Path) -> None:
     ref = load_file(str(REFERENCE))
     x = ref["input"][:1].double()
-    assert _rel_max_err(official_forward(x, _official_state()), ref["logits"][:1]) < 1e-12
+    assert _rel_max_err(official_forward(x, _official_state(checkpoint)), ref["logits"][:1]) < 1e-12
 
 
-@needs_checkpoint
-def test_official_checkpoint_is_read_safely_without_cuda() -> None:
-    state = read_state_dict(CHECKPOINT)  # torch.load(weights_only=True, map_location="cpu")
-    assert len(state) == 132
+def test_official_checkpoint_is_read_on_cpu_without_module_prefix(checkpoint: Path) -> None:
+    state = read_state_dict(checkpoint)  # torch.load(weights_only=True, map_location="cpu")
+    raw = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    assert len(state) == len(raw) == 132
     assert all(t.device.type == "cpu" for t in state.values())
+    assert all(torch.equal(state[k.removeprefix("module.")], v) for k, v in raw.items())
     assert "layer1.0.conv1.adder" in state and "layer2.0.downsample.0.adder" in state
 
 
-@needs_checkpoint
-def test_official_layout_roundtrip() -> None:
-    model = create_model("resnet20", conv_type="adder", checkpoint_path=CHECKPOINT)
+def test_official_layout_round_trip_gives_the_file_back(checkpoint: Path) -> None:
+    model = create_model("resnet20", conv_type="adder", checkpoint_path=checkpoint)
     official = official_state_dict(model)
-    raw = torch.load(CHECKPOINT, map_location="cpu", weights_only=True)
+    raw = torch.load(checkpoint, map_location="cpu", weights_only=True)
     assert set(official) == set(raw)
+    assert all(torch.equal(official[k], v) for k, v in raw.items())
 
 
-def _regenerate() -> None:
+def _regenerate(checkpoint: Path) -> None:
     generator = torch.Generator().manual_seed(20200614)
     x = torch.randn(4, 3, 32, 32, generator=generator)  # roughly CIFAR-normalised images
-    logits = official_forward(x.double(), _official_state())
+    logits = official_forward(x.double(), _official_state(checkpoint))
     REFERENCE.parent.mkdir(parents=True, exist_ok=True)
     save_file({"input": x.contiguous(), "logits": logits.contiguous()}, str(REFERENCE),
               metadata={"source": "tests/models/test_official_resnet20.py official_forward, float64",
@@ -117,4 +123,4 @@ def _regenerate() -> None:
 
 
 if __name__ == "__main__":
-    _regenerate()
+    _regenerate(Path(__file__).resolve().parents[3] / "shared" / "data" / CHECKPOINT)  # tests/conftest.py SHARED_DATA

@@ -7,10 +7,10 @@ import torch
 
 import frugalvision
 from frugalvision.models import CheckpointError, create_model, list_models, load_model
-from frugalvision.models._checkpoint import save_model_file
+from frugalvision.models.checkpoint import save_model_file
 
 
-def test_list_and_create():
+def test_list_models_filters_by_pattern():
     assert "lenet5_bn" in list_models()
     assert list_models("lenet5*") == ["lenet5_bn"]
     assert frugalvision.list_models("does_not_exist*") == []
@@ -23,7 +23,7 @@ def test_unknown_model_is_a_one_line_error():
 
 
 @pytest.mark.parametrize("conv_type", ["conv", "adder", "binary"])
-def test_lenet5_bn_twins(conv_type):
+def test_lenet5_bn_twins_give_logits_and_record_their_config(conv_type):
     model = create_model("lenet5_bn", conv_type=conv_type, num_classes=7)
     out = model(torch.randn(2, 1, 28, 28))
     assert out.shape == (2, 7)
@@ -64,7 +64,7 @@ def test_torch_save_nested_and_dataparallel_checkpoints(tmp_path):
     torch.testing.assert_close(loaded(x), model(x))
 
 
-def test_checkpoint_errors(tmp_path):
+def test_checkpoint_errors_name_the_problem(tmp_path):
     corrupt = tmp_path / "bad.safetensors"
     corrupt.write_bytes(b"\x00\x01not a checkpoint")
     with pytest.raises(CheckpointError, match="corrupt checkpoint"):

@@ -1,17 +1,25 @@
-"""The Triton adder kernels, run on the CPU through the Triton interpreter (tiny shapes: it is slow).
+"""The Triton adder2d backend against the float64 loop oracle, through the public op with ``use_backend("triton")``.
 
-``TRITON_INTERPRET=1`` must be set before triton is first imported (triton's own ``@jit`` helpers are decorated at
-import time), and importing torch's custom-op machinery (i.e. :mod:`frugalvision.ops`) already imports triton. So
-when this module is collected in a process where that has happened, its tests are skipped here and
-:func:`test_triton_kernels_in_fresh_process` runs this file again in a fresh interpreter with the variable set. On a
-GPU-less machine the Triton backend is not registered, so the tests call the kernels directly.
+On a GPU machine the backend is registered by :mod:`frugalvision.ops.backends` and runs on CUDA tensors. Without
+a GPU the kernels run on the CPU in the Triton interpreter (tiny shapes: it is slow):
+
+* ``TRITON_INTERPRET=1`` must be set before triton is first imported (triton's own ``@jit`` helpers are decorated
+  at import time), and importing torch's custom-op machinery (i.e. :mod:`frugalvision.ops`) already imports
+  triton. So when this module is collected in a process where that has happened, its tests are skipped here and
+  :func:`test_triton_kernels_in_fresh_process` runs this file again in a fresh interpreter with the variable set.
+* There the backend is registered by the library's own ``_register_triton`` (with ``torch.cuda.is_available``
+  patched to say yes), then re-registered with the same kernels and a ``rejects`` that accepts CPU tensors, so the
+  kernels tested are exactly the ones the library registers on a GPU.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import subprocess
 import sys
+from unittest import mock
 
 import pytest
 import torch
@@ -22,88 +30,84 @@ if _INTERPRETED and not _NEEDS_FRESH_PROCESS:
     os.environ["TRITON_INTERPRET"] = "1"
 pytest.importorskip("triton")
 
-from frugalvision.ops import backends  # noqa: E402
-from frugalvision.ops import reference as ref  # noqa: E402
+from frugalvision.ops import adder2d, backends, dispatch, use_backend  # noqa: E402
+from frugalvision.ops.adder2d import ADDER_OP  # noqa: E402
 
-if not _NEEDS_FRESH_PROCESS:
-    from frugalvision.ops.triton import adder_triton
+from .brute_force import brute_force_adder  # noqa: E402
+from .cases import (  # noqa: E402
+    EXTRA_CASES,
+    GRID,
+    ConvCase,
+    assert_rel_close,
+    check_backend_against_oracle,
+    make_inputs,
+)
 
+DEVICE = "cpu" if _INTERPRETED else "cuda"
 _here = pytest.mark.skipif(_NEEDS_FRESH_PROCESS, reason="run by test_triton_kernels_in_fresh_process")
 
 
+def _register_triton_for_cpu_tensors() -> None:
+    with mock.patch.object(torch.cuda, "is_available", return_value=True):
+        backends._register_triton()
+    registered = next(b for b in dispatch._REGISTRY[ADDER_OP] if b.name == "triton")
+    dispatch.register_backend(ADDER_OP, dataclasses.replace(registered, rejects=lambda *tensors: None))
+
+
+if _INTERPRETED and not _NEEDS_FRESH_PROCESS:
+    _register_triton_for_cpu_tensors()
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(not _NEEDS_FRESH_PROCESS, reason="triton interpreter already active in this process")
 def test_triton_kernels_in_fresh_process():
     env = {**os.environ, "TRITON_INTERPRET": "1"}
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__]
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "not fresh_process"]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    assert " passed" in result.stdout
+    ran_all = re.fullmatch(r"=* *\d+ passed, 1 deselected(, \d+ warnings?)? in .*", summary)
+    assert ran_all, f"not every test ran in the fresh process: {summary}"
 
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-
-# (n, c_in, h, w, c_out, k, stride, padding, dilation, groups)
-CASES = [
-    (2, 4, 6, 7, 6, 3, 1, 1, 1, 1),
-    (1, 4, 7, 6, 6, 3, 2, 0, 1, 2),
-    (1, 3, 7, 7, 5, 3, 1, 2, 2, 1),
-    (2, 4, 5, 6, 4, 2, 2, 1, 2, 2),
-]
-
-
-def _rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    actual, expected = actual.double().cpu(), expected.double().cpu()
-    return ((actual - expected).abs().max() / expected.abs().max().clamp_min(1e-30)).item()
-
-
-def _inputs(case, dtype):
-    n, c_in, h, w, c_out, k, stride, padding, dilation, groups = case
-    gen = torch.Generator().manual_seed(sum(case))
-    x = torch.randn(n, c_in, h, w, generator=gen, dtype=torch.float64)
-    weight = torch.randn(c_out, c_in // groups, k, k, generator=gen, dtype=torch.float64)
-    args = ((stride, stride), (padding, padding), (dilation, dilation), groups)
-    return x, weight, args
+def _triton_cases() -> list[tuple[torch.dtype, ConvCase]]:
+    """float32 on a covering subset of the CPU grid (each stride, padding, dilation, groups and layout value occurs)
+    on a 5 x 6 map, the rectangular case and one tile tail (batch 2); float64 (the other accumulator path) on two of
+    them. The interpreter is too slow for the whole grid."""
+    wanted = {(1, 1, 1, 1), (1, 2, 2, 2), (2, 0, 2, 1), (2, 1, 1, 2), (2, 2, 1, 1)}
+    chosen = [dataclasses.replace(c, batch=1, height=5, width=6) for c in GRID
+              if (c.stride[0], c.padding[0], c.dilation[0], c.groups) in wanted]
+    chosen += [dataclasses.replace(EXTRA_CASES[4], batch=1), EXTRA_CASES[6]]
+    return [(torch.float32, c) for c in chosen] + [(torch.float64, chosen[1]), (torch.float64, chosen[5])]
 
 
 @_here
-@pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_triton_kernels_match_reference(case, dtype):
-    x, w, args = _inputs(case, dtype)
-    y_ref = ref.adder2d_forward(x, w, *args)
-    go = torch.randn(y_ref.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
-    gi_ref = ref.adder2d_grad_input(go, x, w, *args)
-    gw_ref = ref.adder2d_grad_weight(go, x, w, *args)
-    tol = 1e-6 if dtype == torch.float64 else 1e-4
-    xt, wt, got = (t.to(device=DEVICE, dtype=dtype) for t in (x, w, go))
-    if dtype == torch.float32:  # non-contiguous input on the float32 runs
-        xt = xt.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
-    y = adder_triton.adder2d_forward(xt, wt, *args)
-    assert y.dtype == dtype and y.shape == y_ref.shape
-    assert _rel_err(y, y_ref) <= tol
-    assert _rel_err(adder_triton.adder2d_grad_input(got, xt, wt, *args), gi_ref) <= tol
-    assert _rel_err(adder_triton.adder2d_grad_weight(got, xt, wt, *args, False), gw_ref) <= tol
+@pytest.mark.parametrize(("dtype", "case"), _triton_cases(), ids=lambda v: v.id if isinstance(v, ConvCase) else str(v))
+def test_triton_forward_and_gradients_match_loop_oracle(dtype: torch.dtype, case: ConvCase) -> None:
+    """Y, dX and dW (full and sign) of the registered Triton kernels equal the float64 loop formula."""
+    check_backend_against_oracle("triton", case, dtype, DEVICE)
 
 
 @_here
 def test_triton_half_input_accumulates_in_float32():
     # bfloat16 arithmetic is wrong in the interpreter (research/kernels.md §2.2); float16 exercises the same path
-    x, w, args = _inputs(CASES[0], torch.float32)
-    xh, wh = x.to(DEVICE, torch.float16), w.to(DEVICE, torch.float16)
-    y = adder_triton.adder2d_forward(xh, wh, *args)
-    assert y.dtype == torch.float32
-    assert _rel_err(y, ref.adder2d_forward(xh.double().cpu(), wh.double().cpu(), *args)) <= 1e-5
+    case = dataclasses.replace(GRID[7], batch=1, height=5, width=6)
+    x, weight, grad_output = make_inputs(case, torch.float16, DEVICE)
+    x, weight = x.detach().requires_grad_(True), weight.detach().requires_grad_(True)
+    with use_backend("triton"):
+        y = adder2d(x, weight, **case.conv_kwargs())
+        y.backward(grad_output.float())
+    y_ref, grad_x_ref, grad_w_ref = brute_force_adder(x.detach().double().cpu(), weight.detach().double().cpu(),
+                                                      grad_output=grad_output.double().cpu(), **case.conv_kwargs())
+    assert (y.dtype, x.grad.dtype, weight.grad.dtype) == (torch.float32, torch.float16, torch.float16)
+    assert_rel_close(y, y_ref, 1e-5, "forward")
+    assert_rel_close(x.grad, grad_x_ref, 2e-3, "input gradient")
+    assert_rel_close(weight.grad, grad_w_ref, 2e-3, "weight gradient")
 
 
 @_here
-def test_padding_contributes_abs_weight():
-    w = torch.randn(3, 2, 3, 3, dtype=torch.float64)
-    y = adder_triton.adder2d_forward(torch.zeros(1, 2, 1, 1, dtype=torch.float64, device=DEVICE),
-                                     w.to(DEVICE), (1, 1), (1, 1), (1, 1), 1)
-    torch.testing.assert_close(y.view(3).cpu(), -w.abs().sum((1, 2, 3)))
-
-
-@_here
-def test_triton_backend_refuses_cpu_tensors():
-    assert backends.triton_rejects(torch.zeros(1), torch.zeros(1)) is not None
-    assert backends.numba_rejects(torch.zeros(1), torch.zeros(1)) is None
+def test_triton_padding_contributes_abs_weight():
+    weight = torch.randn(3, 2, 3, 3, dtype=torch.float64)
+    with use_backend("triton"):
+        y = adder2d(torch.zeros(1, 2, 1, 1, dtype=torch.float64, device=DEVICE), weight.to(DEVICE), padding=1)
+    torch.testing.assert_close(y.view(3).cpu(), -weight.abs().sum((1, 2, 3)), rtol=1e-14, atol=0)

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
+
 __all__ = [
     "ABLATIONS",
     "ADDERNET_OPTIM_GRADS",
@@ -85,14 +87,15 @@ def run_addernet_optim(
         retrain: start every run afresh instead of reusing or resuming.
         config: further :class:`~frugalvision.train.config.TrainConfig` fields (``batch_size``, ``lr``, ``seed``...).
     """
-    from .figures import read_metrics, save_figure, train_twins
+    from ..train.runs import resolve_config, train_twins
+    from .figures import read_metrics, save_figure
 
     for grad in grads:
         if grad not in ADDERNET_OPTIM_GRADS:
-            raise ValueError(f"weight gradient must be one of {', '.join(ADDERNET_OPTIM_GRADS)}, got {grad!r}")
+            raise ConfigError(f"weight gradient must be one of {', '.join(ADDERNET_OPTIM_GRADS)}, got {grad!r}")
     for mode in lr_modes:
         if mode not in ADDERNET_OPTIM_LR_MODES:
-            raise ValueError(f"LR mode must be one of {', '.join(ADDERNET_OPTIM_LR_MODES)}, got {mode!r}")
+            raise ConfigError(f"LR mode must be one of {', '.join(ADDERNET_OPTIM_LR_MODES)}, got {mode!r}")
     output = Path(output)
     rows, runs = [], {}
     for grad in grads:
@@ -104,9 +107,7 @@ def run_addernet_optim(
             runs[key] = run
             history = read_metrics(run)
             rows.append({"weight_grad": grad, "lr_scaling": mode, **_summarise(history), "run_dir": str(run)})
-    from ..train.config import TrainConfig
-
-    cfg = TrainConfig.from_dict({"model": "lenet5_bn", "epochs": epochs, "dataset": dataset, **config})
+    cfg = resolve_config("lenet5_bn", None, epochs=epochs, dataset=dataset, **config)
     settings = {"model": "lenet5_bn (every layer adder)", "dataset": dataset, "epochs": epochs,
                 "batch_size": cfg.batch_size, "lr": cfg.lr, "scheduler": cfg.scheduler, "optimizer": cfg.optimizer,
                 "momentum": cfg.momentum, "weight_decay": cfg.weight_decay, "alr_eta": cfg.alr_eta,

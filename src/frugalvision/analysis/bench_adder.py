@@ -42,9 +42,7 @@ from torch import Tensor
 from ..ops import adder2d, use_backend
 
 __all__ = [
-    "LENET5_SHAPES",
     "METHODS",
-    "RESNET20_SHAPES",
     "LayerShape",
     "bench_epoch",
     "bench_layers",
@@ -90,9 +88,6 @@ def lenet5_shapes(batch: int = 64) -> list[LayerShape]:
         LayerShape("lenet5_fc2", batch, 120, 1, 1, 84, 1, 1, 0),
     ]
 
-
-RESNET20_SHAPES = resnet20_shapes()
-LENET5_SHAPES = lenet5_shapes()
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -377,39 +372,17 @@ def bench_epoch(batch_size: int = 64, epochs: int = 1, device: str | torch.devic
 
 
 def _epoch_workload(conv_type: str, batch_size: int):
-    from torch.utils.data import DataLoader, TensorDataset
+    from torch.utils.data import DataLoader
 
-    try:
-        from .. import create_model
-        from ..data import build_dataset
+    from .. import create_model
+    from ..data import build_dataset
 
-        with _seeded(0):
-            model = create_model("lenet5_bn", conv_type=conv_type)
-        dataset = build_dataset("mnist5k", "train")
-        workload = "lenet5_bn on mnist5k train"
-    except Exception:  # model zoo or data not available: same layer shapes on random data
-        from torch import nn
-
-        from ..layers import Adder2d
-
-        def layer(cin: int, cout: int, k: int, padding: int = 0) -> nn.Module:
-            if conv_type == "adder":
-                return Adder2d(cin, cout, k, padding=padding)
-            return nn.Conv2d(cin, cout, k, padding=padding, bias=False)
-
-        with _seeded(0):
-            model = nn.Sequential(
-                layer(1, 6, 5, 2), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
-                layer(6, 16, 5), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-                layer(16, 120, 5), nn.BatchNorm2d(120), nn.ReLU(),
-                layer(120, 84, 1), nn.BatchNorm2d(84), nn.ReLU(),
-                layer(84, 10, 1), nn.BatchNorm2d(10), nn.Flatten(),
-            )
-            dataset = TensorDataset(torch.randn(4500, 1, 28, 28), torch.randint(0, 10, (4500,)))
-        workload = "LeNet-5-shaped stack on random data (model zoo or mnist5k unavailable)"
+    with _seeded(0):
+        model = create_model("lenet5_bn", conv_type=conv_type)
+    dataset = build_dataset("mnist5k", "train")
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=False,
                         generator=torch.Generator().manual_seed(0))
-    return model, loader, workload
+    return model, loader, "lenet5_bn on mnist5k train"
 
 
 # --------------------------------------------------------------------------------------------------------------

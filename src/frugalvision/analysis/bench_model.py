@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import ConfigError
+
 __all__ = ["VARIANTS", "LatencyResult", "bench_model", "measure_latency", "write_csv"]
 
 VARIANTS = ("train", "fused", "resnet50")
@@ -77,8 +79,8 @@ def measure_latency(model: nn.Module, input_size: Sequence[int], batch_size: int
 
 
 def _builders(name: str, variants: Iterable[str]) -> dict[str, Callable[[], nn.Module]]:
+    from ..layers.reparam import reparameterize_model
     from ..models import create_model
-    from ..models._reparam import reparameterize_model
 
     builders: dict[str, Callable[[], nn.Module]] = {}
     for variant in variants:
@@ -91,7 +93,7 @@ def _builders(name: str, variants: Iterable[str]) -> dict[str, Callable[[], nn.M
 
             builders[variant] = lambda: resnet50(weights=None).eval()
         else:
-            raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+            raise ConfigError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
     return builders
 
 

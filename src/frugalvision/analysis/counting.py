@@ -1,8 +1,9 @@
 """Arithmetic cost of a forward pass, counted by dispatch: multiplications, additions, XNORs, energy, latency.
 
 Counting intercepts the ATen / ``frugalvision::`` ops that a model actually runs (``TorchDispatchMode``), so any
-model is counted, including user models built from frugalvision layers. Each op kind has a formula registered in
-:data:`_FORMULAS`; :func:`register_counter` adds more. The innermost module running an op is recorded with it, which
+model is counted, including user models built from frugalvision layers. Each op kind has a cost formula
+(:mod:`frugalvision.ops.cost`): frugalvision's ops register theirs next to their definition, PyTorch's are
+registered here. The innermost module running an op is recorded with it, which
 tells binary convolutions (XNOR + popcount) from ordinary ones.
 
 Conventions (those of the AdderNet paper, Chen et al. CVPR 2020, Tables 1-3):
@@ -19,7 +20,7 @@ unpriced (reported as a count only).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,9 +28,12 @@ import torch
 from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from .. import ops  # noqa: F401  (registers the frugalvision:: ops and their cost formulas)
+from ..errors import ConfigError
 from ..layers.binary import BinaryConv2d
+from ..ops.cost import NORM, WEIGHT_LAYER, cost_formula, register_cost
 
-__all__ = ["ENERGY_TABLES", "EnergyTable", "count_ops", "register_counter"]
+__all__ = ["ENERGY_TABLES", "EnergyTable", "count_ops"]
 
 
 @dataclass(frozen=True)
@@ -49,62 +53,38 @@ ENERGY_TABLES = {
     "int8": EnergyTable("int8", add_pj=0.03, mul_pj=0.2),
 }
 
-_WEIGHT_LAYER = "weight"  # a layer counted as "first"/"last" by the paper convention
-_NORM = "norm"
-
-# formula(args, kwargs, output, module) -> (kind, {"mul": .., "add": .., "xnor": ..}) or None to skip
-Formula = Callable[[Sequence[Any], dict[str, Any], Any, nn.Module | None], tuple[str, dict[str, int]] | None]
-_FORMULAS: dict[Any, Formula] = {}
-
-
-def register_counter(op: Any, formula: Formula) -> None:
-    """Count ``op`` (an OpOverload) with ``formula``; the kind it returns is ``"weight"``, ``"norm"`` or other."""
-    _FORMULAS[op] = formula
-
-
 def _convolution(args, kwargs, out, module):
     weight, bias = args[1], args[2]
     macs = out.numel() * weight[0].numel()  # every output element is one dot product over C_in/groups*kh*kw
     bias_adds = out.numel() if bias is not None else 0
     if isinstance(module, BinaryConv2d):
-        return _WEIGHT_LAYER, {"xnor": macs, "add": macs + bias_adds}
-    return _WEIGHT_LAYER, {"mul": macs, "add": macs + bias_adds}
+        return WEIGHT_LAYER, {"xnor": macs, "add": macs + bias_adds}
+    return WEIGHT_LAYER, {"mul": macs, "add": macs + bias_adds}
 
 
 def _matmul(args, kwargs, out, module):
     inner = args[0].shape[-1]
-    return _WEIGHT_LAYER, {"mul": out.numel() * inner, "add": out.numel() * inner}
+    return WEIGHT_LAYER, {"mul": out.numel() * inner, "add": out.numel() * inner}
 
 
 def _addmm(args, kwargs, out, module):
     inner = args[1].shape[-1]
-    return _WEIGHT_LAYER, {"mul": out.numel() * inner, "add": out.numel() * (inner + 1)}
-
-
-def _adder(args, kwargs, out, module):
-    weight = args[1]
-    return _WEIGHT_LAYER, {"add": 2 * out.numel() * weight[0].numel()}
+    return WEIGHT_LAYER, {"mul": out.numel() * inner, "add": out.numel() * (inner + 1)}
 
 
 def _batch_norm(args, kwargs, out, module):
     y = out[0] if isinstance(out, (tuple, list)) else out
-    return _NORM, {"mul": y.numel(), "add": y.numel()}
+    return NORM, {"mul": y.numel(), "add": y.numel()}
 
 
 aten = torch.ops.aten
-register_counter(aten.convolution.default, _convolution)
-register_counter(aten.mm.default, _matmul)
-register_counter(aten.bmm.default, _matmul)
-register_counter(aten.addmm.default, _addmm)
+register_cost(aten.convolution.default, _convolution)
+register_cost(aten.mm.default, _matmul)
+register_cost(aten.bmm.default, _matmul)
+register_cost(aten.addmm.default, _addmm)
 for _op in (aten._native_batch_norm_legit_no_training.default, aten._native_batch_norm_legit.default,
             aten.native_batch_norm.default):
-    register_counter(_op, _batch_norm)
-
-
-def _register_frugalvision_ops() -> None:
-    from .. import ops  # noqa: F401  (registers the frugalvision:: ops)
-
-    register_counter(torch.ops.frugalvision.adder2d.default, _adder)
+    register_cost(_op, _batch_norm)
 
 
 class _Counter(TorchDispatchMode):
@@ -116,7 +96,7 @@ class _Counter(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        formula = _FORMULAS.get(func)
+        formula = cost_formula(func)
         if formula is not None:
             name, module = self.module_stack[-1] if self.module_stack else ("", None)
             result = formula(args, kwargs, out, module)
@@ -179,10 +159,9 @@ def count_ops(
         (one record per counted op: module, op, kind, mul, add, xnor) and ``energy_table``.
     """
     if energy not in ENERGY_TABLES:
-        raise ValueError(f"unknown energy table {energy!r}; choose one of {', '.join(ENERGY_TABLES)}")
+        raise ConfigError(f"unknown energy table {energy!r}; choose one of {', '.join(ENERGY_TABLES)}")
     if len(input_size) != 3:
-        raise ValueError(f"input_size must be (C, H, W), got {tuple(input_size)}")
-    _register_frugalvision_ops()
+        raise ConfigError(f"input_size must be (C, H, W), got {tuple(input_size)}")
     table = ENERGY_TABLES[energy]
     stack: list[tuple[str, nn.Module]] = []
     hooks = []
@@ -207,9 +186,9 @@ def count_ops(
         for hook in hooks:
             hook.remove()
     if paper_convention:
-        weight_idx = [i for i, r in enumerate(records) if r["kind"] == _WEIGHT_LAYER]
+        weight_idx = [i for i, r in enumerate(records) if r["kind"] == WEIGHT_LAYER]
         dropped = {weight_idx[0], weight_idx[-1]} if weight_idx else set()
-        records = [r for i, r in enumerate(records) if i not in dropped and r["kind"] != _NORM]
+        records = [r for i, r in enumerate(records) if i not in dropped and r["kind"] != NORM]
     totals = {key: sum(r[key] for r in records) // batch_size for key in ("mul", "add", "xnor")}
     return {
         "params": sum(p.numel() for p in model.parameters()),

@@ -13,7 +13,7 @@ Kinds (also ``frugalvision plot KIND``):
   mean log-likelihoods (the paper: AdderNet weights look Laplace, CNN weights Gaussian).
 - :func:`plot_curves`: learning curves (loss, accuracy, learning rate, and VanillaNet's λ) of run folders.
 
-:func:`train_twins` trains the CNN and AdderNet twins these figures compare (reusing finished runs).
+The runs these figures compare are trained by :func:`frugalvision.train.runs.train_twins`; this module only draws.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import csv
 import io
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,8 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from torch import nn
+
+from ..errors import CheckpointError, ConfigError
 
 __all__ = [
     "CONV_TYPE_LABELS",
@@ -48,7 +50,6 @@ __all__ = [
     "read_metrics",
     "resolve_models",
     "save_figure",
-    "train_twins",
     "weight_distribution",
     "weight_layers",
 ]
@@ -76,6 +77,8 @@ def _label_for_config(config: Mapping[str, Any] | None, fallback: str) -> str:
 
 
 def _label_for_model(model: nn.Module, index: int) -> str:
+    if getattr(model, "frugalvision_cfg", None):
+        return _label_for_config(model.frugalvision_cfg, f"{type(model).__name__} #{index + 1}")
     conv_type = getattr(model, "conv_type", None)
     if conv_type in CONV_TYPE_LABELS:
         return CONV_TYPE_LABELS[conv_type]
@@ -89,12 +92,11 @@ def resolve_models(sources: ModelSources) -> list[tuple[str, nn.Module, dict[str
     checkpoint's conv type ("CNN", "AdderNet", "BNN") or the model class. ``info`` holds the checkpoint's stored
     metadata (``metrics``, ``epoch``, ``dataset``) when there is one.
     """
-    from ..models import load_model
-    from ..models._checkpoint import read_checkpoint_config
+    from ..models import load_model, read_checkpoint_config
 
     items = list(sources.items()) if isinstance(sources, Mapping) else [(None, s) for s in sources]
     if not items:
-        raise ValueError("no model or checkpoint given")
+        raise ConfigError("no model or checkpoint given")
     resolved = []
     for index, (label, source) in enumerate(items):
         if isinstance(source, nn.Module):
@@ -114,7 +116,7 @@ def read_metrics(run_dir: PathLike) -> list[dict[str, float]]:
     if path.is_dir():
         path = path / "metrics.csv"
     if not path.is_file():
-        raise FileNotFoundError(f"no metrics.csv in {Path(run_dir)}: is it a frugalvision run folder?")
+        raise CheckpointError(f"no metrics.csv in {Path(run_dir)}: is it a frugalvision run folder?")
     rows = []
     with path.open(newline="") as f:
         for row in csv.DictReader(f):
@@ -150,72 +152,6 @@ def figure_png(fig: Figure, dpi: int = 110) -> bytes:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Training the twins the figures compare
-
-
-def train_twins(
-    model: str,
-    *,
-    conv_types: Sequence[str] = ("conv", "adder"),
-    output: PathLike = "runs",
-    model_kwargs: Mapping[str, Any] | None = None,
-    run_prefix: str | None = None,
-    retrain: bool = False,
-    log: Callable[[str], None] | None = print,
-    **config: Any,
-) -> dict[str, Path]:
-    """Train ``model`` once per conv type (default CNN and AdderNet) and return ``{conv_type: run folder}``.
-
-    Run folders are ``output/{run_prefix or model}_{conv_type}``. A finished run with the same settings is reused
-    as it is and an unfinished one is resumed, so calling this again costs nothing. A folder holding a run with
-    other settings raises ``ValueError`` (never silently replaced); ``retrain=True`` starts every run over.
-    ``config`` holds further :class:`~frugalvision.train.config.TrainConfig` fields (``epochs``, ``lr``,
-    ``dataset``...); the model's own training defaults apply to the rest.
-    """
-    from ..models._registry import model_train_defaults
-    from ..train.config import TrainConfig
-    from ..train.engine import train
-
-    runs = {}
-    for conv_type in conv_types:
-        values: dict[str, Any] = {**model_train_defaults(model), **config, "model": model, "output": str(output)}
-        values["model_kwargs"] = {**(model_kwargs or {}), "conv_type": conv_type}
-        values["run_name"] = f"{run_prefix or model}_{conv_type}"
-        cfg = TrainConfig.from_dict(values)
-        state, changed = ("fresh", []) if retrain else _run_state(cfg)
-        if state == "finished":
-            if log is not None:
-                log(f"Reusing the finished run {cfg.run_dir}")
-            runs[conv_type] = cfg.run_dir
-            continue
-        if state == "different":
-            raise ValueError(f"run folder {cfg.run_dir} holds a run with other settings ({', '.join(changed)}); "
-                             "retrain to replace it or use another output folder")
-        # "unfinished": continue it; "fresh": start over (also a folder killed before its first epoch)
-        result = train(cfg, resume=state == "unfinished", overwrite=state == "fresh", log=log)
-        runs[conv_type] = result.run_dir
-    return runs
-
-
-def _run_state(cfg: Any) -> tuple[str, list[str]]:
-    """("fresh" | "unfinished" | "finished" | "different", names of changed settings) of ``cfg.run_dir``."""
-    import json
-
-    path = cfg.run_dir / "config.json"
-    if not path.is_file() or not (cfg.run_dir / "last.safetensors").is_file():
-        return "fresh", []
-    try:
-        stored = json.loads(path.read_text())["train"]
-        done = len(read_metrics(cfg.run_dir))
-    except (OSError, ValueError, KeyError):
-        return "fresh", []
-    changed = [k for k, v in cfg.to_dict().items() if k not in ("device", "output") and stored.get(k) != v]
-    if changed:
-        return "different", changed
-    return ("finished" if done >= cfg.epochs and (cfg.run_dir / "model.safetensors").is_file() else "unfinished"), []
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # features (paper Fig. 1)
 
 
@@ -238,7 +174,7 @@ def extract_features(
     from ..data import build_dataset
 
     if not hasattr(model, "forward_features"):
-        raise ValueError(f"{type(model).__name__} has no forward_features(); use a LeNet++ model (lenet_pp)")
+        raise ConfigError(f"{type(model).__name__} has no forward_features(); use a LeNet++ model (lenet_pp)")
     data = build_dataset(dataset, split, augment=False, data_dir=data_dir, **(data_kwargs or {}))
     indices = list(range(len(data)))
     if max_points is not None and max_points < len(indices):
@@ -282,11 +218,11 @@ def plot_features(
         feats, labels = extract_features(model, dataset, split, max_points=max_points, data_dir=data_dir,
                                          data_kwargs=data_kwargs)
         if feats.ndim != 2 or feats.shape[1] not in (2, 3):
-            raise ValueError(f"{label}: forward_features gives {feats.shape[1:]} features; 2 or 3 can be drawn")
+            raise ConfigError(f"{label}: forward_features gives {feats.shape[1:]} features; 2 or 3 can be drawn")
         panels.append((label, feats, labels, info))
     dims = {p[1].shape[1] for p in panels}
     if len(dims) != 1:
-        raise ValueError("the models' feature layers differ in size; compare 2-D with 2-D and 3-D with 3-D")
+        raise ConfigError("the models' feature layers differ in size; compare 2-D with 2-D and 3-D with 3-D")
     dim = dims.pop()
     classes = sorted({int(c) for p in panels for c in p[2]})
     colours = _class_colours(max(classes) + 1)
@@ -334,7 +270,7 @@ def first_layer(model: nn.Module) -> tuple[str, nn.Module]:
     """``(name, module)`` of the first filter bank of ``model`` (registration order)."""
     layers = weight_layers(model)
     if not layers:
-        raise ValueError(f"{type(model).__name__} has no convolution-like layer with a 4-D weight")
+        raise ConfigError(f"{type(model).__name__} has no convolution-like layer with a 4-D weight")
     return layers[0]
 
 
@@ -359,7 +295,7 @@ def plot_filters(sources: ModelSources, *, layer: str | None = None, max_filters
         else:
             module = dict(model.named_modules()).get(layer)
             if module is None or getattr(module, "weight", None) is None or module.weight.dim() != 4:
-                raise ValueError(f"{label}: no filter bank named {layer!r}; try one of "
+                raise ConfigError(f"{label}: no filter bank named {layer!r}; try one of "
                                  f"{', '.join(n for n, _ in weight_layers(model)[:6])}")
             name = layer
         rows.append((label, name, type(module).__name__, _filter_images(module.weight, max_filters)))
@@ -422,7 +358,7 @@ def gaussian_log_likelihood(x: np.ndarray, mu: float, sigma: float) -> float:
 def _largest_layer(model: nn.Module) -> str:
     layers = weight_layers(model)
     if not layers:
-        raise ValueError(f"{type(model).__name__} has no convolution-like layer with a 4-D weight")
+        raise ConfigError(f"{type(model).__name__} has no convolution-like layer with a 4-D weight")
     return max(layers, key=lambda item: item[1].weight.numel())[0]
 
 
@@ -436,7 +372,7 @@ def weight_distribution(model: nn.Module, layer: str | None = None) -> dict[str,
     module = dict(model.named_modules()).get(name)
     weight = getattr(module, "weight", None)
     if not isinstance(weight, torch.Tensor):
-        raise ValueError(f"{type(model).__name__} has no layer {name!r} with a weight; try one of "
+        raise ConfigError(f"{type(model).__name__} has no layer {name!r} with a weight; try one of "
                          f"{', '.join(n for n, _ in weight_layers(model)[:6])}")
     x = weight.detach().float().cpu().numpy().ravel().astype(np.float64)
     laplace, gaussian = fit_laplace(x), fit_gaussian(x)
@@ -519,7 +455,7 @@ def plot_curves(
     """
     items = list(runs.items()) if isinstance(runs, Mapping) else [(_run_label(Path(r)), r) for r in runs]
     if not items:
-        raise ValueError("no run folder given")
+        raise ConfigError("no run folder given")
     histories = [(label, read_metrics(path)) for label, path in items]
     if panels is None:
         panels = ["loss", "accuracy", "lr"]
@@ -527,7 +463,7 @@ def plot_curves(
             panels.append("lambda")
     unknown = [p for p in panels if p not in CURVE_PANELS]
     if unknown:
-        raise ValueError(f"unknown curve panel(s) {unknown}; choose from {', '.join(CURVE_PANELS)}")
+        raise ConfigError(f"unknown curve panel(s) {unknown}; choose from {', '.join(CURVE_PANELS)}")
     colours = [f"C{i % 10}" for i in range(len(histories))]
     fig = Figure(figsize=(4.6 * len(panels), 3.9), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]

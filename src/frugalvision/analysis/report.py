@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..errors import CheckpointError
+
 __all__ = ["build_report", "write_report"]
 
 _CSS = """
@@ -95,7 +97,7 @@ def build_report(run_dir: str | os.PathLike, *, title: str | None = None, dpi: i
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"run folder not found: {run_dir}")
+        raise CheckpointError(f"run folder not found: {run_dir}")
     history = read_metrics(run_dir)
     config_path = run_dir / "config.json"
     config = json.loads(config_path.read_text()) if config_path.is_file() else {}

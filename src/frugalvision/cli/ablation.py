@@ -29,7 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     from ..analysis.ablation import ABLATIONS
-    from ._common import print_table
+    from .common import print_table
 
     overrides = {k: getattr(args, k) for k in ("batch_size", "lr", "seed", "device") if getattr(args, k) is not None}
     grads = tuple(g.strip() for g in args.grads.split(",") if g.strip())

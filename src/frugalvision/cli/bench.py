@@ -8,6 +8,9 @@ import datetime
 import platform
 from pathlib import Path
 
+from ..errors import ConfigError
+from . import bench_model
+
 __all__ = ["add_parser", "run"]
 
 _SHAPE_SETS = ("resnet20", "lenet5")
@@ -18,12 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                                   description="Benchmarks; see `frugalvision bench TARGET --help`.")
     targets = bench.add_subparsers(dest="bench_target", metavar="TARGET", required=True)
     _add_adder_parser(targets).set_defaults(_bench_run=_run_adder)
-    try:
-        from . import bench_model
-    except ImportError:  # pragma: no cover - optional sibling command
-        bench_model = None
-    if bench_model is not None:
-        bench_model.add_subparser(targets).set_defaults(_bench_run=bench_model.run)
+    bench_model.add_subparser(targets).set_defaults(_bench_run=bench_model.run)
     return bench
 
 
@@ -57,27 +55,26 @@ def _add_adder_parser(targets: argparse._SubParsersAction) -> argparse.ArgumentP
 
 def _run_adder(args: argparse.Namespace) -> int:
     from ..analysis import bench_adder
-    from .main import CLIError
 
     sets = [s.strip() for s in args.shapes.split(",") if s.strip()]
     unknown = [s for s in sets if s not in _SHAPE_SETS]
     if unknown or not sets:
         names = ", ".join(unknown) or "(none)"
-        raise CLIError(f"--shapes: unknown set(s) {names}; choose from {', '.join(_SHAPE_SETS)}")
+        raise ConfigError(f"--shapes: unknown set(s) {names}; choose from {', '.join(_SHAPE_SETS)}")
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     if skip - {"reference", "official"}:
-        raise CLIError(f"--skip: only reference and official can be left out, got {', '.join(sorted(skip))}")
+        raise ConfigError(f"--skip: only reference and official can be left out, got {', '.join(sorted(skip))}")
     if args.batch_size < 1 or args.repeats < 1 or args.slow_repeats < 1 or args.epochs < 1:
-        raise CLIError("--batch-size, --repeats, --slow-repeats and --epochs must be positive")
+        raise ConfigError("--batch-size, --repeats, --slow-repeats and --epochs must be positive")
     import torch
 
     if args.threads is not None:
         if args.threads < 1:
-            raise CLIError("--threads must be positive")
+            raise ConfigError("--threads must be positive")
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise CLIError("--device cuda: CUDA is not available")
+        raise ConfigError("--device cuda: CUDA is not available")
     shapes = []
     if "resnet20" in sets:
         shapes += bench_adder.resnet20_shapes(args.batch_size)

@@ -10,7 +10,8 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from ._common import print_table
+from ..errors import ConfigError
+from .common import print_table
 
 __all__ = ["add_subparser", "run"]
 
@@ -43,9 +44,9 @@ def run(args: argparse.Namespace) -> int:
     from ..models import is_model
 
     if not is_model(args.model):
-        raise ValueError(f"unknown model {args.model!r} (see `frugalvision.list_models()`)")
+        raise ConfigError(f"unknown model {args.model!r} (see `frugalvision.list_models()`)")
     if min(args.batch_sizes) < 1 or args.iters < 1 or args.warmup < 0:
-        raise ValueError("batch sizes and --iters must be >= 1, --warmup >= 0")
+        raise ConfigError("batch sizes and --iters must be >= 1, --warmup >= 0")
     variants = ["fused"] if args.deploy else ["train", "fused"]
     if not args.no_resnet:
         variants.append("resnet50")

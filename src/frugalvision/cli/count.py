@@ -5,20 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 
-from ._common import human, print_table
+from .common import add_model_arguments, human, load_model_from_args, model_input_size, print_table
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from ..analysis.counting import ENERGY_TABLES
+
     p = subparsers.add_parser("count", help="count params, mul, add, xnor, energy and latency of a model",
-                              description="Count the arithmetic of one forward pass (per image).")
-    p.add_argument("--model", required=True)
-    p.add_argument("--conv-type", help="conv | adder | binary (models that have twins)")
-    p.add_argument("--num-classes", type=int)
+                              description="Count the arithmetic of one forward pass (per image) of a model: a "
+                              "freshly built --model, or a run folder / checkpoint (official files with --model).")
+    add_model_arguments(p, checkpoint="optional")
     p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"), default=None,
-                   help="input size (default: the model's dataset size, e.g. 1 28 28 for LeNet)")
+                   help="input size (default: the checkpoint's or model's data config, e.g. 1 28 28 for LeNet)")
     p.add_argument("--paper-convention", action="store_true",
                    help="exclude BatchNorm and the first and last layers, like the AdderNet paper's tables")
-    p.add_argument("--energy", choices=("fp32", "int8"), default="fp32")
+    p.add_argument("--energy", choices=tuple(ENERGY_TABLES), default="fp32")
     p.add_argument("--layers", action="store_true", help="also list every counted layer")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p
@@ -26,21 +27,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     from ..analysis.counting import count_ops
-    from ..models import create_model
 
-    kwargs = {"conv_type": args.conv_type, "num_classes": args.num_classes}
-    model = create_model(args.model, **kwargs)
-    input_size = args.input_size or getattr(model, "default_input_size", None)
-    if input_size is None:
-        raise ValueError(f"--input-size C H W is needed for {args.model}")
+    model = load_model_from_args(args)
+    input_size = model_input_size(model, args.input_size)
     costs = count_ops(model, input_size, paper_convention=args.paper_convention, energy=args.energy)
+    name = model.frugalvision_cfg["model"] if hasattr(model, "frugalvision_cfg") else type(model).__name__
+    conv_type = getattr(model, "frugalvision_cfg", {}).get("kwargs", {}).get("conv_type")
     if args.json:
         out = {k: v for k, v in costs.items() if args.layers or k != "layers"}
-        print(json.dumps({"model": args.model, "conv_type": args.conv_type, "input_size": list(input_size), **out}))
+        print(json.dumps({"model": name, "conv_type": conv_type, "checkpoint": args.checkpoint,
+                          "input_size": list(input_size), **out}))
         return 0
-    name = args.model + (f" ({args.conv_type})" if args.conv_type else "")
+    title = name + (f" ({conv_type})" if conv_type else "")
     print_table(
-        f"{name} at {tuple(input_size)}" + (", paper convention" if args.paper_convention else ""),
+        f"{title} at {tuple(input_size)}" + (", paper convention" if args.paper_convention else ""),
         ("params", "mul", "add", "xnor", "energy µJ", "latency Mcycles"),
         [(human(costs["params"]), human(costs["mul"]), human(costs["add"]), human(costs["xnor"]),
           f"{costs['energy_pj'] / 1e6:.3f}", f"{costs['latency_cycles'] / 1e6:.3f}")],

@@ -1,20 +1,22 @@
 """``frugalvision deploy``: fuse a checkpoint into its deploy form; save it and/or export it to ONNX.
 
 Fusion is :func:`frugalvision.reparameterize_model` (VanillaNet: Chen et al., NeurIPS 2023, arXiv 2305.12972,
-deploy conversion). The fused output is compared with the original on a random batch, and the ONNX file, when
-written, with onnxruntime (optional extra ``frugalvision[export]``).
+deploy conversion). The fused output is compared with the original on a seeded random batch, and the ONNX file, when
+written, with onnxruntime (optional extra ``frugalvision[export]``). ONNX files use the standard operator set only:
+adder layers are written as an exact decomposition (:mod:`frugalvision.export.onnx`).
 """
 
 from __future__ import annotations
 
 import argparse
-import warnings
 from pathlib import Path
 
 import torch
-from torch import nn
 
-__all__ = ["add_parser", "export_onnx", "run"]
+from ..errors import ConfigError, ExportError
+from .common import add_model_arguments, load_model_from_args, model_input_size
+
+__all__ = ["add_parser", "run"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -22,10 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "deploy", help="fuse a checkpoint for deployment (safetensors and/or ONNX)",
         description="Fuse a trained model (fold BatchNorms, merge convs) into its deploy form, check that it "
                     "computes the same function, and write it as a frugalvision checkpoint and/or ONNX.")
-    p.add_argument("--checkpoint", required=True, type=Path,
-                   help="frugalvision checkpoint or run folder, or an official checkpoint (then give --model)")
-    p.add_argument("--model", help="model name, needed for checkpoints without frugalvision metadata")
-    p.add_argument("--ema", action="store_true", help="use the model_ema weights of a nested official checkpoint")
+    add_model_arguments(p)
     p.add_argument("--output", type=Path, help="write the fused model here (.safetensors)")
     p.add_argument("--onnx", type=Path, help="export the fused model to this ONNX file")
     p.add_argument("--opset", type=int, default=17)
@@ -35,70 +34,30 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def _load(args: argparse.Namespace) -> nn.Module:
-    from ..models import create_model, load_checkpoint, load_model
-    from ..models._checkpoint import read_checkpoint_config
-
-    if read_checkpoint_config(args.checkpoint) is not None and not args.model:
-        return load_model(args.checkpoint)
-    if not args.model:
-        raise ValueError(f"{args.checkpoint} carries no frugalvision metadata: name its architecture with --model")
-    model = create_model(args.model)
-    load_checkpoint(model, args.checkpoint, use_ema=args.ema)
-    return model.eval()
-
-
-def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
-
-
-def export_onnx(model: nn.Module, path: Path, example: torch.Tensor, opset: int = 17) -> float | None:
-    """Export ``model`` (batch axis dynamic) and return onnxruntime's relative error, or None without onnxruntime."""
-    try:
-        import onnx  # noqa: F401  (the exporter needs it)
-    except ImportError:
-        raise ValueError("ONNX export needs the optional dependencies: pip install 'frugalvision[export]'") from None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated but needs no onnxscript
-        torch.onnx.export(model, (example,), str(path), input_names=["input"], output_names=["logits"],
-                          opset_version=opset, dynamo=False,
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return None
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (onnx_out,) = session.run(None, {"input": example.numpy()})
-    with torch.no_grad():
-        return _rel_err(torch.from_numpy(onnx_out), model(example))
-
-
 def run(args: argparse.Namespace) -> int:
-    from ..models._checkpoint import save_model_file
-    from ..models._reparam import reparameterize_model
+    from ..export import export_onnx, relative_error
+    from ..layers.reparam import reparameterize_model
+    from ..models import save_model
 
     if args.output is None and args.onnx is None:
-        raise ValueError("nothing to write: give --output FILE.safetensors and/or --onnx FILE.onnx")
-    model = _load(args)
-    input_size = args.input_size or list(getattr(model, "default_input_size", (3, 224, 224)))
+        raise ConfigError("nothing to write: give --output FILE.safetensors and/or --onnx FILE.onnx")
+    model = load_model_from_args(args)
+    input_size = model_input_size(model, args.input_size)
     fused = reparameterize_model(model)
-    example = torch.randn(2, *input_size)
+    example = torch.randn(2, *input_size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        err = _rel_err(fused(example), model(example))
+        err = relative_error(fused(example), model(example))
     params = (sum(p.numel() for p in model.parameters()), sum(p.numel() for p in fused.parameters()))
     print(f"fused {params[0]:,} -> {params[1]:,} parameters; max relative error vs original {err:.2e}")
     if err > args.tolerance:
-        raise ValueError(f"fused model differs from the original (relative error {err:.2e} > {args.tolerance:g})")
+        raise ExportError(f"fused model differs from the original (relative error {err:.2e} > {args.tolerance:g})")
     if args.output is not None:
-        save_model_file(args.output, fused.state_dict(), getattr(fused, "frugalvision_cfg", {}))
+        save_model(args.output, fused)
         print(f"wrote {args.output}")
     if args.onnx is not None:
-        onnx_err = export_onnx(fused, args.onnx, example, args.opset)
+        onnx_err = export_onnx(fused, args.onnx, example, args.opset, tolerance=args.tolerance)
         if onnx_err is None:
             print(f"wrote {args.onnx} (onnxruntime not installed: not verified)")
-        elif onnx_err > args.tolerance:
-            raise ValueError(f"ONNX output differs from PyTorch (relative error {onnx_err:.2e})")
         else:
             print(f"wrote {args.onnx}; onnxruntime vs PyTorch max relative error {onnx_err:.2e}")
     return 0

@@ -5,14 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 
+from .common import add_data_config_arguments, add_model_arguments, data_config_from_args, load_model_from_args
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from ..data import DATASETS
+
     p = subparsers.add_parser("eval", help="evaluate a checkpoint (run folder or file) on a dataset",
-                              description="Evaluate a frugalvision checkpoint (run folder or .safetensors file).")
-    p.add_argument("--checkpoint", required=True, help="run folder or checkpoint file")
-    p.add_argument("--dataset", required=True, choices=("mnist5k", "mnist", "cifar10", "cifar100", "imagenet", "fake"))
-    p.add_argument("--data-dir", help="folder of the dataset's files (MNIST test: the two t10k files, .gz or not)")
-    p.add_argument("--split", help="split to evaluate (default: test where the dataset has one, else val)")
+                              description="Evaluate a frugalvision run or checkpoint, or an official checkpoint "
+                              "with --model. Images are prepared as the checkpoint was trained (its data config).")
+    add_model_arguments(p)
+    p.add_argument("--dataset", required=True, choices=tuple(DATASETS))
+    p.add_argument("--data-dir", help="folder of the dataset's files (MNIST test: the two t10k files, .gz or not; "
+                   "folder: DIR with train/, val/ or test/ class folders)")
+    p.add_argument("--split", help="split to evaluate (default: test where the dataset has one, else val; folder: val)")
+    add_data_config_arguments(p)
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print one JSON object (top1, top5, loss, num_samples)")
@@ -23,15 +30,16 @@ def run(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
     from ..data import build_dataset, dataset_info
-    from ..models import load_model
-    from ..train.engine import evaluate, resolve_device
+    from ..train.distributed import resolve_device
+    from ..train.loop import evaluate
 
     info = dataset_info(args.dataset)
-    split = args.split or ("test" if "test" in info.splits else "val")
-    model = load_model(args.checkpoint)
+    split = args.split or ("test" if "test" in info.splits and args.dataset != "folder" else "val")
+    model = load_model_from_args(args)
+    data_config = data_config_from_args(args, model) if args.dataset != "fake" else None
     device = resolve_device(args.device)
-    dataset = build_dataset(args.dataset, split, args.data_dir)
-    metrics = evaluate(model.to(device), DataLoader(dataset, args.batch_size), device)
+    dataset = build_dataset(args.dataset, split, args.data_dir, data_config=data_config)
+    metrics = evaluate(model.to(device), DataLoader(dataset, max(1, args.batch_size)), device)
     metrics = {**metrics, "dataset": args.dataset, "split": split, "checkpoint": str(args.checkpoint)}
     if args.json:
         print(json.dumps(metrics))

@@ -1,9 +1,11 @@
 """``frugalvision`` command line: one subcommand per module in :data:`COMMANDS`.
 
 Each command module defines ``add_parser(subparsers) -> argparse.ArgumentParser`` and ``run(args) -> int``.
-Errors the user can fix (bad option, missing data, corrupt checkpoint) are raised as :class:`CLIError` or one of
-the library's ``ValueError`` / ``FileNotFoundError`` subclasses and printed as one line; the exit code is 2.
-``FRUGALVISION_DEBUG=1`` re-raises them with the full traceback instead.
+
+Exit codes: 0 success; 2 an error the user can fix (a :class:`~frugalvision.errors.FrugalVisionError`: bad option,
+configuration, data or checkpoint), printed as one line; 1 anything else, which is a bug in frugalvision and is
+reported as one (``FRUGALVISION_DEBUG=1`` shows the traceback of either kind); 130 interrupted; 141 output pipe
+closed.
 """
 
 from __future__ import annotations
@@ -14,14 +16,12 @@ import os
 import sys
 from collections.abc import Sequence
 
-__all__ = ["COMMANDS", "CLIError", "main"]
+from ..errors import FrugalVisionError
+
+__all__ = ["COMMANDS", "main"]
 
 # module names under frugalvision.cli, in the order `--help` lists them
-COMMANDS = ("train", "eval", "count", "bench", "deploy", "plot", "ablation", "report")
-
-
-class CLIError(Exception):
-    """An error caused by the user's input; reported as one line, exit code 2."""
+COMMANDS = ("train", "eval", "predict", "count", "bench", "deploy", "plot", "ablation", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,11 +53,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("frugalvision: interrupted", file=sys.stderr)
         return 130
-    except (CLIError, ValueError, TypeError, FileNotFoundError, KeyError, RuntimeError, OSError) as error:
+    except BrokenPipeError:  # the reader went away (`frugalvision predict DIR | head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except FrugalVisionError as error:
         if os.environ.get("FRUGALVISION_DEBUG"):
             raise
         print(f"frugalvision {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
+    except Exception as error:  # not the user's fault: say so, and how to get the details
+        if os.environ.get("FRUGALVISION_DEBUG"):
+            raise
+        print(f"frugalvision {args.command}: internal error (a bug in frugalvision, please report it): "
+              f"{type(error).__name__}: {_one_line(error)}; rerun with FRUGALVISION_DEBUG=1 for the traceback",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
+
+from ..errors import ConfigError
+from .common import add_model_arguments, load_model_from_args
 
 KINDS = ("features", "filters", "weights", "curves")
 # what `--train` trains for each kind: (model, default epochs)
@@ -18,8 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "and AdderNet twins first (features: lenet_pp; filters, weights: lenet5_bn; finished runs are reused).",
     )
     p.add_argument("kind", choices=KINDS)
-    p.add_argument("--checkpoint", action="append", default=[], metavar="RUN_DIR_OR_FILE",
-                   help="run folder or checkpoint file; repeat for side-by-side panels (curves: run folders)")
+    add_model_arguments(p, checkpoint="repeat")
     p.add_argument("--label", action="append", default=[], help="panel/legend label per --checkpoint, in order")
     p.add_argument("--output", required=True, help="image file to write (PNG; .svg and .pdf also work)")
     p.add_argument("--train", action="store_true",
@@ -40,28 +43,35 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def _sources(args: argparse.Namespace) -> list[str] | dict[str, str]:
+def _sources(args: argparse.Namespace) -> list[Any] | dict[str, Any]:
+    """Run folders / checkpoint files as given, or (with --model: official files) the models built from them."""
     if args.label and len(args.label) != len(args.checkpoint):
-        raise ValueError(f"{len(args.label)} --label for {len(args.checkpoint)} --checkpoint; give one per checkpoint")
-    return dict(zip(args.label, args.checkpoint)) if args.label else list(args.checkpoint)
+        raise ConfigError(f"{len(args.label)} --label for {len(args.checkpoint)} --checkpoint; give one per checkpoint")
+    sources = list(args.checkpoint)
+    if args.model is not None:
+        if args.kind == "curves":
+            raise ConfigError("plot curves reads run folders (their metrics.csv); --model applies to the other kinds")
+        sources = [load_model_from_args(args, checkpoint=path) for path in sources]
+    return dict(zip(args.label, sources)) if args.label else sources
 
 
 def run(args: argparse.Namespace) -> int:
     from ..analysis import figures
+    from ..train.runs import train_twins
 
     if args.train:
         if args.kind not in TRAIN_MODELS:
-            raise ValueError("--train applies to features, filters and weights; curves read existing run folders")
+            raise ConfigError("--train applies to features, filters and weights; curves read existing run folders")
         model, epochs = TRAIN_MODELS[args.kind]
         extra = {"device": args.device} if args.device else {}
         extra["dataset"] = args.dataset
         model_kwargs = {"feature_dim": args.feature_dim} if args.kind == "features" else {}
         prefix = f"{model}_{args.feature_dim}d" if args.kind == "features" else model
-        runs = figures.train_twins(model, output=args.runs_dir, model_kwargs=model_kwargs, run_prefix=prefix,
-                                   retrain=args.retrain, epochs=args.epochs or epochs, **extra)
+        runs = train_twins(model, output=args.runs_dir, model_kwargs=model_kwargs, run_prefix=prefix,
+                           retrain=args.retrain, epochs=args.epochs or epochs, **extra)
         args.checkpoint = [*args.checkpoint, *(str(path) for path in runs.values())]
     if not args.checkpoint:
-        raise ValueError(f"plot {args.kind} needs --checkpoint RUN_DIR_OR_FILE"
+        raise ConfigError(f"plot {args.kind} needs --checkpoint RUN_DIR_OR_FILE"
                          + (" (or --train)" if args.kind in TRAIN_MODELS else ""))
     sources = _sources(args)
     if args.kind == "features":

@@ -5,29 +5,45 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ._common import print_comparison
+from .common import model_input_size, print_comparison
 
 DEFAULT_MODEL = "lenet5_bn"
 DEFAULT_CONV_TYPES = ("adder", "conv")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from ..data import DATASETS
+    from ..layers import CONV_TYPES
+    from ..optim import ALR_MODES
+
     p = subparsers.add_parser(
         "train", help="train a model (default: AdderNet LeNet-5-BN and its CNN twin on the embedded MNIST sample)",
         description="Train models. With no arguments: the AdderNet LeNet-5-BN and its CNN twin on mnist5k, then a "
         "side-by-side table of accuracy and cost. Precedence: model defaults < --config recipe < flags.",
     )
     p.add_argument("--model", help=f"registered model name (default {DEFAULT_MODEL})")
-    p.add_argument("--conv-type", help="conv | adder | binary; a comma list trains several twins "
+    p.add_argument("--conv-type", help=f"{' | '.join(CONV_TYPES)}; a comma list trains several twins "
                    f"(default for {DEFAULT_MODEL}: {','.join(DEFAULT_CONV_TYPES)})")
-    p.add_argument("--dataset", choices=("mnist5k", "mnist", "cifar10", "cifar100", "imagenet", "fake"))
+    p.add_argument("--dataset", choices=tuple(DATASETS))
     p.add_argument("--data-dir", help="folder of the dataset's files (not needed for mnist5k and fake)")
     p.add_argument("--download", action="store_true", default=None, help="let torchvision download the dataset")
+    p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"),
+                   help="folder / imagenet: resize the images to this size (default: their own size)")
+    p.add_argument("--mean", type=float, nargs="+", help="per-channel mean (default: the dataset's; a folder's is "
+                   "computed on its training images)")
+    p.add_argument("--std", type=float, nargs="+", help="per-channel standard deviation (default: as --mean)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, help="base learning rate")
-    p.add_argument("--alr", choices=("alr", "official", "ilr", "none"), help="AdderNet learning-rate mode")
+    p.add_argument("--alr", choices=ALR_MODES, help="AdderNet learning-rate mode")
     p.add_argument("--seed", type=int)
+    p.add_argument("--teacher", metavar="RUN_OR_FILE", help="distil from this trained model (logit distillation, "
+                   "Hinton et al. 2015); the teacher stays frozen and is not stored in the student's checkpoints")
+    p.add_argument("--teacher-model", help="the teacher's architecture, for checkpoints without frugalvision metadata")
+    p.add_argument("--teacher-conv-type", choices=CONV_TYPES, help="with --teacher-model: the teacher's conv type")
+    p.add_argument("--kd-alpha", type=float, help="weight of the distillation term (default 0.5)")
+    p.add_argument("--kd-temperature", type=float, help="softmax temperature of the distillation term (default 4)")
+    p.add_argument("--name", dest="run_name", help="run folder name (default MODEL_CONVTYPE, +_kd when distilling)")
     p.add_argument("--workers", type=int, dest="num_workers", help="data-loading worker processes")
     p.add_argument("--output", help="parent folder of the run folders (default runs/)")
     p.add_argument("--config", help="YAML recipe (see recipes/)")
@@ -38,36 +54,37 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-_FLAG_FIELDS = ("dataset", "data_dir", "download", "epochs", "batch_size", "lr", "alr", "seed", "num_workers",
-                "output", "device")
+_FLAG_FIELDS = ("dataset", "data_dir", "download", "input_size", "mean", "std", "epochs", "batch_size", "lr", "alr",
+                "seed", "teacher", "teacher_model", "kd_alpha", "kd_temperature", "run_name", "num_workers", "output",
+                "device")
 
 
 def build_configs(args: argparse.Namespace) -> list[Any]:
-    """One TrainConfig per conv type to train, from model defaults, the recipe and the flags."""
-    from ..models import is_model, model_entrypoint
-    from ..models._registry import model_train_defaults
-    from ..train.config import TrainConfig, load_recipe
+    """One TrainConfig per conv type to train: model defaults < the recipe < the flags (every config is validated
+    here, before any data is read)."""
+    from ..errors import ConfigError
+    from ..train.config import load_recipe
+    from ..train.runs import resolve_config
 
     recipe = load_recipe(args.config) if args.config else {}
     model = args.model or recipe.get("model") or DEFAULT_MODEL
-    model_entrypoint(model)  # one-line error for unknown names
-    assert is_model(model)
-    values: dict[str, Any] = {**model_train_defaults(model), **recipe, "model": model}
-    values.update({k: getattr(args, k) for k in _FLAG_FIELDS if getattr(args, k) is not None})
-    if args.conv_type:
+    flags = {k: getattr(args, k) for k in _FLAG_FIELDS if getattr(args, k) is not None}
+    if args.teacher_conv_type is not None:
+        flags["teacher_model_kwargs"] = {**recipe.get("teacher_model_kwargs", {}), "conv_type": args.teacher_conv_type}
+    if args.conv_type is not None:
         conv_types = [c.strip() for c in args.conv_type.split(",") if c.strip()]
-    elif "conv_type" in values.get("model_kwargs", {}):
-        conv_types = [values["model_kwargs"]["conv_type"]]
+        if not conv_types:
+            raise ConfigError("--conv-type needs at least one conv type")
     elif args.model is None and not recipe:
         conv_types = list(DEFAULT_CONV_TYPES)
     else:
-        conv_types = [None]
+        conv_types = [None]  # the recipe's or the model's own
+    if args.run_name is not None and len(conv_types) > 1:
+        raise ConfigError("--name names one run; train several conv types without it (or one at a time)")
     configs = []
     for conv_type in conv_types:
-        kwargs = dict(values.get("model_kwargs", {}))
-        if conv_type is not None:
-            kwargs["conv_type"] = conv_type
-        configs.append(TrainConfig.from_dict({**values, "model_kwargs": kwargs}))
+        model_kwargs = {"conv_type": conv_type} if conv_type is not None else {}
+        configs.append(resolve_config(model, recipe, **flags, model_kwargs=model_kwargs))
     return configs
 
 
@@ -75,7 +92,6 @@ def run(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
     from ..analysis.counting import count_ops
-    from ..data import dataset_info
     from ..models import load_model
     from ..train.engine import train
 
@@ -86,10 +102,7 @@ def run(args: argparse.Namespace) -> int:
         if dist.is_initialized() and dist.get_rank() != 0:
             continue
         model = load_model(result.run_dir)
-        input_size = dataset_info(config.dataset).input_size
-        if config.dataset == "fake" and config.fake_input_size:
-            input_size = tuple(config.fake_input_size)
-        costs = count_ops(model, input_size)
+        costs = count_ops(model, model_input_size(model, config.fake_input_size if config.dataset == "fake" else None))
         results.append((config, result, costs))
     print_comparison(results)
     if dist.is_initialized():

@@ -1,4 +1,4 @@
-"""Dataset construction: the embedded mnist5k sample, MNIST idx files, CIFAR, ImageNet folders and fake data."""
+"""Dataset construction: the embedded mnist5k sample, MNIST idx files, CIFAR, ImageNet, image folders, fake data."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ..errors import InputError
+from .config import DataConfig
 from .idx import load_mnist_split
 from .info import DataError, dataset_info
-from .transforms import imagenet_transform, tensor_train_transform
+from .transforms import Normalize, tensor_train_transform, timm_train_transform
 
 __all__ = ["MNIST5K_JSON", "MNIST5K_NPZ", "FakeDataset", "InMemoryImageDataset", "build_dataset", "load_mnist5k"]
 
@@ -52,14 +54,13 @@ class InMemoryImageDataset(Dataset):
         transform: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4:
-            raise ValueError(f"images must be a uint8 (N, C, H, W) tensor, got {images.dtype} {tuple(images.shape)}")
+            raise InputError(f"images must be a uint8 (N, C, H, W) tensor, got {images.dtype} {tuple(images.shape)}")
         if len(labels) != images.shape[0]:
-            raise ValueError(f"{images.shape[0]} images but {len(labels)} labels")
+            raise InputError(f"{images.shape[0]} images but {len(labels)} labels")
         self.images = images
         self.targets = [int(v) for v in labels]
         self.transform = transform
-        self._mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-        self._inv_std = 1.0 / torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+        self.normalize = Normalize(mean, std)
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -68,7 +69,7 @@ class InMemoryImageDataset(Dataset):
         x = self.images[index].to(torch.float32).div_(255.0)
         if self.transform is not None:
             x = self.transform(x)
-        return (x - self._mean).mul_(self._inv_std), self.targets[index]
+        return self.normalize(x), self.targets[index]
 
 
 class FakeDataset(Dataset):
@@ -202,6 +203,21 @@ def _build_cifar(name: str, data_dir: Path, split: str, download: bool) -> tuple
     return ds.data, list(ds.targets)
 
 
+def _built_in_config(name: str, data_config: DataConfig | None, input_size: Sequence[int] | None,
+                     mean: Sequence[float] | None, std: Sequence[float] | None) -> DataConfig:
+    """The dataset's own :class:`DataConfig`, or ``data_config``, with the given overrides; the input size of a
+    dataset held as fixed-size arrays (MNIST, CIFAR) cannot change."""
+    info = dataset_info(name)
+    config = data_config if data_config is not None else info.data_config()
+    overrides = {k: tuple(v) for k, v in (("input_size", input_size), ("mean", mean), ("std", std)) if v is not None}
+    if overrides:
+        config = config.replace(**overrides)
+    if name != "imagenet" and config.input_size != info.input_size:
+        raise DataError(f"{name} images are {info.input_size}, not {config.input_size}; to train at another size, "
+                        "put the images in a folder and use --dataset folder")
+    return config
+
+
 def build_dataset(
     name: str,
     split: str,
@@ -209,6 +225,10 @@ def build_dataset(
     *,
     augment: bool = False,
     download: bool = False,
+    data_config: DataConfig | None = None,
+    input_size: Sequence[int] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
     fake_size: int = 1024,
     fake_num_classes: int = 10,
     fake_input_size: Sequence[int] = (3, 32, 32),
@@ -218,13 +238,23 @@ def build_dataset(
     """Builds a dataset yielding ``(image, label)``: a normalised float32 (C, H, W) tensor and an int.
 
     Args:
-        name: one of ``DATASETS``: ``mnist5k``, ``mnist``, ``cifar10``, ``cifar100``, ``imagenet``, ``fake``.
-        split: ``"train"`` or ``"val"`` for every dataset. ``mnist`` and CIFAR also take ``"test"`` (the same data as
-            ``"val"``); ``mnist5k`` has no test split (use ``mnist``); ``fake`` takes any name.
+        name: one of ``DATASETS``: ``mnist5k``, ``mnist``, ``cifar10``, ``cifar100``, ``imagenet``, ``folder``,
+            ``fake``.
+        split: ``"train"`` or ``"val"`` for every dataset. ``mnist``, CIFAR and ``folder`` also take ``"test"`` (for
+            MNIST and CIFAR the same data as ``"val"``); ``mnist5k`` has no test split (use ``mnist``); ``fake`` takes
+            any name.
         data_dir: folder of the real datasets: MNIST idx files (directly or under ``MNIST/raw``), the CIFAR python
-            folders, or ImageNet's ``train``/``val`` folders. Ignored by ``mnist5k`` and ``fake``.
+            folders, ImageNet's ``train``/``val`` folders, or an image folder ``DIR/{train,val,test}/CLASS/*``.
+            Ignored by ``mnist5k`` and ``fake``.
         augment: training augmentation; applied to the ``"train"`` split only, ignored for evaluation splits.
         download: let torchvision fetch MNIST or CIFAR into ``data_dir`` if missing. Never downloads otherwise.
+        data_config: preprocessing to use instead of the dataset's own (e.g. a run's stored config). For ``folder``
+            it also fixes the class names; without it a folder's config is computed from ``DIR/train``
+            (:func:`frugalvision.data.folder_data_config`) and is available as the dataset's ``data_config``.
+            MNIST and CIFAR take its mean and std (their size is fixed); ``fake`` ignores it.
+        input_size: (C, H, W) override (``folder``, ``imagenet``).
+        mean: per-channel mean override.
+        std: per-channel standard deviation override.
         fake_size: number of items of the ``fake`` dataset.
         fake_num_classes: classes of the ``fake`` dataset.
         fake_input_size: (C, H, W) of the ``fake`` dataset.
@@ -232,7 +262,8 @@ def build_dataset(
         reprob: timm random-erasing probability (ImageNet training only).
 
     Returns:
-        A map-style ``torch.utils.data.Dataset``.
+        A map-style ``torch.utils.data.Dataset``; for ``folder`` an
+        :class:`~frugalvision.data.folder.ImageFolderDataset` with ``data_config`` and ``classes``.
 
     Raises:
         DataError: (a ``ValueError``) unknown name or split, missing or malformed files; the message is one line.
@@ -245,6 +276,13 @@ def build_dataset(
     if name == "fake":
         return FakeDataset(fake_size, fake_num_classes, fake_input_size, split)
 
+    if name == "folder":
+        from .folder import ImageFolderDataset
+
+        return ImageFolderDataset(data_dir, split, data_config, input_size=input_size, mean=mean, std=std,
+                                  augment=augment)
+
+    config = _built_in_config(name, data_config, input_size, mean, std)
     if name == "mnist5k":
         if split == "test":
             raise DataError(
@@ -255,7 +293,7 @@ def build_dataset(
         arrays = load_mnist5k()
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         transform = tensor_train_transform(name) if train_aug else None
-        return InMemoryImageDataset(_uint8_images(images, False), labels.tolist(), info.mean, info.std, transform)
+        return InMemoryImageDataset(_uint8_images(images, False), labels.tolist(), config.mean, config.std, transform)
 
     _check_split(name, split, info.splits)
     root = _require_dir(name, data_dir)
@@ -263,12 +301,12 @@ def build_dataset(
     if name == "mnist":
         images, labels = _build_mnist(root, split, download)
         transform = tensor_train_transform(name) if train_aug else None
-        return InMemoryImageDataset(_uint8_images(images, False), labels.tolist(), info.mean, info.std, transform)
+        return InMemoryImageDataset(_uint8_images(images, False), labels.tolist(), config.mean, config.std, transform)
 
     if name in _CIFAR_FOLDERS:
         images, targets = _build_cifar(name, root, split, download)
         transform = tensor_train_transform(name) if train_aug else None
-        return InMemoryImageDataset(_uint8_images(images, True), targets, info.mean, info.std, transform)
+        return InMemoryImageDataset(_uint8_images(images, True), targets, config.mean, config.std, transform)
 
     # imagenet
     folder = root / split
@@ -276,8 +314,12 @@ def build_dataset(
         raise DataError(f"imagenet {split} folder not found: expected {folder} with one sub-folder per class")
     from torchvision.datasets import ImageFolder
 
+    if train_aug and (randaugment or reprob):
+        transform = timm_train_transform(config.input_size[1:], config.mean, config.std, randaugment=randaugment,
+                                         reprob=reprob)
+    else:
+        transform = config.train_transform() if train_aug else config.eval_transform()
     try:
-        transform = imagenet_transform(train_aug, info.mean, info.std, randaugment=randaugment, reprob=reprob)
         return ImageFolder(str(folder), transform=transform)
     except (OSError, FileNotFoundError) as exc:
         raise DataError(f"cannot read imagenet {split} folder {folder}: {_one_line(exc)}") from None

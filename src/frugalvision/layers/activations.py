@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from timm.layers import trunc_normal_
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from .reparam import fold_bn
 
 __all__ = ["SeriesActivation", "deep_training_act"]
@@ -48,7 +49,7 @@ class SeriesActivation(nn.Module):
     def __init__(self, dim: int, act_num: int = 3, deploy: bool = False, bn_eps: float = BN_EPS) -> None:
         super().__init__()
         if act_num < 0:
-            raise ValueError(f"act_num must be >= 0, got {act_num}")
+            raise ConfigError(f"act_num must be >= 0, got {act_num}")
         self.dim, self.act_num, self.deploy = dim, act_num, deploy
         kernel = 2 * act_num + 1
         self.weight = nn.Parameter(torch.empty(dim, 1, kernel, kernel))

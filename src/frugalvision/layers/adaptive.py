@@ -1,4 +1,4 @@
-"""Adaptive convolutional kernel layer (Zamora Esquivel et al., ICCV Workshops 2019), SPEC §2.
+"""Adaptive convolutional kernel layer (Zamora Esquivel et al., ICCV Workshops 2019).
 
 Every kernel element is computed from the patch it is applied to: ``K = tanh(Q x + b)``, ``y = x^T K`` per
 (output, input) channel pair, summed over input channels (see :mod:`frugalvision.ops.adaptive_conv` for the formula,
@@ -14,7 +14,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
-from ..ops.adaptive_conv import DEFAULT_MAX_CHUNK_ELEMENTS, adaptive_conv2d, adaptive_conv2d_macs
+from ..errors import ConfigError
+from ..ops.adaptive_conv import DEFAULT_MAX_CHUNK_ELEMENTS, adaptive_conv2d
 
 __all__ = ["ADAPTIVE_INITS", "AdaptiveConv2d"]
 
@@ -29,9 +30,9 @@ class AdaptiveConv2d(nn.Module):
 
     Args:
         init: ``"uniform"`` draws Q and b from U(-1/k, 1/k), the default of the ``nn.Conv2d(1, k², k)`` kernel
-            generator of the public code (notes §1.3). ``"conv"`` sets Q = 0 and b = atanh(W) with W drawn like a
-            default ``nn.Conv2d(in, out, k)`` weight, so the layer starts as exactly that convolution (with Q = 0
-            the kernel is the static tanh(b), SPEC §2) and learns its adaptivity from there.
+            generator of the public code (docs/adaptive_kernels.md). ``"conv"`` sets Q = 0 and b = atanh(W) with W
+            drawn like a default ``nn.Conv2d(in, out, k)`` weight, so the layer starts as exactly that convolution
+            (with Q = 0 the kernel is the static tanh(b)) and learns its adaptivity from there.
         dilation: spacing of the patch elements (an extension; the paper uses 1).
         max_chunk_elements: memory bound of the op (elements of the kernel tensor held at once).
     """
@@ -53,9 +54,9 @@ class AdaptiveConv2d(nn.Module):
     ) -> None:
         super().__init__()
         if init not in ADAPTIVE_INITS:
-            raise ValueError(f"init must be one of {', '.join(ADAPTIVE_INITS)}, got {init!r}")
+            raise ConfigError(f"init must be one of {', '.join(ADAPTIVE_INITS)}, got {init!r}")
         if in_channels < 1 or out_channels < 1:
-            raise ValueError(f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}")
+            raise ConfigError(f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
         self.padding, self.dilation = _pair(padding), _pair(dilation)
@@ -99,26 +100,3 @@ class AdaptiveConv2d(nn.Module):
         if self.dilation != (1, 1):
             s += f", dilation={self.dilation}"
         return s + f", bias={self.bias is not None}, init={self.init!r}"
-
-
-def _count_adaptive(args, kwargs, out, module) -> tuple[str, dict[str, int]]:
-    """count_ops formula: one multiplication and one addition per MAC of :func:`adaptive_conv2d_macs`.
-
-    Per output element and input channel: kk^2 MACs for ``Q x`` (the kk additions of b take the place of the
-    first accumulation of each generator row) and kk MACs to apply the kernel. The kk tanh evaluations per output
-    element and input channel are not arithmetic in this table and are not counted. The optional output bias
-    (added outside the op) adds one addition per output element.
-    """
-    x, weight = args[0], args[1]
-    macs = adaptive_conv2d_macs(x.shape, weight.shape, out.shape)
-    bias_adds = out.numel() if getattr(module, "bias", None) is not None else 0
-    return "weight", {"mul": macs, "add": macs + bias_adds}
-
-
-def _register_counter() -> None:
-    from ..analysis.counting import register_counter
-
-    register_counter(torch.ops.frugalvision.adaptive_conv2d.default, _count_adaptive)
-
-
-_register_counter()

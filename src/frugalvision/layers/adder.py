@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
+from ..errors import ConfigError
 from ..ops import adder2d
 
 __all__ = ["Adder2d"]
@@ -43,11 +44,11 @@ class Adder2d(nn.Module):
     ) -> None:
         super().__init__()
         if in_channels % groups or out_channels % groups:
-            raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
+            raise ConfigError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
         if weight_init not in ("normal", "kaiming"):
-            raise ValueError(f"weight_init must be 'normal' or 'kaiming', got {weight_init!r}")
+            raise ConfigError(f"weight_init must be 'normal' or 'kaiming', got {weight_init!r}")
         if weight_grad not in ("full", "sign"):
-            raise ValueError(f"weight_grad must be 'full' or 'sign', got {weight_grad!r}")
+            raise ConfigError(f"weight_grad must be 'full' or 'sign', got {weight_grad!r}")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
         self.padding, self.dilation = _pair(padding), _pair(dilation)

@@ -6,6 +6,7 @@ from typing import Any
 
 from torch import nn
 
+from ..errors import ConfigError
 from .adaptive import AdaptiveConv2d
 from .adder import Adder2d
 from .binary import BinaryConv2d
@@ -40,6 +41,6 @@ def create_conv2d(
         return BinaryConv2d(*args, **kwargs)
     if conv_type == "adaptive":
         if groups != 1:
-            raise ValueError("conv_type='adaptive' has no groups (each (out, in) pair has its own generator)")
+            raise ConfigError("conv_type='adaptive' has no groups (each (out, in) pair has its own generator)")
         return AdaptiveConv2d(*args[:5], bias, dilation=dilation, **kwargs)
-    raise ValueError(f"unknown conv_type {conv_type!r}; choose one of {', '.join(CONV_TYPES)}")
+    raise ConfigError(f"unknown conv_type {conv_type!r}; choose one of {', '.join(CONV_TYPES)}")

@@ -10,19 +10,29 @@ Every deploy-time fusion in frugalvision is a composition of three linear identi
   acts point-wise on its output (zero padding stays inside the first conv).
 * **BN after a bias-free depthwise conv** is the conv+BN fold with ``b = 0``.
 
+:func:`reparameterize_model` applies the fusions of a whole model: it calls each re-parameterisable module's
+``switch_to_deploy()`` (the name used by VanillaNet and RepVGG; ``reparameterize()`` and ``fuse()``, timm's and others'
+names, are accepted too). The walk calls the outermost such module and does not descend into it: a model's own
+method knows how to fuse its children together (VanillaNet merges the stem's conv with its 1x1 conv, which no child
+could do alone).
+
 These are the fusions of VanillaNet (Chen et al., "VanillaNet: the Power of Minimalism in Deep Learning",
 NeurIPS 2023, arXiv 2305.12972, Sec. 3 "deep training" and the deploy conversion) and of RepVGG (Ding et al.,
 CVPR 2021, arXiv 2101.03697). All functions work in float64 internally when given float64 tensors and return
-contiguous tensors (fused weights with channels-last strides slow some backends down; see research notes on
-VanillaNet issue #17).
+contiguous tensors (fused weights with channels-last strides slow some backends down).
 """
 
 from __future__ import annotations
 
+import copy
+from typing import TypeVar
+
 import torch
 from torch import Tensor, nn
 
-__all__ = ["bn_scale_shift", "fold_bn", "fold_bn_into_conv", "merge_1x1_after", "to_conv"]
+from ..errors import InputError
+
+__all__ = ["bn_scale_shift", "fold_bn", "fold_bn_into_conv", "merge_1x1_after", "reparameterize_model", "to_conv"]
 
 
 def bn_scale_shift(bn: nn.BatchNorm2d | nn.BatchNorm1d) -> tuple[Tensor, Tensor]:
@@ -32,7 +42,7 @@ def bn_scale_shift(bn: nn.BatchNorm2d | nn.BatchNorm1d) -> tuple[Tensor, Tensor]
         ValueError: when the BN keeps no running statistics (its inference map is undefined).
     """
     if bn.running_mean is None or bn.running_var is None:
-        raise ValueError("cannot fold a BatchNorm without running statistics (track_running_stats=False)")
+        raise InputError("cannot fold a BatchNorm without running statistics (track_running_stats=False)")
     mean, var = bn.running_mean.detach(), bn.running_var.detach()
     gamma = bn.weight.detach() if bn.weight is not None else torch.ones_like(mean)
     beta = bn.bias.detach() if bn.bias is not None else torch.zeros_like(mean)
@@ -78,7 +88,7 @@ def merge_1x1_after(w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None
     """
     mix = w2.detach().reshape(w2.shape[0], w2.shape[1])  # (O, M, 1, 1) -> (O, M)
     if mix.shape[1] != w1.shape[0]:
-        raise ValueError(f"cannot merge: second conv expects {mix.shape[1]} channels, first gives {w1.shape[0]}")
+        raise InputError(f"cannot merge: second conv expects {mix.shape[1]} channels, first gives {w1.shape[0]}")
     w = torch.einsum("om,mckl->ockl", mix, w1.detach())  # (O, M) x (M, C, kh, kw) -> (O, C, kh, kw)
     b = torch.zeros(mix.shape[0], dtype=w.dtype, device=w.device) if b2 is None else b2.detach().clone()
     if b1 is not None:
@@ -101,3 +111,45 @@ def to_conv(weight: Tensor, bias: Tensor | None, like: nn.Conv2d) -> nn.Conv2d:
         if bias is not None:
             conv.bias.copy_(bias)
     return conv
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The whole-model walk
+
+_METHODS = ("switch_to_deploy", "reparameterize", "fuse")
+M = TypeVar("M", bound=nn.Module)
+
+
+def _fuse_in_place(module: nn.Module) -> None:
+    for method in _METHODS:
+        fn = getattr(module, method, None)
+        if callable(fn):
+            fn()
+            return
+    for child in module.children():
+        _fuse_in_place(child)
+
+
+@torch.no_grad()
+def reparameterize_model(model: M) -> M:
+    """Return a fused deploy copy of ``model`` in eval mode; ``model`` itself is left untouched.
+
+    BatchNorms are folded with their running statistics, so the copy computes what ``model.eval()`` computes.
+    Every parameter of the copy is contiguous.
+
+    Raises:
+        ConfigError: when a module refuses to fuse (e.g. a VanillaNet whose deep-training act_learn is not 1).
+
+    Example:
+        >>> fused = reparameterize_model(create_model("vanillanet_5"))
+    """
+    fused = copy.deepcopy(model).eval()
+    _fuse_in_place(fused)
+    for param in fused.parameters():
+        if not param.is_contiguous():
+            param.data = param.data.contiguous()
+    if hasattr(fused, "frugalvision_cfg") and getattr(fused, "deploy", False) is True:
+        cfg = copy.deepcopy(fused.frugalvision_cfg)
+        cfg.setdefault("kwargs", {})["deploy"] = True
+        fused.frugalvision_cfg = cfg
+    return fused

@@ -17,10 +17,16 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ..data import dataset_info
+from ..errors import ConfigError
 from ..layers import AdaptiveConv2d, create_conv2d
-from ._registry import register_model, train_defaults
+from .registry import register_model, train_defaults
 
 __all__ = ["AdaptiveLeNet", "ResNet18Cifar", "adaptive_layers"]
+
+# default data configs (see .registry): the data the recipes and released weights use
+_MNIST = dataset_info("mnist").data_config()
+_CIFAR10 = dataset_info("cifar10").data_config()
 
 
 class AdaptiveLeNet(nn.Module):
@@ -45,7 +51,7 @@ class AdaptiveLeNet(nn.Module):
     ) -> None:
         super().__init__()
         if first_type not in ("adaptive", "conv"):
-            raise ValueError(f"first_type must be 'adaptive' or 'conv', got {first_type!r}")
+            raise ConfigError(f"first_type must be 'adaptive' or 'conv', got {first_type!r}")
         c1, c2, c3 = widths
         self.default_input_size = (in_chans, 28, 28)
         kwargs = layer_kwargs if first_type == "adaptive" else {}
@@ -69,14 +75,14 @@ class AdaptiveLeNet(nn.Module):
 MNIST_TRAIN_DEFAULTS: dict[str, Any] = {"epochs": 20, "lr": 0.1, "optimizer": "sgd", "weight_decay": 5e-4}
 
 
-@register_model
+@register_model(data_config=_MNIST)
 @train_defaults(**MNIST_TRAIN_DEFAULTS)
 def adaptive_lenet(num_classes: int = 10, in_chans: int = 1, **kwargs: Any) -> AdaptiveLeNet:
     """LeNet-style MNIST net with a 5x5 adaptive first layer (1 -> 4 kernels), 7.9K parameters."""
     return AdaptiveLeNet(num_classes=num_classes, in_chans=in_chans, first_type="adaptive", **kwargs)
 
 
-@register_model
+@register_model(data_config=_MNIST)
 @train_defaults(**MNIST_TRAIN_DEFAULTS)
 def small_cnn(num_classes: int = 10, in_chans: int = 1, **kwargs: Any) -> AdaptiveLeNet:
     """Parameter-matched CNN twin of :func:`adaptive_lenet`: ordinary 5x5 first conv, widths (8, 24, 20), 8.2K."""
@@ -123,7 +129,7 @@ class ResNet18Cifar(nn.Module):
     ) -> None:
         super().__init__()
         if stem_type not in ("conv", "adaptive"):
-            raise ValueError(f"stem_type must be 'conv' or 'adaptive', got {stem_type!r}")
+            raise ConfigError(f"stem_type must be 'conv' or 'adaptive', got {stem_type!r}")
         self.num_classes, self.stem_type = num_classes, stem_type
         self.default_input_size = (in_chans, 32, 32)
         kwargs = layer_kwargs if stem_type == "adaptive" else {}
@@ -146,7 +152,7 @@ class ResNet18Cifar(nn.Module):
         return self.fc(x.flatten(1))  # (N, 512) -> (N, classes)
 
 
-@register_model
+@register_model(data_config=_CIFAR10)
 def resnet18_cifar(num_classes: int = 10, in_chans: int = 3, stem_type: str = "conv", **kwargs: Any) -> ResNet18Cifar:
     """CIFAR ResNet-18; ``stem_type="adaptive"`` gives the adaptive-kernel variant of the paper's CIFAR-10 test."""
     return ResNet18Cifar(num_classes=num_classes, in_chans=in_chans, stem_type=stem_type, **kwargs)

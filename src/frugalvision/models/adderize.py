@@ -11,6 +11,7 @@ from typing import Any
 
 from torch import nn
 
+from ..errors import InputError
 from ..layers import create_conv2d
 
 __all__ = ["adderize"]
@@ -43,9 +44,9 @@ def adderize(model: nn.Module, keep_first: bool = True, keep_last: bool = True, 
     targets = [(name, m) for name, m in model.named_modules() if type(m) is nn.Conv2d and name not in keep]
     for name, conv in targets:
         if conv.padding_mode != "zeros":
-            raise ValueError(f"{name}: padding_mode={conv.padding_mode!r}; adder layers pad with zeros only")
+            raise InputError(f"{name}: padding_mode={conv.padding_mode!r}; adder layers pad with zeros only")
         if isinstance(conv.padding, str):
-            raise ValueError(f"{name}: string padding {conv.padding!r} is not supported; give explicit sizes")
+            raise InputError(f"{name}: string padding {conv.padding!r} is not supported; give explicit sizes")
         new = create_conv2d(conv_type, conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
                             conv.padding, conv.dilation, conv.groups, conv.bias is not None, **layer_kwargs)
         new.to(device=conv.weight.device, dtype=conv.weight.dtype)

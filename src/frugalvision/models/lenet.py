@@ -12,10 +12,15 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ..data import dataset_info
+from ..errors import ConfigError
 from ..layers import create_conv2d
-from ._registry import register_model, train_defaults
+from .registry import register_model, train_defaults
 
 __all__ = ["LeNet5BN", "LeNetPP"]
+
+# default data configs (see .registry): the data the recipes and released weights use
+_MNIST = dataset_info("mnist").data_config()
 
 
 class LeNet5BN(nn.Module):
@@ -59,7 +64,7 @@ class LeNet5BN(nn.Module):
         return self.classifier(self.features(x)).flatten(1)  # (N, classes, 1, 1) -> (N, classes)
 
 
-@register_model
+@register_model(data_config=_MNIST)
 @train_defaults(epochs=50, batch_size=64, lr=0.1)  # the paper's 50-epoch cosine; SGD m 0.9, wd 5e-4; ALR eta 0.2
 def lenet5_bn(num_classes: int = 10, in_chans: int = 1, conv_type: str = "adder", **kwargs: Any) -> LeNet5BN:
     """LeNet-5-BN for 28x28 digits; ``conv_type`` selects the AdderNet (default), CNN or BNN twin."""
@@ -85,7 +90,7 @@ class LeNetPP(nn.Module):
                  **layer_kwargs: Any) -> None:
         super().__init__()
         if conv_type not in ("conv", "adder", "binary"):
-            raise ValueError(f"conv_type must be conv, adder or binary, got {conv_type!r}")
+            raise ConfigError(f"conv_type must be conv, adder or binary, got {conv_type!r}")
         self.num_classes, self.conv_type, self.feature_dim = num_classes, conv_type, feature_dim
         self.default_input_size = (in_chans, 28, 28)
         edge_type = "conv" if conv_type == "binary" else conv_type
@@ -114,7 +119,7 @@ class LeNetPP(nn.Module):
         return self.classifier(features).flatten(1)  # (N, classes, 1, 1) -> (N, classes)
 
 
-@register_model
+@register_model(data_config=_MNIST)
 def lenet_pp(num_classes: int = 10, in_chans: int = 1, conv_type: str = "adder", feature_dim: int = 2,
              **kwargs: Any) -> LeNetPP:
     """LeNet++ with a ``feature_dim``-unit (2 or 3) feature layer, for the AdderNet feature visualisation."""

@@ -25,11 +25,16 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ..data import dataset_info
+from ..errors import ConfigError
 from ..layers import Adder2d, create_conv2d
-from ._checkpoint import register_converter
-from ._registry import register_model, train_defaults
+from .registry import register_model, train_defaults
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet", "official_state_dict"]
+
+# default data configs (see .registry): the data the recipes and released weights use
+_CIFAR10 = dataset_info("cifar10").data_config()
+_IMAGENET = dataset_info("imagenet").data_config()
 
 _CONV_TYPES = ("conv", "adder", "binary")
 
@@ -123,9 +128,9 @@ class ResNet(nn.Module):
     ) -> None:
         super().__init__()
         if conv_type not in _CONV_TYPES:
-            raise ValueError(f"conv_type must be one of {', '.join(_CONV_TYPES)}, got {conv_type!r}")
+            raise ConfigError(f"conv_type must be one of {', '.join(_CONV_TYPES)}, got {conv_type!r}")
         if stem not in ("cifar", "imagenet"):
-            raise ValueError(f"stem must be 'cifar' or 'imagenet', got {stem!r}")
+            raise ConfigError(f"stem must be 'cifar' or 'imagenet', got {stem!r}")
         self.num_classes, self.conv_type = num_classes, conv_type
         self.default_input_size = (in_chans, 32, 32) if stem == "cifar" else (in_chans, 224, 224)
         self.inplanes = widths[0] if stem == "cifar" else 64
@@ -177,7 +182,7 @@ class ResNet(nn.Module):
 _OFFICIAL_ADDER = re.compile(r"\.(adder|b)$")
 
 
-def _official_to_frugalvision(state: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+def official_checkpoint_filter(state: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
     """Rename ``...conv1.adder`` to ``...conv1.weight`` (and ``.b`` to ``.bias``); other keys already match."""
     converted = {}
     for key, tensor in state.items():
@@ -188,19 +193,17 @@ def _official_to_frugalvision(state: dict[str, Tensor], model: nn.Module) -> dic
     return converted
 
 
-register_converter("resnet", _official_to_frugalvision)
-
 
 def _check(conv_type: str) -> None:
     if conv_type not in _CONV_TYPES:
-        raise ValueError(f"conv_type must be one of {', '.join(_CONV_TYPES)}, got {conv_type!r}")
+        raise ConfigError(f"conv_type must be one of {', '.join(_CONV_TYPES)}, got {conv_type!r}")
 
 
 _CIFAR_RECIPE = dict(epochs=400, batch_size=256, lr=0.1, momentum=0.9, weight_decay=5e-4, scheduler="cosine")
 _IMAGENET_RECIPE = dict(epochs=150, batch_size=256, lr=0.1, momentum=0.9, weight_decay=1e-4, scheduler="cosine")
 
 
-@register_model
+@register_model(checkpoint_filter=official_checkpoint_filter, data_config=_CIFAR10)
 @train_defaults(**_CIFAR_RECIPE)
 def resnet20(num_classes: int = 10, in_chans: int = 3, conv_type: str = "adder", **kwargs: Any) -> ResNet:
     """ResNet-20 for 32x32 images (AdderNet Table 2: 91.84 % CIFAR-10 as AddNN); official layout of resnet20.py."""
@@ -209,7 +212,7 @@ def resnet20(num_classes: int = 10, in_chans: int = 3, conv_type: str = "adder",
                   conv_type=conv_type, **kwargs)
 
 
-@register_model
+@register_model(checkpoint_filter=official_checkpoint_filter, data_config=_CIFAR10)
 @train_defaults(**_CIFAR_RECIPE)
 def resnet32(num_classes: int = 10, in_chans: int = 3, conv_type: str = "adder", **kwargs: Any) -> ResNet:
     """ResNet-32 for 32x32 images: resnet20 with five blocks per stage (AdderNet Table 2: 93.01 % CIFAR-10)."""
@@ -218,7 +221,7 @@ def resnet32(num_classes: int = 10, in_chans: int = 3, conv_type: str = "adder",
                   conv_type=conv_type, **kwargs)
 
 
-@register_model
+@register_model(checkpoint_filter=official_checkpoint_filter, data_config=_IMAGENET)
 @train_defaults(**_IMAGENET_RECIPE)
 def resnet18(num_classes: int = 1000, in_chans: int = 3, conv_type: str = "adder", **kwargs: Any) -> ResNet:
     """ResNet-18, ImageNet layout (AdderNet Table 3: 67.0 % top-1 as AddNN); resnet50.py's rules, basic blocks."""
@@ -227,7 +230,7 @@ def resnet18(num_classes: int = 1000, in_chans: int = 3, conv_type: str = "adder
                   in_chans=in_chans, conv_type=conv_type, fc_bias=True, **kwargs)
 
 
-@register_model
+@register_model(checkpoint_filter=official_checkpoint_filter, data_config=_IMAGENET)
 @train_defaults(**_IMAGENET_RECIPE)
 def resnet50(num_classes: int = 1000, in_chans: int = 3, conv_type: str = "adder", **kwargs: Any) -> ResNet:
     """ResNet-50 v1.5, ImageNet layout of the official resnet50.py (AdderNet Table 3: 74.9 % top-1 as AddNN)."""

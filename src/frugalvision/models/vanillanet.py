@@ -15,9 +15,10 @@ Deploy structure (after :meth:`VanillaNet.switch_to_deploy`, exact at ``lam = 1`
 
     stem: conv4x4/s4 + SeriesActivation;  block: conv1x1 -> max-pool -> SeriesActivation;  cls: pool, dropout, conv1x1
 
-``lam`` lives in the model (``set_act_learn``); it is a buffer, so our checkpoints record it and ``--resume``
-continues with the right value. Official checkpoints lack it; their converter sets it to 1, what they were
-released with.
+``lam`` is stored once, as the model's float ``act_learn`` (``set_act_learn``), and handed to the blocks at every
+forward. It travels in state dicts as the model's extra state (key ``_extra_state``, a 0-d tensor), so checkpoints
+record it and ``--resume`` continues with the right value. Official checkpoints lack it (the official code keeps a
+float per block); their filter sets it to 1, what they were released with.
 """
 
 from __future__ import annotations
@@ -30,14 +31,21 @@ import torch
 from timm.layers import trunc_normal_
 from torch import Tensor, nn
 
+from ..data import dataset_info
+from ..errors import CheckpointError, ConfigError
 from ..layers.activations import BN_EPS, SeriesActivation, deep_training_act
 from ..layers.reparam import fold_bn, merge_1x1_after, to_conv
-from ._checkpoint import CheckpointError, register_converter
-from ._registry import register_model
+from .registry import register_model
 
-__all__ = ["VanillaBlock", "VanillaNet"]
+__all__ = ["VanillaBlock", "VanillaNet", "official_checkpoint_filter"]
+
+# default data configs (see .registry): the data the recipes and released weights use
+# official evaluation (ConvNeXt-style main.py): resize to 224 / 0.875 with bicubic interpolation, centre crop 224
+_IMAGENET = dataset_info("imagenet").data_config().replace(interpolation="bicubic")
+_CIFAR10 = dataset_info("cifar10").data_config()
 
 SHORTCUTS = (None, "before", "after")
+_LAMBDA_KEY = "_extra_state"  # state-dict key of lam (nn.Module's extra state, see VanillaNet.get_extra_state)
 
 
 def _conv_bn(in_chans: int, out_chans: int, kernel: int = 1, stride: int = 1, padding: int = 0) -> nn.Sequential:
@@ -47,7 +55,7 @@ def _conv_bn(in_chans: int, out_chans: int, kernel: int = 1, stride: int = 1, pa
 
 def _check_lambda(act_learn: float, where: str) -> None:
     if act_learn != 1.0:
-        raise ValueError(
+        raise ConfigError(
             f"cannot fuse {where} at act_learn={act_learn:g}: the two convs around the deep-training activation "
             "merge exactly only at act_learn = 1 (finish the decay, or call set_act_learn(1.0) knowingly)"
         )
@@ -81,9 +89,8 @@ class VanillaBlock(nn.Module):
     ) -> None:
         super().__init__()
         if shortcut not in SHORTCUTS:
-            raise ValueError(f"shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
+            raise ConfigError(f"shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
         self.deploy, self.shortcut = deploy, shortcut
-        self.act_learn = 1.0
         if deploy:
             self.conv = nn.Conv2d(dim, dim_out, 1)
         else:
@@ -101,12 +108,13 @@ class VanillaBlock(nn.Module):
         else:
             self.proj = None
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, act_learn: float = 1.0) -> Tensor:
+        """``act_learn``: the deep-training coefficient lam of the enclosing VanillaNet (ignored once fused)."""
         identity = x
         if self.deploy:
             x = self.conv(x)
         else:
-            x = self.conv2(deep_training_act(self.conv1(x), self.act_learn))
+            x = self.conv2(deep_training_act(self.conv1(x), act_learn))
         x = self.pool(x)
         if self.shortcut is None:
             return self.act(x)
@@ -116,23 +124,19 @@ class VanillaBlock(nn.Module):
         return self.act(x) + residual
 
     @torch.no_grad()
-    def switch_to_deploy(self) -> None:
+    def switch_to_deploy(self, act_learn: float = 1.0) -> None:
         """Fold both BNs, merge the two 1x1 convs, fold the activation's BN (in place; exact at act_learn = 1)."""
         if self.deploy:
             return
         if self.shortcut is not None:
-            raise ValueError("blocks with shortcuts (an ablation) cannot be fused into the plain deploy form")
-        _check_lambda(self.act_learn, "a VanillaBlock")
+            raise ConfigError("blocks with shortcuts (an ablation) cannot be fused into the plain deploy form")
+        _check_lambda(act_learn, "a VanillaBlock")
         w1, b1 = fold_bn(self.conv1[0].weight, self.conv1[0].bias, self.conv1[1])
         w2, b2 = fold_bn(self.conv2[0].weight, self.conv2[0].bias, self.conv2[1])
         self.conv = to_conv(*merge_1x1_after(w1, b1, w2, b2), like=self.conv1[0])
         del self.conv1, self.conv2
         self.act.switch_to_deploy()
         self.deploy = True
-
-
-def _after_load(module: nn.Module, _incompatible_keys: Any) -> None:
-    module._sync_act_learn()  # the buffer may have been overwritten: refresh the float mirror
 
 
 class VanillaNet(nn.Module):
@@ -165,9 +169,9 @@ class VanillaNet(nn.Module):
     ) -> None:
         super().__init__()
         if len(strides) != len(dims) - 1:
-            raise ValueError(f"need one stride per block: {len(dims) - 1} blocks, got {len(strides)} strides")
+            raise ConfigError(f"need one stride per block: {len(dims) - 1} blocks, got {len(strides)} strides")
         if ada_pool is not None and len(ada_pool) != len(strides):
-            raise ValueError(f"ada_pool needs one entry per block ({len(strides)}), got {len(ada_pool)}")
+            raise ConfigError(f"ada_pool needs one entry per block ({len(strides)}), got {len(ada_pool)}")
         self.arch_args: dict[str, Any] = dict(
             dims=list(dims), strides=list(strides), num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate,
             act_num=act_num, ada_pool=None if ada_pool is None else list(ada_pool), shortcut=shortcut)
@@ -191,10 +195,7 @@ class VanillaNet(nn.Module):
         else:
             self.cls1 = nn.Sequential(*head, nn.BatchNorm2d(num_classes, eps=BN_EPS))
             self.cls2 = nn.Sequential(nn.Conv2d(num_classes, num_classes, 1))
-            # the deep-training coefficient: a buffer, so checkpoints carry it; _act_learn mirrors it as a float
-            self.register_buffer("act_learn", torch.tensor(1.0))
-            self.register_load_state_dict_post_hook(_after_load)
-        self._act_learn = 1.0
+        self.act_learn = 1.0  # the deep-training coefficient lam, stored only here (see the module docstring)
         self.apply(self._init_weights)
 
     @staticmethod
@@ -211,43 +212,44 @@ class VanillaNet(nn.Module):
     # ---- deep training -------------------------------------------------------------------------------------
     def get_act_learn(self) -> float:
         """The deep-training coefficient lam (1 for deploy models)."""
-        return self._act_learn
+        return self.act_learn
 
     @torch.no_grad()
     def set_act_learn(self, value: float) -> None:
         """Set lam of the stem, every block and the head (paper Eq. 1; 0 = ReLU, 1 = identity)."""
         value = float(value)
         if not 0.0 <= value <= 1.0:
-            raise ValueError(f"act_learn must lie in [0, 1], got {value}")
+            raise ConfigError(f"act_learn must lie in [0, 1], got {value}")
         if self.deploy:
             if value != 1.0:
-                raise ValueError("a deploy (fused) VanillaNet has no deep-training activation; act_learn is fixed at 1")
+                raise ConfigError("a deploy (fused) VanillaNet has no deep-training activation; act_learn is fixed "
+                                  "at 1")
             return
-        self.act_learn.fill_(value)
-        self._sync_act_learn()
+        self.act_learn = value
 
-    def _sync_act_learn(self) -> None:
-        if self.deploy:
-            return
-        self._act_learn = float(self.act_learn)
-        for stage in self.stages:
-            stage.act_learn = self._act_learn
+    def get_extra_state(self) -> Tensor:
+        """lam as a 0-d tensor: what state dicts and checkpoints carry (``_extra_state``)."""
+        return torch.tensor(self.act_learn, dtype=torch.float64)
+
+    def set_extra_state(self, state: Tensor) -> None:
+        self.set_act_learn(float(state))
 
     # ---- forward -------------------------------------------------------------------------------------------
     def forward_features(self, x: Tensor) -> Tensor:
+        act_learn = self.get_act_learn()  # read once per forward (a device sync on GPUs), handed to every block
         if self.deploy:
             x = self.stem(x)
         else:
-            x = self.stem2(deep_training_act(self.stem1(x), self._act_learn))
+            x = self.stem2(deep_training_act(self.stem1(x), act_learn))
         for stage in self.stages:
-            x = stage(x)
+            x = stage(x, act_learn)
         return x
 
     def forward_head(self, x: Tensor) -> Tensor:
         if self.deploy:
             x = self.cls(x)
         else:
-            x = self.cls2(deep_training_act(self.cls1(x), self._act_learn))
+            x = self.cls2(deep_training_act(self.cls1(x), self.get_act_learn()))
         return x.flatten(1)  # (N, classes, 1, 1) -> (N, classes)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -263,9 +265,10 @@ class VanillaNet(nn.Module):
         """
         if self.deploy:
             return
-        _check_lambda(self._act_learn, "VanillaNet")
+        act_learn = self.get_act_learn()
+        _check_lambda(act_learn, "VanillaNet")
         if self.arch_args["shortcut"] is not None:
-            raise ValueError("VanillaNet with shortcuts (an ablation) cannot be fused into the plain deploy form")
+            raise ConfigError("VanillaNet with shortcuts (an ablation) cannot be fused into the plain deploy form")
         w1, b1 = fold_bn(self.stem1[0].weight, self.stem1[0].bias, self.stem1[1])
         w2, b2 = fold_bn(self.stem2[0].weight, self.stem2[0].bias, self.stem2[1])
         stem_conv = to_conv(*merge_1x1_after(w1, b1, w2, b2), like=self.stem1[0])
@@ -273,26 +276,27 @@ class VanillaNet(nn.Module):
         act.switch_to_deploy()
         self.stem = nn.Sequential(stem_conv, act)
         for stage in self.stages:
-            stage.switch_to_deploy()
+            stage.switch_to_deploy(act_learn)
         w1, b1 = fold_bn(self.cls1[2].weight, self.cls1[2].bias, self.cls1[3])
         cls2 = self.cls2[0]
         head_conv = to_conv(*merge_1x1_after(w1, b1, cls2.weight, cls2.bias), like=self.cls1[2])
         self.cls = nn.Sequential(self.cls1[0], self.cls1[1], head_conv)
-        del self.stem1, self.stem2, self.cls1, self.cls2, self.act_learn
+        del self.stem1, self.stem2, self.cls1, self.cls2
         self.deploy = True
 
 
 # ---- checkpoints -------------------------------------------------------------------------------------------
-def _official_to_frugalvision(state: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+def official_checkpoint_filter(state: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
     """Official state dicts use our key names already; add lam (=1) and fuse train-mode weights for deploy models."""
     if not isinstance(model, VanillaNet):
         return state
     state = dict(state)
+    legacy_lam = state.pop("act_learn", None)  # frugalvision files written when lam was a buffer
+    state.setdefault(_LAMBDA_KEY, torch.tensor(1.0, dtype=torch.float64) if legacy_lam is None else legacy_lam)
     is_train_state = "stem1.0.weight" in state
     if model.deploy and is_train_state:
         # a train-mode checkpoint into a deploy model: load it into a train-mode twin and fuse
         twin = VanillaNet(**model.arch_args, deploy=False)
-        state.setdefault("act_learn", torch.tensor(1.0))
         try:
             twin.load_state_dict(state, strict=True)
         except RuntimeError as error:
@@ -301,12 +305,7 @@ def _official_to_frugalvision(state: dict[str, Tensor], model: nn.Module) -> dic
         return twin.state_dict()
     if not model.deploy and not is_train_state and "stem.0.weight" in state:
         raise CheckpointError("this is a deploy-mode (fused) checkpoint; create the model with deploy=True")
-    if not model.deploy:
-        state.setdefault("act_learn", torch.tensor(1.0))
     return state
-
-
-register_converter("vanillanet", _official_to_frugalvision)
 
 
 # ---- variants ----------------------------------------------------------------------------------------------
@@ -338,74 +337,74 @@ def _create(name: str, **kwargs: Any) -> VanillaNet:
     return VanillaNet(**{**_CFGS[name], **kwargs})
 
 
-@register_model
+@register_model(checkpoint_filter=official_checkpoint_filter, data_config=_IMAGENET)
 def vanillanet_5(**kwargs: Any) -> VanillaNet:
     """VanillaNet-5: 3 blocks, 15.52M params / 5.16 GMACs deployed, 72.49 % ImageNet top-1."""
     return _create("vanillanet_5", **kwargs)
 
 
-@register_model
+@register_model(checkpoint_filter=official_checkpoint_filter, data_config=_IMAGENET)
 def vanillanet_6(**kwargs: Any) -> VanillaNet:
     """VanillaNet-6: 4 blocks, 32.51M / 5.99 GMACs, 76.36 %."""
     return _create("vanillanet_6", **kwargs)
 
 
-@register_model
+@register_model(checkpoint_filter=official_checkpoint_filter, data_config=_IMAGENET)
 def vanillanet_7(**kwargs: Any) -> VanillaNet:
     """VanillaNet-7: 5 blocks, 32.80M / 6.89 GMACs, 77.98 %."""
     return _create("vanillanet_7", **kwargs)
 
 
-@register_model
+@register_model(checkpoint_filter=official_checkpoint_filter, data_config=_IMAGENET)
 def vanillanet_8(**kwargs: Any) -> VanillaNet:
     """VanillaNet-8: 6 blocks, 37.10M / 7.74 GMACs, 79.13 %."""
     return _create("vanillanet_8", **kwargs)
 
 
-@register_model
+@register_model(checkpoint_filter=official_checkpoint_filter, data_config=_IMAGENET)
 def vanillanet_9(**kwargs: Any) -> VanillaNet:
     """VanillaNet-9: 7 blocks, 41.40M / 8.58 GMACs, 79.87 %."""
     return _create("vanillanet_9", **kwargs)
 
 
-@register_model
+@register_model(checkpoint_filter=official_checkpoint_filter, data_config=_IMAGENET)
 def vanillanet_10(**kwargs: Any) -> VanillaNet:
     """VanillaNet-10: 8 blocks, 45.69M / 9.42 GMACs, 80.57 %."""
     return _create("vanillanet_10", **kwargs)
 
 
-@register_model
+@register_model(checkpoint_filter=official_checkpoint_filter, data_config=_IMAGENET)
 def vanillanet_11(**kwargs: Any) -> VanillaNet:
     """VanillaNet-11: 9 blocks, 49.99M / 10.26 GMACs, 81.08 %."""
     return _create("vanillanet_11", **kwargs)
 
 
-@register_model
+@register_model(checkpoint_filter=official_checkpoint_filter, data_config=_IMAGENET)
 def vanillanet_12(**kwargs: Any) -> VanillaNet:
     """VanillaNet-12: 10 blocks, 54.29M / 11.10 GMACs, 81.55 %."""
     return _create("vanillanet_12", **kwargs)
 
 
-@register_model
+@register_model(checkpoint_filter=official_checkpoint_filter, data_config=_IMAGENET)
 def vanillanet_13(**kwargs: Any) -> VanillaNet:
     """VanillaNet-13: 11 blocks, 58.59M / 11.94 GMACs, 82.05 %."""
     return _create("vanillanet_13", **kwargs)
 
 
-@register_model
+@register_model(checkpoint_filter=official_checkpoint_filter, data_config=_IMAGENET)
 def vanillanet_13_x1_5(**kwargs: Any) -> VanillaNet:
     """VanillaNet-13 with 1.5x widths: 127.80M / 26.55 GMACs, 82.53 %."""
     return _create("vanillanet_13_x1_5", **kwargs)
 
 
-@register_model
+@register_model(checkpoint_filter=official_checkpoint_filter, data_config=_IMAGENET)
 def vanillanet_13_x1_5_ada_pool(**kwargs: Any) -> VanillaNet:
     """VanillaNet-13-1.5x-dagger: stem stride 3 and adaptive max-pools (75/38/19/10 maps): 127.80M / 48.98 GMACs,
     83.11 %. The adaptive pools fix the map sizes whatever the input resolution."""
     return _create("vanillanet_13_x1_5_ada_pool", **kwargs)
 
 
-@register_model
+@register_model(checkpoint_filter=official_checkpoint_filter, data_config=_CIFAR10)
 def vanillanet_test(**kwargs: Any) -> VanillaNet:
     """A tiny VanillaNet (widths 16/24/32, act_num 1, 10 classes) for tests and smoke runs; not from the paper."""
     model = _create("vanillanet_test", **kwargs)

@@ -12,10 +12,15 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ..data import dataset_info
+from ..errors import ConfigError
 from ..layers import create_conv2d
-from ._registry import register_model, train_defaults
+from .registry import register_model, train_defaults
 
 __all__ = ["VGGSmall"]
+
+# default data configs (see .registry): the data the recipes and released weights use
+_CIFAR10 = dataset_info("cifar10").data_config()
 
 
 class VGGSmall(nn.Module):
@@ -31,7 +36,7 @@ class VGGSmall(nn.Module):
                  **layer_kwargs: Any) -> None:
         super().__init__()
         if conv_type not in ("conv", "adder", "binary"):
-            raise ValueError(f"conv_type must be conv, adder or binary, got {conv_type!r}")
+            raise ConfigError(f"conv_type must be conv, adder or binary, got {conv_type!r}")
         self.num_classes, self.conv_type = num_classes, conv_type
         self.default_input_size = (in_chans, 32, 32)
         widths = (128, 128, 256, 256, 512, 512)
@@ -55,7 +60,7 @@ class VGGSmall(nn.Module):
         return self.classifier(self.forward_features(x).flatten(1))  # (N, 512, 4, 4) -> (N, 8192)
 
 
-@register_model
+@register_model(data_config=_CIFAR10)
 @train_defaults(epochs=400, batch_size=256, lr=0.1, momentum=0.9, weight_decay=5e-4, scheduler="cosine")
 def vgg_small(num_classes: int = 10, in_chans: int = 3, conv_type: str = "adder", **kwargs: Any) -> VGGSmall:
     """VGG-small for 32x32 images (AdderNet Table 2: 93.72 % CIFAR-10, 72.64 % CIFAR-100 as AddNN)."""

@@ -1,7 +1,8 @@
 """``frugalvision::adaptive_conv2d``: the adaptive convolutional kernel of Zamora Esquivel et al. (ICCV-W 2019).
 
 For output channel o, input channel c, kernel position d (one of the kh*kw offsets) and output position p, with
-``P[c, :, p]`` the zero-padded kh x kw patch of channel c that output position p sees (SPEC §2, notes §1.2-1.4):
+``P[c, :, p]`` the zero-padded kh x kw patch of channel c that output position p sees (docs/adaptive_kernels.md
+says what is reconstructed):
 
     K[o, c, d, p] = tanh( sum_j Q[o, c, d, j] * P[c, j, p] + b[o, c, d] )      # the adaptive kernel
     Y[o, p]       = sum_c sum_d K[o, c, d, p] * P[c, d, p]                      # the "second convolution"
@@ -18,9 +19,10 @@ chunks of output channels and output positions whose K stays under ``max_chunk_e
 recomputes K instead of storing it: memory is O(input + output + chunk), not O(K).
 
 Registered as ``torch.library`` custom ops (a forward and one backward op) so that ``torch.compile`` sees them and
-:func:`frugalvision.count_ops` counts one op per layer instead of the inner matmuls (the counting formula lives
-with the layer, :mod:`frugalvision.layers.adaptive`). Float32 and float64 compute in their own precision; float16 /
-bfloat16 compute in float32 and return the input dtype. Gradients (notes §1.2), with K = tanh(z) and G = dL/dY:
+:func:`frugalvision.count_ops` counts one op per layer instead of the inner matmuls (the cost formula is
+registered at the end of this module, :mod:`.cost`). Float32 and float64 compute in their own precision; float16 /
+bfloat16 compute in float32 and return the input dtype. Gradients (chain rule through tanh), with K = tanh(z) and
+G = dL/dY:
 
     dL/dz[o,c,d,p] = G[o,p] * P[c,d,p] * (1 - K[o,c,d,p]^2)
     dL/dQ[o,c,d,j] = sum_p dL/dz[o,c,d,p] * P[c,j,p];      dL/db[o,c,d] = sum_p dL/dz[o,c,d,p]
@@ -36,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import InputError, InputTypeError
+from .cost import WEIGHT_LAYER, register_cost
 from .utils import conv_output_size, to_pair
 
 __all__ = [
@@ -62,7 +66,7 @@ def adaptive_conv2d_output_size(
 def _kernel_hw(weight: Tensor, kernel_size: Sequence[int]) -> tuple[int, int]:
     kh, kw = int(kernel_size[0]), int(kernel_size[1])
     if weight.shape[2] != kh * kw or weight.shape[3] != kh * kw:
-        raise ValueError(f"weight {tuple(weight.shape)} does not match kernel_size {(kh, kw)}")
+        raise InputError(f"weight {tuple(weight.shape)} does not match kernel_size {(kh, kw)}")
     return kh, kw
 
 
@@ -246,7 +250,7 @@ def _infer_kernel_size(weight: Tensor, kernel_size: int | Sequence[int] | None) 
         return _pair(kernel_size, "kernel_size")
     k = math.isqrt(weight.shape[-1])
     if k * k != weight.shape[-1]:
-        raise ValueError(
+        raise InputError(
             f"adaptive_conv2d: weight.shape[-1]={weight.shape[-1]} is not a square; pass kernel_size=(kh, kw)"
         )
     return k, k
@@ -254,36 +258,36 @@ def _infer_kernel_size(weight: Tensor, kernel_size: int | Sequence[int] | None) 
 
 def _check_inputs(input, weight, kernel_bias, bias, kernel_size, stride, padding, dilation) -> None:
     if input.dim() != 4:
-        raise ValueError(f"adaptive_conv2d: input must be 4-D (N, C, H, W), got shape {tuple(input.shape)}")
+        raise InputError(f"adaptive_conv2d: input must be 4-D (N, C, H, W), got shape {tuple(input.shape)}")
     kk = kernel_size[0] * kernel_size[1]
     c_out, c_in = (weight.shape[0], weight.shape[1]) if weight.dim() == 4 else (-1, -1)
     if weight.dim() != 4 or weight.shape[2:] != (kk, kk):
-        raise ValueError(
+        raise InputError(
             f"adaptive_conv2d: weight must be (C_out, C_in, {kk}, {kk}) for kernel {kernel_size}, "
             f"got {tuple(weight.shape)}"
         )
     if kernel_bias.shape != (c_out, c_in, kk):
-        raise ValueError(
+        raise InputError(
             f"adaptive_conv2d: kernel_bias must be ({c_out}, {c_in}, {kk}), got {tuple(kernel_bias.shape)}"
         )
     if input.shape[1] != c_in:
-        raise ValueError(f"adaptive_conv2d: input has {input.shape[1]} channels but weight expects {c_in}")
+        raise InputError(f"adaptive_conv2d: input has {input.shape[1]} channels but weight expects {c_in}")
     for name, t in (("input", input), ("weight", weight), ("kernel_bias", kernel_bias)):
         if not t.is_floating_point():
-            raise TypeError(f"adaptive_conv2d: {name} must be a floating-point tensor, got {t.dtype}")
+            raise InputTypeError(f"adaptive_conv2d: {name} must be a floating-point tensor, got {t.dtype}")
         if t.device != input.device:
-            raise ValueError(f"adaptive_conv2d: {name} is on {t.device} but input is on {input.device}")
+            raise InputError(f"adaptive_conv2d: {name} is on {t.device} but input is on {input.device}")
     if min(stride) < 1 or min(dilation) < 1 or min(padding) < 0:
-        raise ValueError(
+        raise InputError(
             f"adaptive_conv2d: need stride >= 1, dilation >= 1, padding >= 0; got {stride}, {dilation}, {padding}"
         )
     h_out, w_out = adaptive_conv2d_output_size(input.shape[2], input.shape[3], kernel_size, stride, padding, dilation)
     if h_out < 1 or w_out < 1:
-        raise ValueError(
+        raise InputError(
             f"adaptive_conv2d: kernel {kernel_size} does not fit input {tuple(input.shape[2:])} with padding {padding}"
         )
     if bias is not None and bias.shape != (c_out,):
-        raise ValueError(f"adaptive_conv2d: bias must have shape ({c_out},), got {tuple(bias.shape)}")
+        raise InputError(f"adaptive_conv2d: bias must have shape ({c_out},), got {tuple(bias.shape)}")
 
 
 def adaptive_conv2d(
@@ -298,7 +302,7 @@ def adaptive_conv2d(
     kernel_size: int | Sequence[int] | None = None,
     max_chunk_elements: int = DEFAULT_MAX_CHUNK_ELEMENTS,
 ) -> Tensor:
-    """Adaptive convolution, SPEC §2: ``Y[o,p] = sum_{c,d} tanh(sum_j Q[o,c,d,j] P[c,j,p] + b[o,c,d]) P[c,d,p]``.
+    """Adaptive convolution: ``Y[o,p] = sum_{c,d} tanh(sum_j Q[o,c,d,j] P[c,j,p] + b[o,c,d]) P[c,d,p]``.
 
     Args:
         input: (N, C_in, H, W).
@@ -317,7 +321,7 @@ def adaptive_conv2d(
     stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
     _check_inputs(input, weight, kernel_bias, bias, kernel_size, stride, padding, dilation)
     if max_chunk_elements < 1:
-        raise ValueError(f"adaptive_conv2d: max_chunk_elements must be >= 1, got {max_chunk_elements}")
+        raise InputError(f"adaptive_conv2d: max_chunk_elements must be >= 1, got {max_chunk_elements}")
     dtype = input.dtype
     out = torch.ops.frugalvision.adaptive_conv2d(
         input, weight.to(dtype), kernel_bias.to(dtype), list(kernel_size), list(stride), list(padding),
@@ -354,3 +358,20 @@ def adaptive_conv2d_macs(input_shape: Sequence[int], weight_shape: Sequence[int]
     (``Q P + b``) and kk to apply it, i.e. N * C_out * L * C_in * kk * (kk + 1)."""
     kk = weight_shape[-1]
     return math.prod(output_shape) * input_shape[1] * kk * (kk + 1)
+
+
+def _adaptive_conv2d_cost(args, kwargs, out, module) -> tuple[str, dict[str, int]]:
+    """count_ops formula: one multiplication and one addition per MAC of :func:`adaptive_conv2d_macs`.
+
+    Per output element and input channel: kk^2 MACs for ``Q x`` (the kk additions of b take the place of the
+    first accumulation of each generator row) and kk MACs to apply the kernel. The kk tanh evaluations per output
+    element and input channel are not arithmetic in this table and are not counted. The optional output bias
+    (added outside the op by the layer) adds one addition per output element.
+    """
+    x, weight = args[0], args[1]
+    macs = adaptive_conv2d_macs(x.shape, weight.shape, out.shape)
+    bias_adds = out.numel() if getattr(module, "bias", None) is not None else 0
+    return WEIGHT_LAYER, {"mul": macs, "add": macs + bias_adds}
+
+
+register_cost(torch.ops.frugalvision.adaptive_conv2d.default, _adaptive_conv2d_cost)

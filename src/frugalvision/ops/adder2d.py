@@ -7,9 +7,10 @@ Three ops, each dispatching to the fastest backend that accepts its tensors (see
     frugalvision::adder2d_grad_weight(grad_output, input, weight, stride, padding, dilation, groups, sign) -> grad_w
 
 ``adder2d`` carries an autograd formula made of the two gradient ops, so ``torch.compile`` traces through the
-backward, ``opcheck`` can check the registration, and ``FlopCounterMode`` / :func:`frugalvision.count_ops` see
-one adder op per layer. The formulas are AdderNet's (Chen et al., CVPR 2020): Eq. 2 forward, Eq. 5 full-precision
-weight gradient (or the sign gradient for the ablation), Eq. 6 HardTanh input gradient; see :mod:`.reference`.
+backward, ``opcheck`` can check the registration, and :func:`frugalvision.count_ops` sees one adder op per layer
+(its cost formula is registered here, :mod:`.cost`). The formulas are AdderNet's (Chen et al., CVPR 2020): Eq. 2
+forward, Eq. 5 full-precision weight gradient (or the sign gradient for the ablation), Eq. 6 HardTanh input
+gradient; see :mod:`.reference`.
 
 Dtypes: float32 and float64 compute in their own precision; float16 / bfloat16 inputs are accepted and accumulate
 in float32, and the output is float32 (adder outputs reach ~1e3 with a spread of ~1, which half precision cannot
@@ -22,9 +23,10 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
-from torch.utils.flop_counter import register_flop_formula
 
+from ..errors import InputError, InputTypeError
 from . import reference
+from .cost import WEIGHT_LAYER, register_cost
 from .dispatch import Backend, register_backend, select
 from .utils import to_pair
 
@@ -173,11 +175,14 @@ def adder2d_macs(input_shape: Sequence[int], weight_shape: Sequence[int], output
     return n * out_channels * h_out * w_out * weight_shape[1] * weight_shape[2] * weight_shape[3]
 
 
-@register_flop_formula(torch.ops.frugalvision.adder2d)
-def _adder2d_flops(input_shape, weight_shape, stride, padding, dilation, groups, sign_weight_grad, *, out_shape,
-                   **kwargs) -> int:
-    # One subtraction and one accumulation per term, the same 2-per-MAC convention as FlopCounterMode's conv.
-    return 2 * adder2d_macs(input_shape, weight_shape, out_shape)
+def _adder2d_cost(args, kwargs, out, module) -> tuple[str, dict[str, int]]:
+    """count_ops formula: two additions per |x - w| term (the subtraction and the accumulation), no multiplication
+    (AdderNet Sec. 4.1's convention); an optional bias adds one addition per output element outside the op."""
+    input, weight = args[0], args[1]
+    return WEIGHT_LAYER, {"add": 2 * adder2d_macs(input.shape, weight.shape, out.shape)}
+
+
+register_cost(torch.ops.frugalvision.adder2d.default, _adder2d_cost)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -190,35 +195,36 @@ def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
 
 def _check_inputs(input: Tensor, weight: Tensor, bias: Tensor | None, stride, padding, dilation, groups) -> None:
     if input.dim() != 4:
-        raise ValueError(f"adder2d: input must be 4-D (N, C, H, W), got shape {tuple(input.shape)}")
+        raise InputError(f"adder2d: input must be 4-D (N, C, H, W), got shape {tuple(input.shape)}")
     if weight.dim() != 4:
-        raise ValueError(f"adder2d: weight must be 4-D (C_out, C_in/groups, kh, kw), got shape {tuple(weight.shape)}")
+        raise InputError(f"adder2d: weight must be 4-D (C_out, C_in/groups, kh, kw), got shape {tuple(weight.shape)}")
     for name, t in (("input", input), ("weight", weight)):
         if not t.is_floating_point():
-            raise TypeError(f"adder2d: {name} must be a floating-point tensor, got {t.dtype}")
+            raise InputTypeError(f"adder2d: {name} must be a floating-point tensor, got {t.dtype}")
     if (input.dtype == torch.float64) != (weight.dtype == torch.float64):
-        raise TypeError(f"adder2d: input ({input.dtype}) and weight ({weight.dtype}) mix float64 with another dtype")
+        raise InputTypeError(f"adder2d: input ({input.dtype}) and weight ({weight.dtype}) mix float64 with "
+                             "another dtype")
     if input.device != weight.device:
-        raise ValueError(f"adder2d: input is on {input.device} but weight is on {weight.device}")
+        raise InputError(f"adder2d: input is on {input.device} but weight is on {weight.device}")
     if groups < 1 or input.shape[1] % groups or weight.shape[0] % groups:
-        raise ValueError(
+        raise InputError(
             f"adder2d: groups={groups} must divide in_channels={input.shape[1]} and out_channels={weight.shape[0]}"
         )
     if input.shape[1] != weight.shape[1] * groups:
-        raise ValueError(
+        raise InputError(
             f"adder2d: input has {input.shape[1]} channels but weight expects {weight.shape[1] * groups} "
             f"(weight.shape[1]={weight.shape[1]} x groups={groups})"
         )
     if min(stride) < 1 or min(dilation) < 1 or min(padding) < 0:
-        raise ValueError(f"adder2d: need stride >= 1, dilation >= 1, padding >= 0; got {stride}, {dilation}, {padding}")
+        raise InputError(f"adder2d: need stride >= 1, dilation >= 1, padding >= 0; got {stride}, {dilation}, {padding}")
     out = _output_shape(input, weight, stride, padding, dilation)
     if out[2] < 1 or out[3] < 1:
-        raise ValueError(
+        raise InputError(
             f"adder2d: kernel {tuple(weight.shape[2:])} (dilation {dilation}) does not fit input "
             f"{tuple(input.shape[2:])} with padding {padding}"
         )
     if bias is not None and bias.shape != (weight.shape[0],):
-        raise ValueError(f"adder2d: bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+        raise InputError(f"adder2d: bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
 
 
 def adder2d(
@@ -249,7 +255,7 @@ def adder2d(
         (N, C_out, H_out, W_out), float32 unless input and weight are float64.
     """
     if weight_grad not in ("full", "sign"):
-        raise ValueError(f"adder2d: weight_grad must be 'full' or 'sign', got {weight_grad!r}")
+        raise InputError(f"adder2d: weight_grad must be 'full' or 'sign', got {weight_grad!r}")
     stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
     _check_inputs(input, weight, bias, stride, padding, dilation, groups)
     out = torch.ops.frugalvision.adder2d(

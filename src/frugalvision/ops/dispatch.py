@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
+from ..errors import ConfigError
+
 __all__ = ["Backend", "available_backends", "register_backend", "select", "use_backend"]
 
 _ENV_VAR = "FRUGALVISION_BACKEND"
@@ -74,9 +76,9 @@ def select(op: str, *tensors: Tensor) -> Backend:
             if backend.name == forced:
                 reason = backend.rejects(*tensors)
                 if reason is not None:
-                    raise RuntimeError(f"{op}: backend '{forced}' cannot run these inputs: {reason}")
+                    raise ConfigError(f"{op}: backend '{forced}' cannot run these inputs: {reason}")
                 return backend
-        raise ValueError(f"{op}: unknown backend '{forced}' (available: {', '.join(available_backends(op))})")
+        raise ConfigError(f"{op}: unknown backend '{forced}' (available: {', '.join(available_backends(op))})")
     for backend in backends:
         if backend.rejects(*tensors) is None:
             return backend

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..errors import InputError
+
 __all__ = ["conv_output_size", "to_pair"]
 
 
@@ -23,5 +25,5 @@ def to_pair(value: int | Sequence[int], op: str, name: str) -> tuple[int, int]:
         return value, value
     pair = tuple(int(v) for v in value)
     if len(pair) != 2:
-        raise ValueError(f"{op}: {name} must be an int or a pair, got {value}")
+        raise InputError(f"{op}: {name} must be an int or a pair, got {value}")
     return pair[0], pair[1]

@@ -4,7 +4,7 @@ For every adder weight tensor F_l: ``grad <- eta * sqrt(numel(F_l)) * grad / max
 (the official value; maintainers found it by a search over 0.01-10). The update RMS is then exactly ``eta * lr``
 before momentum and weight decay.
 
-Where it is applied matters (SPEC §1). The official code normalises inside the layer's backward, i.e. once per
+Where it is applied matters. The official code normalises inside the layer's backward, i.e. once per
 backward call and before loss-scale removal, gradient accumulation and all-reduce. That silently breaks
 ``GradScaler`` (the normalised gradient is divided by the scale afterwards), gradient accumulation (a sum of unit
 directions) and multi-GPU training. Modes:
@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from ..layers.adder import Adder2d
 
 __all__ = ["ALR_MODES", "AdaptiveLR", "adder_weights"]
@@ -60,9 +61,9 @@ class AdaptiveLR:
     def __init__(self, params: Iterable[nn.Parameter], mode: str = "alr", eta: float = 0.2,
                  ilr_factor: float = 100.0) -> None:
         if mode not in ALR_MODES:
-            raise ValueError(f"unknown adaptive learning-rate mode {mode!r}; choose one of {', '.join(ALR_MODES)}")
+            raise ConfigError(f"unknown adaptive learning-rate mode {mode!r}; choose one of {', '.join(ALR_MODES)}")
         if eta <= 0:
-            raise ValueError(f"eta must be positive, got {eta}")
+            raise ConfigError(f"eta must be positive, got {eta}")
         self.params = list(params)
         self.mode, self.eta, self.ilr_factor = mode, eta, ilr_factor
         self._hooks = []

@@ -15,6 +15,8 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
+from ..errors import InputError
+
 __all__ = ["batchnorm_layers", "recalibrate_batchnorm"]
 
 
@@ -37,7 +39,7 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Tensor], device: t
     batches = iter(batches)
     first = next(batches, None)
     if first is None:
-        raise ValueError("recalibrate_batchnorm needs at least one batch")
+        raise InputError("recalibrate_batchnorm needs at least one batch")
     if not layers:
         return 0.0
     was_training = model.training

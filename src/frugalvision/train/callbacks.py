@@ -41,7 +41,16 @@ class TrainContext:
 
 
 class Callback:
-    """Base class; override what you need. Methods are called in the order of the engine's callback list."""
+    """Base class; override what you need. Methods are called in the order of the engine's callback list.
+
+    A resumed run hands each callback the state it saved, found by :attr:`state_name` (the class name unless set):
+    callbacks of one run need distinct names.
+    """
+
+    @property
+    def state_name(self) -> str:
+        """The key of this callback's state in checkpoints."""
+        return type(self).__name__
 
     def on_train_start(self, ctx: TrainContext) -> None:
         """After the model, optimizer and (on resume) state are ready, before the first epoch runs."""

@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import Tensor
 
-from ..models._checkpoint import CheckpointError, atomic_write
+from ..models.checkpoint import MODEL_FILE, CheckpointError, atomic_write
 
 __all__ = [
     "LAST_FILE",
@@ -34,7 +34,6 @@ __all__ = [
     "write_training_state",
 ]
 
-MODEL_FILE = "model.safetensors"
 LAST_FILE = "last.safetensors"
 _STATE_KEY = "frugalvision_training_state"
 

@@ -10,11 +10,14 @@ fuse into one. The official code sets, at the start of epoch ``e``, ``lam = e / 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
 
+from ..errors import ConfigError
 from .callbacks import Callback, TrainContext
+from .config import DeepTrainingConfig
 
 __all__ = ["DeepTraining", "act_learn_at"]
 
@@ -24,7 +27,7 @@ SCHEDULES = ("linear", "cosine")
 def act_learn_at(epoch: float, decay_epochs: int, schedule: str = "linear") -> float:
     """lam at the start of ``epoch`` (counted from 0): 0 -> 1 over ``decay_epochs`` epochs, then 1."""
     if schedule not in SCHEDULES:
-        raise ValueError(f"unknown deep-training schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        raise ConfigError(f"unknown deep-training schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
     if decay_epochs <= 0 or epoch >= decay_epochs:
         return 1.0
     progress = max(epoch, 0) / decay_epochs
@@ -55,26 +58,20 @@ class DeepTraining(Callback):
     """
 
     def __init__(self, decay_epochs: int, schedule: str = "linear") -> None:
-        if decay_epochs < 0:
-            raise ValueError(f"decay_epochs must be >= 0, got {decay_epochs}")
-        act_learn_at(0, 1, schedule)  # validates the schedule name
-        self.decay_epochs, self.schedule = int(decay_epochs), schedule
+        config = DeepTrainingConfig(decay_epochs, schedule)  # the one validating constructor
+        self.decay_epochs, self.schedule = config.decay_epochs, config.schedule
         self.act_learn = act_learn_at(0, self.decay_epochs, schedule)
 
     @classmethod
-    def from_config(cls, section: dict[str, Any]) -> DeepTraining:
+    def from_config(cls, section: Mapping[str, Any]) -> DeepTraining:
         """Build from a run config's ``deep_training`` section: ``{decay_epochs: int, schedule: linear|cosine}``."""
-        unknown = set(section) - {"decay_epochs", "schedule"}
-        if unknown:
-            raise ValueError(f"unknown deep_training keys: {', '.join(sorted(unknown))}")
-        if "decay_epochs" not in section:
-            raise ValueError("deep_training needs decay_epochs")
-        return cls(int(section["decay_epochs"]), section.get("schedule", "linear"))
+        config = DeepTrainingConfig.from_dict(section)
+        return cls(config.decay_epochs, config.schedule)
 
     def apply(self, ctx: TrainContext) -> float:
         self.act_learn = act_learn_at(ctx.epoch, self.decay_epochs, self.schedule)
         if not _set(ctx.model, self.act_learn):
-            raise ValueError(f"deep_training needs a model with set_act_learn (e.g. VanillaNet), "
+            raise ConfigError(f"deep_training needs a model with set_act_learn (e.g. VanillaNet), "
                              f"not {type(ctx.model).__name__}")
         _set(ctx.ema_model, self.act_learn)
         ctx.extra_metrics["act_learn"] = self.act_learn

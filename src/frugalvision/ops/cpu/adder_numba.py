@@ -2,7 +2,7 @@
 
 AdderNet: H. Chen et al., CVPR 2020, arXiv 1912.13200. Notation of :mod:`frugalvision.ops.reference`.
 
-Design (research/kernels.md §3, §6):
+Design:
 
 * Activations are read from one channels-last copy with the zero border already in place (``(G, N, H + 2p,
   W + 2p, C/G)``; a padded tap holds x = 0 and so contributes ``|w|``, as in Eq. 2), so one kernel tap ``(i, j)``

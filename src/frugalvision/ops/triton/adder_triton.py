@@ -1,7 +1,6 @@
 """AdderNet kernels for CUDA GPUs, written in Triton.
 
-AdderNet: H. Chen et al., CVPR 2020, arXiv 1912.13200; notation of :mod:`frugalvision.ops.reference`. Design notes:
-research/kernels.md §2 and §6.
+AdderNet: H. Chen et al., CVPR 2020, arXiv 1912.13200; notation of :mod:`frugalvision.ops.reference`.
 
 * forward (Eq. 2) is an implicit GEMM over ``M = N * H_out * W_out`` positions and the ``O/groups`` output channels
   of one group, with rank-1 updates ``acc += |a[:, None] - b[None, :]|`` (two FADD per term on sm_90, the absolute
@@ -12,7 +11,7 @@ research/kernels.md §2 and §6.
 * input gradient (Eq. 6) is a deterministic gather (no col2im, no atomics): each input element reduces over the
   taps ``(i, j)`` whose output position exists and over the output channels. HardTanh uses the saturate form
   ``HardTanh(w - x) = 2 * sat(w' - x') - 1`` with ``w' = w/2 + 1/2`` (packed once per call) and ``x' = x/2``
-  (research/kernels.md §4.3), so ``dX = 2 * sum sat(w' - x') * g - sum g``.
+  (an identity of HardTanh), so ``dX = 2 * sum sat(w' - x') * g - sum g``.
 * weight gradient (Eq. 5) is cuDNN's convolution weight gradient with TF32 off minus the rank-1 term
   ``W * sum_p G``.
 
@@ -147,7 +146,7 @@ def _acc_dtype(*tensors: Tensor) -> torch.dtype:
 
 
 def _blocks(n_size: int) -> tuple[int, int, int, int]:
-    """(BM, BN, BK, num_warps): 128 x 64 tiles on the GPU (research/kernels.md §2.1), tiny ones interpreted."""
+    """(BM, BN, BK, num_warps): 128 x 64 tiles on the GPU, tiny ones interpreted."""
     bn = max(16, min(64, triton.next_power_of_2(n_size)))
     if interpreted():
         return 16, min(bn, 16), 4, 1

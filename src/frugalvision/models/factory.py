@@ -7,8 +7,10 @@ from typing import Any
 
 from torch import nn
 
-from ._checkpoint import CheckpointError, converter_for, read_checkpoint_config, read_state_dict
-from ._registry import model_entrypoint, model_family
+from ..data import DataConfig
+from ..errors import CheckpointError, ConfigError
+from .checkpoint import read_checkpoint_config, read_state_dict
+from .registry import model_entry, model_entrypoint
 
 __all__ = ["create_model", "load_checkpoint", "load_model"]
 
@@ -37,27 +39,27 @@ def create_model(
         >>> model = create_model("lenet5_bn", conv_type="adder")
     """
     if pretrained and checkpoint_path is None:
-        raise ValueError(
+        raise ConfigError(
             f"pretrained weights for {name!r} are not bundled and nothing is downloaded; "
             "pass the released file as checkpoint_path=..."
         )
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    model = model_entrypoint(name)(**kwargs)
-    model.frugalvision_cfg = {"model": name, "kwargs": dict(kwargs)}
+    model = model_entrypoint(name)(**kwargs)  # stamps model.frugalvision_cfg (see .registry)
     if checkpoint_path is not None:
         load_checkpoint(model, checkpoint_path, use_ema=checkpoint_ema)
     elif checkpoint_ema:
-        raise ValueError("checkpoint_ema=True needs a checkpoint_path")
+        raise ConfigError("checkpoint_ema=True needs a checkpoint_path")
     return model
 
 
 def load_checkpoint(model: nn.Module, checkpoint_path: str | os.PathLike, *, use_ema: bool = False) -> nn.Module:
-    """Load weights into ``model`` (strict), converting official key names when the family has a converter."""
+    """Load weights into ``model`` (strict), converting an official checkpoint's key names with the model's
+    registered ``checkpoint_filter`` (models built by a registered entrypoint carry their name)."""
     state = read_state_dict(checkpoint_path, use_ema=use_ema)
     name = getattr(model, "frugalvision_cfg", {}).get("model")
-    converter = converter_for(model_family(name)) if name else None
-    if converter is not None:
-        state = converter(state, model)
+    checkpoint_filter = model_entry(name).checkpoint_filter if name else None
+    if checkpoint_filter is not None:
+        state = checkpoint_filter(state, model)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -88,4 +90,9 @@ def load_model(path: str | os.PathLike) -> nn.Module:
         )
     model = create_model(config["model"], **config.get("kwargs", {}))
     load_checkpoint(model, path)
+    if config.get("data_config") is not None:  # the preprocessing the run trained with
+        try:
+            model.data_config = DataConfig.from_dict(config["data_config"])
+        except ConfigError as error:
+            raise CheckpointError(f"corrupt checkpoint {path}: its data config is invalid: {error}") from None
     return model.eval()

@@ -3,8 +3,10 @@
 Formats read: frugalvision ``.safetensors`` files (weights + JSON metadata naming the model), run folders, and
 ``torch.save`` files (zip or legacy pre-1.6 pickles) through ``torch.load(weights_only=True)``, whose restricted
 unpickler builds only tensors and containers: no arbitrary code runs. Nested checkpoints (``model``, ``model_ema``,
-``state_dict``) and ``nn.DataParallel`` prefixes (``module.``) are unwrapped. Family-specific key conversions for
-official checkpoints are registered with :func:`register_converter`.
+``state_dict``) and ``nn.DataParallel`` prefixes (``module.``) are unwrapped. Key conversions of official
+checkpoints are each model's ``checkpoint_filter`` (see :mod:`.registry`).
+
+Run folders hold the model as :data:`MODEL_FILE`; every file is written through :func:`atomic_write`.
 """
 
 from __future__ import annotations
@@ -22,32 +24,23 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import Tensor, nn
 
+from ..errors import CheckpointError, OutputError
+
 __all__ = [
+    "MODEL_FILE",
     "CheckpointError",
     "atomic_write",
+    "model_metadata",
     "read_checkpoint_config",
     "read_state_dict",
-    "register_converter",
+    "resolve_checkpoint_path",
+    "save_model",
     "save_model_file",
 ]
 
-MODEL_FILE = "model.safetensors"
+MODEL_FILE = "model.safetensors"  # the model of a run folder (weights + model config)
 _METADATA_KEY = "frugalvision"
 _NESTED_KEYS = ("model", "state_dict", "model_state_dict", "net")
-_CONVERTERS: dict[str, Callable[[dict[str, Tensor], nn.Module], dict[str, Tensor]]] = {}
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, unreadable or does not fit the model."""
-
-
-def register_converter(family: str, fn: Callable[[dict[str, Tensor], nn.Module], dict[str, Tensor]]) -> None:
-    """``fn(state_dict, model)`` maps an official state dict of a model family to frugalvision key names."""
-    _CONVERTERS[family] = fn
-
-
-def converter_for(family: str) -> Callable[[dict[str, Tensor], nn.Module], dict[str, Tensor]] | None:
-    return _CONVERTERS.get(family)
 
 
 def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
@@ -62,20 +55,32 @@ def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` then rename over ``path``: readers see the old file or the new one, never half."""
+    """Call ``write(tmp_path)`` then rename over ``path``: readers see the old file or the new one, never half.
+
+    Raises:
+        OutputError: the file cannot be written (permission, full disk, a folder in the way); nothing is left behind.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as error:
+        _remove(tmp)
+        raise OutputError(f"cannot write {path}: {error.strerror or error}") from None
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _remove(tmp)
         raise
+
+
+def _remove(tmp: str | None) -> None:
+    if tmp is not None and os.path.exists(tmp):
+        os.unlink(tmp)
 
 
 def save_model_file(path: str | os.PathLike, state_dict: Mapping[str, Tensor], config: Mapping[str, Any]) -> None:
@@ -83,6 +88,18 @@ def save_model_file(path: str | os.PathLike, state_dict: Mapping[str, Tensor], c
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     metadata = {_METADATA_KEY: json.dumps(dict(config), sort_keys=True)}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def model_metadata(model: nn.Module) -> dict[str, Any]:
+    """What a checkpoint stores next to the weights so that :func:`~frugalvision.models.load_model` can rebuild the
+    model: its registered name and options (``frugalvision_cfg``) and its preprocessing (``data_config``)."""
+    data_config = getattr(model, "data_config", None)
+    return {**getattr(model, "frugalvision_cfg", {}), **({"data_config": data_config.to_dict()} if data_config else {})}
+
+
+def save_model(path: str | os.PathLike, model: nn.Module, **extra: Any) -> None:
+    """Save ``model`` (weights and :func:`model_metadata`, plus ``extra`` metadata entries), atomically."""
+    save_model_file(path, model.state_dict(), {**model_metadata(model), **extra})
 
 
 def read_checkpoint_config(path: str | os.PathLike) -> dict[str, Any] | None:

@@ -1,0 +1,43 @@
+"""``frugalvision predict``: the most probable classes of image files, by a trained model or an official checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from .common import add_data_config_arguments, add_model_arguments, data_config_from_args, load_model_from_args
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "predict", help="top-k classes of image files (or every image in a folder)",
+        description="Classify image files with a run folder or checkpoint. Images are prepared exactly as in "
+        "training (the run's stored data config; for official checkpoints, the model's default data config).",
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="image files and/or folders (searched "
+                   "recursively for jpg, jpeg, png, bmp, webp)")
+    add_model_arguments(p)
+    add_data_config_arguments(p)
+    p.add_argument("--top-k", type=int, default=5, help="classes per image (default 5)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..inference import find_images, predict
+    from ..train.distributed import resolve_device
+
+    model = load_model_from_args(args)
+    data_config = data_config_from_args(args, model)
+    paths = find_images(args.images)
+    predictions = predict(model, paths, data_config=data_config, top_k=args.top_k, batch_size=max(1, args.batch_size),
+                          device=resolve_device(args.device))
+    if args.json:
+        print(json.dumps({"checkpoint": str(args.checkpoint), "predictions": [p.to_dict() for p in predictions]}))
+        return 0
+    for prediction in predictions:
+        classes = ", ".join(f"{name} {100 * probability:.1f}%" for name, _, probability in prediction.top_k)
+        print(f"{prediction.image}: {classes}")
+    return 0

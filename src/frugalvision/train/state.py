@@ -1,0 +1,81 @@
+"""Run state: saving a finished epoch and resuming from it.
+
+After every epoch rank 0 writes, each file atomically (see :mod:`.checkpointing`): the resumable state
+(``last.safetensors``: model, EMA and optimizer tensors, epoch, schedule, loss scale, callback states by name,
+metrics history, and a distillation teacher's path and SHA-256, never its weights), the model file (weights + model
+config + the epoch's metrics), the EMA model file when there is one, and ``metrics.csv``. :func:`restore_run_state`
+puts all of it back, so that the resumed run continues exactly where the interrupted one stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..errors import CheckpointError
+from ..models import MODEL_FILE, model_metadata, save_model
+from .builders import TrainingSetup
+from .checkpointing import LAST_FILE, read_state_for_resume, write_json, write_metrics_csv, write_training_state
+
+__all__ = ["EMA_MODEL_FILE", "restore_run_state", "save_run_state", "write_run_config"]
+
+EMA_MODEL_FILE = "model_ema.safetensors"
+
+
+def write_run_config(run_dir: Path, setup: TrainingSetup) -> None:
+    """``config.json``: the training configuration and the model's (name and options)."""
+    teacher = {"teacher": setup.teacher.describe()} if setup.teacher is not None else {}
+    write_json(run_dir / "config.json", {"train": setup.config.to_dict(), "model": model_metadata(setup.model),
+                                         **teacher})
+
+
+def save_run_state(run_dir: Path, setup: TrainingSetup, history: list[dict[str, Any]]) -> None:
+    """Write the files of the epoch that just finished (``len(history)`` epochs done)."""
+    config, epoch = setup.config, len(history)
+    metadata = {"epoch": epoch, "config": config.to_dict(), "scheduler": setup.scheduler.state_dict(),
+                "scaler": setup.precision.scaler.state_dict(),
+                "callbacks": {c.state_name: c.state_dict() for c in setup.callbacks}, "history": history,
+                "teacher": setup.teacher.describe() if setup.teacher is not None else None}
+    ema_model = setup.ema_model
+    write_training_state(run_dir / LAST_FILE, model_state=setup.model.state_dict(),
+                         optimizer_state=setup.optimizer.state_dict(),
+                         ema_state=ema_model.state_dict() if ema_model is not None else None, metadata=metadata)
+    info = {"epoch": epoch, "dataset": config.dataset, "metrics": history[-1]}
+    save_model(run_dir / MODEL_FILE, setup.model, **info)
+    if ema_model is not None:
+        save_model(run_dir / EMA_MODEL_FILE, ema_model, **info, ema=True)
+    write_metrics_csv(run_dir / "metrics.csv", history)
+
+
+def restore_run_state(run_dir: Path, setup: TrainingSetup, say: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Load the last finished epoch of ``run_dir`` into ``setup``; returns the metrics history (empty: nothing to
+    resume, the run starts from epoch 1)."""
+    state = read_state_for_resume(run_dir)
+    config = setup.config
+    if state is None:
+        say(f"Nothing to resume in {run_dir}: starting from epoch 1")
+        return []
+    stored_teacher = state.get("teacher")
+    if setup.teacher is not None and stored_teacher and stored_teacher["sha256"] != setup.teacher.sha256:
+        raise CheckpointError(f"the teacher {setup.teacher.path} changed since {run_dir} started (sha256 "
+                              f"{stored_teacher['sha256'][:12]}... then, {setup.teacher.sha256[:12]}... now): resuming "
+                              "would distil from another model")
+    setup.model.load_state_dict(state["model"])
+    setup.optimizer.load_state_dict(state["optimizer"])
+    setup.scheduler.load_state_dict(state["scheduler"])
+    setup.precision.scaler.load_state_dict(state.get("scaler") or {})
+    if setup.ema is not None and state["ema"] is not None:
+        setup.ema.module.load_state_dict(state["ema"])
+    stored = state.get("callbacks", {})
+    if isinstance(stored, list):  # runs written before callback states were stored by name
+        stored = {c.state_name: s for c, s in zip(setup.callbacks, stored)}
+    for callback in setup.callbacks:
+        if callback.state_name in stored:
+            callback.load_state_dict(stored[callback.state_name])
+    changed = sorted(k for k, v in config.to_dict().items() if state["config"].get(k, v) != v)
+    if changed:
+        say(f"Note: resuming with changed options: {', '.join(changed)} (the stored schedule state is kept)")
+    epoch = state["epoch"]
+    say(f"Resuming {run_dir} from epoch {epoch + 1}/{config.epochs} ({epoch} finished)")
+    return list(state["history"])
