@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from frugalvision.errors import ConfigError, FrugalVisionError
 from frugalvision.ops import PackedAdderWeight, adder2d_u8, adder2d_u8_cost, pack_adder_weight_u8, use_backend
 from frugalvision.ops import reference as ref
 from frugalvision.ops.backends import sad_rejects
@@ -232,8 +233,32 @@ def test_pack_round_trip_and_layout():
 def test_cost():
     cost = adder2d_u8_cost((2, 8, 8, 16), 32, 3, groups=2, padding=1, output="uint8", residual=True)
     outputs = 2 * 8 * 8 * 32
-    assert cost == {"abs_diff": outputs * 8 * 9, "add": outputs * 8 * 9 + 3 * outputs, "mul": 2 * outputs}
-    assert adder2d_u8_cost((1, 5, 5, 3), 4, 5)["mul"] == 0
+    assert cost == {"abs_diff": outputs * 8 * 9, "add": 2 * outputs * 8 * 9 + 3 * outputs, "mul": 2 * outputs}
+    assert adder2d_u8_cost((1, 5, 5, 3), 4, 5) == {"abs_diff": 4 * 75, "add": 2 * 4 * 75, "mul": 0}
+
+
+class _IntegerLayer(torch.nn.Module):
+    """float NCHW in -> uint8 NHWC -> adder2d_u8 (float32 output) -> float NCHW, as a quantized layer runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        _, weight, scale, bias = _inputs(1, 1, 1, 8, 16, 3, 2)
+        self.packed = pack_adder_weight_u8(weight, groups=2)
+        self.scale, self.bias = scale, bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x_q = x.clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+        y = adder2d_u8(x_q, self.packed, 2, 1, zero_point=3, output="float32", scale=self.scale, bias=self.bias)
+        return y.permute(0, 3, 1, 2)
+
+
+def test_count_ops_sees_one_integer_adder_op():
+    from frugalvision import count_ops
+
+    counts = count_ops(_IntegerLayer(), (8, 9, 9))
+    [record] = [r for r in counts["layers"] if r["op"] == "adder2d_u8"]
+    outputs = 5 * 5 * 16  # stride 2, padding 1 on 9 x 9
+    assert (record["add"], record["mul"]) == (2 * outputs * 4 * 9 + outputs, outputs)
 
 
 def test_opcheck():
@@ -247,7 +272,7 @@ def test_opcheck():
                            0, 255))
 
 
-def test_torch_compile_and_flop_counter():
+def test_torch_compile():
     x, weight, scale, bias = _inputs(1, 6, 6, 8, 8, 3, 1)
     packed = pack_adder_weight_u8(weight)
 
@@ -256,11 +281,6 @@ def test_torch_compile_and_flop_counter():
 
     compiled = torch.compile(layer, backend="aot_eager", fullgraph=True)
     assert torch.equal(compiled(x), layer(x))
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
-        layer(x)
-    assert counter.get_total_flops() == 2 * 6 * 6 * 8 * 8 * 9
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -290,18 +310,18 @@ def _valid():
     (lambda a: a.update(dilation=3), "does not fit"),
     (lambda a: a.update(weight="w"), "weight must be a PackedAdderWeight"),
 ])
-def test_errors_are_one_line_value_errors(change, message):
+def test_errors_are_one_line_user_errors(change, message):
     x, packed, scale, bias = _valid()
     args = {"input_q": x, "weight": packed, "padding": 1, "zero_point": 3, "output": "float32", "scale": scale,
             "bias": bias}
     change(args)
-    with pytest.raises(ValueError, match=message) as info:
+    with pytest.raises(FrugalVisionError, match=message) as info:
         adder2d_u8(**args)
     assert "\n" not in str(info.value) and str(info.value).startswith("adder2d_u8: ")
 
 
 def test_pack_errors():
-    with pytest.raises(ValueError, match="uint8"):
+    with pytest.raises(TypeError, match="uint8"):
         pack_adder_weight_u8(torch.zeros(4, 2, 3, 3))
     with pytest.raises(ValueError, match="groups=3"):
         pack_adder_weight_u8(torch.zeros(4, 2, 3, 3, dtype=torch.uint8), groups=3)
@@ -313,5 +333,5 @@ def test_forcing_a_backend_the_cpu_lacks_names_the_feature(monkeypatch):
     assert "lacks avx2" in adder_u8_numba.width_rejects(32)
     assert adder_u8_numba.width_rejects(0) is None
     x, packed, _, _ = _valid()
-    with use_backend("sad512"), pytest.raises(RuntimeError, match="lacks avx512bw"):
+    with use_backend("sad512"), pytest.raises(ConfigError, match="lacks avx512bw"):
         adder2d_u8(x, packed, zero_point=0)

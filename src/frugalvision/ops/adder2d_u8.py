@@ -30,9 +30,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.utils.flop_counter import register_flop_formula
 
+from ..errors import InputError, InputTypeError
 from . import reference
+from .cost import WEIGHT_LAYER, register_cost
 from .dispatch import Backend, register_backend, select
 from .utils import conv_output_size, to_pair
 
@@ -48,11 +49,12 @@ __all__ = [
 ADDER_U8_OP = "adder2d_u8"
 OUTPUTS = ("int32", "float32", "uint8")
 _STEP = 8  # bytes of the reduction axis per SAD lane
+_DEVICES = ("cpu", "meta")  # the kernels run on the CPU; meta tensors carry shapes for count_ops
 _LANES = 8  # output channels per packed row
 
 
-def _fail(message: str) -> None:
-    raise ValueError(f"adder2d_u8: {message}")
+def _fail(message: str, error: type[Exception] = InputError) -> None:
+    raise error(f"adder2d_u8: {message}")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -108,8 +110,8 @@ def pack_adder_weight_u8(weight_q: Tensor, groups: int = 1) -> PackedAdderWeight
     """Pack uint8 adder weights (O, C/G, kh, kw) (quantized with the layer's shared scale and zero point)."""
     if not isinstance(weight_q, Tensor) or weight_q.dtype != torch.uint8 or weight_q.dim() != 4:
         got = f"{weight_q.dtype} {tuple(weight_q.shape)}" if isinstance(weight_q, Tensor) else type(weight_q).__name__
-        _fail(f"weight_q must be a uint8 (O, C/G, kh, kw) tensor, got {got}")
-    if weight_q.device.type != "cpu":
+        _fail(f"weight_q must be a uint8 (O, C/G, kh, kw) tensor, got {got}", InputTypeError)
+    if weight_q.device.type not in _DEVICES:
         _fail(f"weight_q must be on the CPU, got {weight_q.device}")
     if not isinstance(groups, int) or groups < 1 or weight_q.shape[0] % groups:
         _fail(f"groups={groups} must be a positive divisor of out_channels={weight_q.shape[0]}")
@@ -193,16 +195,17 @@ def _(input_q, weight_data, out_channels, kernel_size, stride, padding, dilation
     return input_q.new_empty(shape, dtype=_output_dtype(output))
 
 
-def adder2d_u8_cost(input_shape: Sequence[int], out_channels: int, kernel_size: Sequence[int], groups: int = 1,
+def adder2d_u8_cost(input_shape: Sequence[int], out_channels: int, kernel_size: int | Sequence[int], groups: int = 1,
                     stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0,
                     dilation: int | Sequence[int] = 1, output: str = "int32",
                     residual: bool = False) -> dict[str, int]:
     """Arithmetic of one ``adder2d_u8`` call on an (N, H, W, C) input.
 
-    ``abs_diff``: the |a - b| terms, ``N * Ho * Wo * O * (C/G) * kh * kw``; ``add``: their accumulation (one add
-    per term) plus the epilogue additions; ``mul``: the epilogue multiplications (float32 and uint8 outputs:
-    ``scale`` and ``bias`` are one multiplication and one addition per output, a residual one subtraction, one
-    multiplication and one addition more; int32 output: none).
+    ``abs_diff``: the |a - b| terms, ``N * Ho * Wo * O * (C/G) * kh * kw``. ``add``: two per term (the subtraction
+    and the accumulation, as :mod:`.adder2d` counts AdderNet layers) plus the epilogue's additions; ``mul``: the
+    epilogue's multiplications. The float32 and uint8 outputs apply ``scale`` and ``bias`` (one multiplication and
+    one addition per output), a residual one subtraction, one multiplication and one addition more; rounding and
+    clamping are not counted; the int32 output has no epilogue.
     """
     n, height, width, channels = (int(v) for v in input_shape)
     kh, kw = to_pair(kernel_size, ADDER_U8_OP, "kernel_size")
@@ -216,15 +219,19 @@ def adder2d_u8_cost(input_shape: Sequence[int], out_channels: int, kernel_size: 
         epilogue_mul, epilogue_add = outputs, outputs
         if residual:
             epilogue_mul, epilogue_add = epilogue_mul + outputs, epilogue_add + 2 * outputs
-    return {"abs_diff": terms, "add": terms + epilogue_add, "mul": epilogue_mul}
+    return {"abs_diff": terms, "add": 2 * terms + epilogue_add, "mul": epilogue_mul}
 
 
-@register_flop_formula(torch.ops.frugalvision.adder2d_u8)
-def _adder2d_u8_flops(input_shape, weight_shape, out_channels, kernel_size, stride, padding, dilation, *args,
-                      out_shape, **kwargs) -> int:
-    # one subtraction and one accumulation per term, the 2-per-MAC convention of FlopCounterMode's convolution
-    groups = weight_shape[0]
-    return 2 * adder2d_u8_cost(input_shape, out_channels, kernel_size, groups, stride, padding, dilation)["abs_diff"]
+def _adder2d_u8_count(args, kwargs, out, module) -> tuple[str, dict[str, int]]:
+    """count_ops formula (:mod:`.cost`): :func:`adder2d_u8_cost` of the call."""
+    input_q, weight_data, out_channels, kernel_size, stride, padding, dilation = args[:7]
+    output, residual = args[13], args[10]
+    cost = adder2d_u8_cost(input_q.shape, out_channels, kernel_size, weight_data.shape[0], stride, padding, dilation,
+                           output, residual is not None)
+    return WEIGHT_LAYER, {"add": cost["add"], "mul": cost["mul"]}
+
+
+register_cost(torch.ops.frugalvision.adder2d_u8.default, _adder2d_u8_count)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -242,8 +249,8 @@ def _check_vector(t: Tensor | None, name: str, out_channels: int) -> None:
         return
     if not isinstance(t, Tensor) or t.dtype != torch.float32 or tuple(t.shape) != (out_channels,):
         got = f"{t.dtype} {tuple(t.shape)}" if isinstance(t, Tensor) else type(t).__name__
-        _fail(f"{name} must be a float32 ({out_channels},) tensor, got {got}")
-    if t.device.type != "cpu":
+        _fail(f"{name} must be a float32 ({out_channels},) tensor, got {got}", InputTypeError)
+    if t.device.type not in _DEVICES:
         _fail(f"{name} must be on the CPU, got {t.device}")
 
 
@@ -283,13 +290,13 @@ def adder2d_u8(
     if isinstance(weight, Tensor):
         weight = pack_adder_weight_u8(weight, 1 if groups is None else groups)
     elif not isinstance(weight, PackedAdderWeight):
-        _fail(f"weight must be a PackedAdderWeight or a uint8 tensor, got {type(weight).__name__}")
+        _fail(f"weight must be a PackedAdderWeight or a uint8 tensor, got {type(weight).__name__}", InputTypeError)
     elif groups is not None and groups != weight.groups:
         _fail(f"groups={groups} disagrees with the packed weight's groups={weight.groups}")
     if not isinstance(input_q, Tensor) or input_q.dtype != torch.uint8 or input_q.dim() != 4:
         got = f"{input_q.dtype} {tuple(input_q.shape)}" if isinstance(input_q, Tensor) else type(input_q).__name__
-        _fail(f"input_q must be a uint8 (N, H, W, C) tensor, got {got}")
-    if input_q.device.type != "cpu":
+        _fail(f"input_q must be a uint8 (N, H, W, C) tensor, got {got}", InputTypeError)
+    if input_q.device.type not in _DEVICES:
         _fail(f"input_q must be on the CPU, got {input_q.device}")
     if not input_q.is_contiguous():
         _fail("input_q must be contiguous (N, H, W, C); call .contiguous() (an NCHW tensor needs "
@@ -317,8 +324,8 @@ def adder2d_u8(
     if residual is not None:
         if not isinstance(residual, Tensor) or residual.dtype != torch.uint8 or tuple(residual.shape) != shape:
             got = f"{residual.dtype} {tuple(residual.shape)}" if isinstance(residual, Tensor) else type(residual)
-            _fail(f"residual must be a uint8 {shape} tensor (the output's shape), got {got}")
-        if not residual.is_contiguous() or residual.device.type != "cpu":
+            _fail(f"residual must be a uint8 {shape} tensor (the output's shape), got {got}", InputTypeError)
+        if not residual.is_contiguous() or residual.device.type not in _DEVICES:
             _fail("residual must be a contiguous CPU tensor")
     _check_byte(residual_zero_point, "residual_zero_point")
     if not isinstance(residual_scale, (int, float)) or not math.isfinite(residual_scale):
