@@ -11,6 +11,7 @@ import pytest
 from frugalvision.analysis import bench_quant
 from frugalvision.analysis.bench_adder import LayerShape
 from frugalvision.cli import bench_quant as cli_bench_quant
+from frugalvision.errors import ConfigError
 from frugalvision.ops.cpu import adder_u8_numba
 
 TINY = LayerShape("tiny", 2, 8, 6, 6, 8, 3, 1, 1)
@@ -65,5 +66,5 @@ def test_command_parses_and_rejects_bad_shapes(tmp_path):
                               "--output", str(tmp_path / "out.csv")])
     assert args.batch_size == 2 and args.output.name == "out.csv"
     bad = parser.parse_args(["quant", "--shapes", "vgg"])
-    with pytest.raises(ValueError, match="unknown set"):
+    with pytest.raises(ConfigError, match="unknown set"):
         cli_bench_quant.run(bad)

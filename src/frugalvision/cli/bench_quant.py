@@ -11,6 +11,8 @@ import datetime
 import platform
 from pathlib import Path
 
+from ..errors import ConfigError
+
 __all__ = ["add_subparser", "run"]
 
 DEFAULT_DIR = Path("benchmarks") / "results"
@@ -41,10 +43,10 @@ def run(args: argparse.Namespace) -> int:
     sets = [s.strip() for s in args.shapes.split(",") if s.strip()]
     unknown = [s for s in sets if s not in _SHAPE_SETS]
     if unknown or not sets:
-        raise ValueError(f"--shapes: unknown set(s) {', '.join(unknown) or '(none)'}; choose from "
+        raise ConfigError(f"--shapes: unknown set(s) {', '.join(unknown) or '(none)'}; choose from "
                          f"{', '.join(_SHAPE_SETS)}")
     if args.batch_size < 1 or args.repeats < 1 or (args.threads is not None and args.threads < 1):
-        raise ValueError("--batch-size, --repeats and --threads must be positive")
+        raise ConfigError("--batch-size, --repeats and --threads must be positive")
     from ..analysis import bench_adder, bench_quant
 
     shapes = []
