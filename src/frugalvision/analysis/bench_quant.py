@@ -13,8 +13,8 @@ Methods (one layer, forward only, batch ``N``):
 * ``sad_peak``: the SAD instruction's peak on this machine: a 4 x 4 register tile of the same intrinsic over an
   L1-resident 576-byte reduction, with the same thread count (:func:`frugalvision.ops.cpu.adder_u8_numba.sad_peak_run`).
 
-Timing is interleaved: every repeat times each method once in turn (the peak loop included), each round starting
-one method later than the previous one, so that background load, clock changes and thread wake-ups hit them alike;
+Timing is interleaved: every repeat times each method once (the peak loop included) in a new random order, so that
+background load, clock changes, thread wake-ups and the caches the previous method left hit them alike;
 medians and minima are kept. glibc keeps freed buffers of up to 32 MiB for reuse, as in a steady state, so that
 page faults of fresh allocations stay out of the timings. ``terms`` counts the useful ``|a - b|`` terms
 of the layer, ``N * Ho * Wo * O * C/G * kh * kw``; ``pct_of_peak`` is the layer's terms/s over the peak's terms/s
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import statistics
 import time
 import warnings
@@ -237,8 +238,10 @@ def bench_quant_layers(
             times: dict[str, list[float]] = {m: [] for m in fns}
             peak_times: list[float] = []
             order = [*fns, "sad_peak"] if peak_run is not None else list(fns)
-            for r in range(repeats):
-                for name in order[r % len(order):] + order[: r % len(order)]:  # each round starts one later
+            shuffle = random.Random(0).shuffle
+            for _ in range(repeats):
+                shuffle(order)  # a new order every round: no method always follows the same one
+                for name in order:
                     if name == "sad_peak":
                         peak_times.append(peak_run())
                         continue
