@@ -593,13 +593,19 @@ def _make_forward_kernel(width: int):
     kernel per width)."""
 
     @njit(parallel=True, cache=True, nogil=True)
-    def _forward_kernel(x, w, out_bytes, n_img, height, width_in, channels, out_channels, h_out, w_out, kh, kw, sh,
-                        sw, ph, pw, dh, dw, zero_point, layout, runs, run_steps, buf_bytes, mode, scale, bias, res,
-                        res_zp, res_scale, has_res, qmin, qmax, mr, nr, num_chunks):  # pragma: no cover - compiled
+    def _forward_kernel(x, w, out_bytes, scale, bias, res, ints, floats):  # pragma: no cover - compiled
         """Eq. 2 in integers. ``x``: the NHWC input, flat uint8; ``w``: packed weights (G, B, S, 8, 8);
         ``out_bytes``: the NHWC output (N, Ho, Wo, O) as flat bytes of int32 / float32 / uint8 (``mode`` 0 / 1 /
         2); ``scale`` and ``bias``: float32 (G * 8B,), each group's channels padded to 8B; ``res``: the NHWC
-        residual, flat uint8. ``layout``, ``runs``, ``run_steps``: see :func:`run_layout`."""
+        residual, flat uint8; ``ints`` and ``floats``: the scalar arguments in the order of :data:`_INT_ARGS` and
+        :data:`_FLOAT_ARGS` (few arguments: numba's dispatcher types each one on every call). ``layout``,
+        ``runs``, ``run_steps``: see :func:`run_layout`."""
+        n_img, height, width_in, channels, out_channels = ints[0], ints[1], ints[2], ints[3], ints[4]
+        h_out, w_out, kh, kw, sh = ints[5], ints[6], ints[7], ints[8], ints[9]
+        sw, ph, pw, dh, dw = ints[10], ints[11], ints[12], ints[13], ints[14]
+        zero_point, layout, runs, run_steps, buf_bytes = np.uint8(ints[15]), ints[16], ints[17], ints[18], ints[19]
+        mode, has_res, mr, nr, num_chunks = ints[20], ints[21], ints[22], ints[23], ints[24]
+        res_zp, res_scale, qmin, qmax = floats[0], floats[1], floats[2], floats[3]
         groups, num_blocks, steps = w.shape[0], w.shape[1], w.shape[2]
         row_bytes = steps * STEP
         w_flat = w.reshape(-1)
@@ -794,6 +800,10 @@ def _per_group_padded(values: Tensor | None, groups: int, blocks: int, fill: flo
 
 
 _NO_BYTES = np.zeros(ROW_BYTES, dtype=np.uint8)
+_INT_ARGS = ("n", "height", "width", "channels", "out_channels", "h_out", "w_out", "kh", "kw", "sh", "sw", "ph",
+             "pw", "dh", "dw", "zero_point", "layout", "runs", "run_steps", "buf_bytes", "mode", "has_residual", "mr",
+             "nr", "num_chunks")
+_FLOAT_ARGS = ("residual_zero_point", "residual_scale", "qmin", "qmax")
 _OUTPUT_DTYPES = {"int32": torch.int32, "float32": torch.float32, "uint8": torch.uint8}
 
 
@@ -813,13 +823,15 @@ def adder2d_u8_forward(
     out = torch.empty((n, h_out, w_out, out_channels), dtype=_OUTPUT_DTYPES[output])
     layout = run_layout(kernel_size, channels // groups, groups, dilation[1])
     threads = sync_threads()
+    ints = np.array([
+        n, height, width_in, channels, out_channels, h_out, w_out, kh, kw, *stride, *padding, *dilation, zero_point,
+        *layout, _buffer_bytes(layout[0], packed.shape[2] * STEP, kh, kw, stride[1], channels), OUTPUT_MODES[output],
+        residual is not None, *TILES[width], _num_chunks(-(-n * h_out * w_out // POS_BLOCK), threads),
+    ], dtype=np.int64)
+    floats = np.array([residual_zero_point, residual_scale, qmin, qmax], dtype=np.float32)
     _FORWARD_KERNELS[width](
-        x.reshape(-1).numpy(), packed.numpy(), out.view(-1).view(torch.uint8).numpy(), n, height, width_in,
-        channels, out_channels, h_out, w_out, kh, kw, *stride, *padding, *dilation, np.uint8(zero_point), *layout,
-        _buffer_bytes(layout[0], packed.shape[2] * STEP, kh, kw, stride[1], channels), OUTPUT_MODES[output],
+        x.view(-1).numpy(), packed.numpy(), out.view(-1).view(torch.uint8).numpy(),
         _per_group_padded(scale, groups, blocks, 1.0), _per_group_padded(bias, groups, blocks, 0.0),
-        _NO_BYTES if residual is None else residual.reshape(-1).numpy(), np.float32(residual_zero_point),
-        np.float32(residual_scale), int(residual is not None), np.float32(qmin), np.float32(qmax), *TILES[width],
-        _num_chunks(-(-n * h_out * w_out // POS_BLOCK), threads),
+        _NO_BYTES if residual is None else residual.view(-1).numpy(), ints, floats,
     )
     return out
