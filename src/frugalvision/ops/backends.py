@@ -4,11 +4,15 @@
 * ``triton`` (priority 20): CUDA tensors, registered only when CUDA is available and triton imports, see
   :mod:`.triton.adder_triton`.
 
-The plain-PyTorch ``reference`` backend (priority -100) stays the fallback for everything else.
+and the adder2d_u8 backends (uint8 CPU tensors, see :mod:`.cpu.adder_u8_numba`): ``sad512`` (priority 30, needs
+AVX-512BW), ``sad256`` (20, needs AVX2), ``portable`` (10, generic LLVM vector code).
+
+The plain-PyTorch ``reference`` backends (priority -100) stay the fallback for everything else.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from collections.abc import Callable
 
@@ -16,9 +20,10 @@ import torch
 from torch import Tensor
 
 from .adder2d import ADDER_OP, reference_grad_weight
+from .adder2d_u8 import ADDER_U8_OP, cpu_uint8_rejects
 from .dispatch import Backend, register_backend
 
-__all__ = ["numba_rejects", "triton_rejects"]
+__all__ = ["numba_rejects", "sad_rejects", "triton_rejects"]
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -80,5 +85,29 @@ def _register_triton() -> None:
     )
 
 
+def sad_rejects(width: int) -> Callable[..., str | None]:
+    """``rejects`` of the adder2d_u8 backend of this vector width (see :data:`.cpu.adder_u8_numba.WIDTHS`)."""
+    from .cpu.adder_u8_numba import width_rejects
+
+    def rejects(*tensors: Tensor) -> str | None:
+        return cpu_uint8_rejects(*tensors) or width_rejects(width)
+
+    return rejects
+
+
+def _register_sad() -> None:
+    if importlib.util.find_spec("numba") is None:
+        return
+    from .cpu import adder_u8_numba
+
+    for priority, (name, width) in zip((30, 20, 10), adder_u8_numba.WIDTHS.items()):
+        register_backend(
+            ADDER_U8_OP,
+            Backend(name=name, kernels={"forward": functools.partial(adder_u8_numba.adder2d_u8_forward, width)},
+                    rejects=sad_rejects(width), priority=priority),
+        )
+
+
 _register_numba()
 _register_triton()
+_register_sad()

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .utils import conv_output_size
+from .utils import conv_output_size, to_pair
 
 __all__ = [
     "DEFAULT_CHUNK_BYTES",
@@ -35,6 +35,8 @@ __all__ = [
     "adder2d_grad_weight",
     "adder2d_grad_weight_sign",
     "adder2d_output_size",
+    "adder2d_u8_reference",
+    "adder_u8_epilogue",
 ]
 
 DEFAULT_CHUNK_BYTES = 64 * 2**20  # budget of one temporary: 64 MiB
@@ -194,3 +196,86 @@ def adder2d_grad_input(
             grad_col, (height, width), (kh, kw), dilation=dilation, padding=padding, stride=stride
         )
     return grad_x
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Integer adder (AdderNet Eq. 2 on uint8 with one shared scale and zero point; see frugalvision.ops.adder2d_u8)
+
+
+def adder_u8_epilogue(
+    sums: Tensor, scale: Tensor, bias: Tensor | None, residual: Tensor | None, residual_zero_point: int,
+    residual_scale: float, output: str, qmin: int, qmax: int,
+) -> Tensor:
+    """The output modes of ``adder2d_u8`` applied to int32 sums S (N, Ho, Wo, O), in float32, one operation at a
+    time: ``y = float32(S) * scale + bias (+ (float32(residual) - zr) * sr)``; ``"uint8"`` then rounds half to even
+    and clamps to ``qmin..qmax``. A missing bias is zero."""
+    y = sums.to(torch.float32) * scale.to(torch.float32)
+    y = y + (bias.to(torch.float32) if bias is not None else torch.zeros_like(scale, dtype=torch.float32))
+    if residual is not None:
+        zr = torch.tensor(float(residual_zero_point), dtype=torch.float32)
+        sr = torch.tensor(residual_scale, dtype=torch.float32)
+        y = y + (residual.to(torch.float32) - zr) * sr
+    if output == "float32":
+        return y
+    return torch.round(y).clamp(qmin, qmax).to(torch.uint8)
+
+
+def adder2d_u8_reference(
+    input_q: Tensor,
+    weight,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+    *,
+    zero_point: int,
+    scale: Tensor | None = None,
+    bias: Tensor | None = None,
+    residual: Tensor | None = None,
+    residual_zero_point: int = 0,
+    residual_scale: float = 0.0,
+    output: str = "int32",
+    qmin: int = 0,
+    qmax: int = 255,
+    groups: int | None = None,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> Tensor:
+    """Executable specification of ``frugalvision::adder2d_u8`` in plain PyTorch int32 arithmetic.
+
+    ``S[n, h, w, o] = sum_{i, j, c} |Xq_pad[n, h*s_h + i*d_h, w*s_w + j*d_w, g*Cg + c] - Wq[o, c, i, j]|`` with
+    ``Xq_pad`` the NHWC uint8 input padded with the byte ``zero_point`` and ``g = o // (O/G)`` (AdderNet Eq. 2 on
+    quantized values sharing one scale and zero point), then the output mode of :func:`adder_u8_epilogue`.
+
+    ``weight`` is a uint8 (O, C/G, kh, kw) tensor (``groups`` gives G, default 1) or a packed weight (anything with
+    ``unpack()`` and ``groups``, e.g. :class:`frugalvision.ops.adder2d_u8.PackedAdderWeight`).
+    Returns (N, Ho, Wo, O): int32, float32 or uint8.
+    """
+    if hasattr(weight, "unpack"):
+        groups = weight.groups if groups is None else groups
+        weight = weight.unpack()
+    groups = 1 if groups is None else groups
+    sh, sw = to_pair(stride, "adder2d_u8_reference", "stride")
+    ph, pw = to_pair(padding, "adder2d_u8_reference", "padding")
+    dh, dw = to_pair(dilation, "adder2d_u8_reference", "dilation")
+    n, height, width, channels = input_q.shape
+    out_channels, cg, kh, kw = weight.shape
+    og = out_channels // groups
+    h_out, w_out = conv_output_size(height, width, (kh, kw), (sh, sw), (ph, pw), (dh, dw))
+    x_pad = torch.full((n, height + 2 * ph, width + 2 * pw, channels), zero_point, dtype=torch.int32)
+    x_pad[:, ph : ph + height, pw : pw + width] = input_q.to(torch.int32)
+    # (O, Cg, kh, kw) -> (G, Og, kh, kw, Cg) -> (G, Og, K), K ordered (i, j, c)
+    w_col = weight.to(torch.int32).view(groups, og, cg, kh, kw).permute(0, 1, 3, 4, 2).reshape(groups, og, -1)
+    k = w_col.shape[-1]
+    sums = torch.empty((n, h_out, w_out, out_channels), dtype=torch.int32)
+    per_image = h_out * w_out * out_channels * k * 4
+    batch = _batch_chunk(n, per_image, chunk_bytes)
+    for n0 in range(0, n, batch):
+        # taps (i, j): (nb, Ho, Wo, C) slices of the padded input -> (nb, Ho, Wo, kh, kw, C)
+        taps = [x_pad[n0 : n0 + batch, i * dh : i * dh + sh * (h_out - 1) + 1 : sh,
+                      j * dw : j * dw + sw * (w_out - 1) + 1 : sw] for i in range(kh) for j in range(kw)]
+        patches = torch.stack(taps, dim=3).view(-1, h_out, w_out, kh, kw, groups, cg)
+        for g in range(groups):
+            cols = patches[..., g, :].reshape(-1, h_out, w_out, 1, k)  # (nb, Ho, Wo, 1, K), K ordered (i, j, c)
+            sums[n0 : n0 + batch, ..., g * og : (g + 1) * og] = (cols - w_col[g]).abs().sum(-1, dtype=torch.int32)
+    if output == "int32":
+        return sums
+    return adder_u8_epilogue(sums, scale, bias, residual, residual_zero_point, residual_scale, output, qmin, qmax)

@@ -61,9 +61,16 @@ _TASKS_PER_THREAD = 16
 
 
 def sync_threads() -> int:
-    """Make numba use ``torch.get_num_threads()`` threads (at most numba's pool size); returns the count."""
-    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    if numba.get_num_threads() != threads:
+    """Make numba use ``torch.get_num_threads()`` threads (at most numba's pool size); returns the count.
+
+    numba's OpenMP pool, when it starts (on the first ``numba.get_num_threads()``), sets OpenMP's thread count
+    to its own pool size, which is the count torch reports and uses; torch's count is read first and put back."""
+    wanted = torch.get_num_threads()
+    current = numba.get_num_threads()  # starts numba's pool on first use
+    if torch.get_num_threads() != wanted:
+        torch.set_num_threads(wanted)
+    threads = max(1, min(wanted, numba.config.NUMBA_NUM_THREADS))
+    if current != threads:
         numba.set_num_threads(threads)
     return threads
 
