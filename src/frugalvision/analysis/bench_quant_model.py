@@ -16,10 +16,10 @@ Methods, for one model name (``resnet20``, ``lenet5_bn``) at each batch size:
 
 Every quantised model is calibrated on the same images. Weights are the models' random initialisation with BatchNorm
 statistics of the calibration images (time does not depend on the values). Timing: one untimed warm-up round, then
-``repeats`` rounds; in each round every method runs once on the same input, in turn, so that load from other
-processes hits them alike; medians of wall time and of process CPU time (all threads; it does not count time the
-process waits for a core, so it is the steadier number on a shared machine) are reported, and each ratio compares
-medians of the same run. onnxruntime's
+``repeats`` rounds; in each round every method runs once on the same input, in a new random order, so that load
+from other processes, thread wake-ups and the caches the previous method left hit them alike. Medians of the wall
+time and of the process CPU time (all threads; it leaves out the time the process waits for a core, so it is the
+steadier number on a shared machine) are reported, and each ratio compares medians of the same run. onnxruntime's
 threads are told not to spin after a run (``session.intra_op.allow_spinning = 0``), as torch's and numba's OpenMP
 threads wait passively (``OMP_WAIT_POLICY=PASSIVE``, set by ``import frugalvision``), so no method steals the
 cores from the next one.
@@ -31,9 +31,9 @@ Run ``python -m frugalvision.analysis.bench_quant_model`` (see ``--help``); it p
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import os
+import random
 import statistics
 import tempfile
 import time
@@ -44,27 +44,13 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .bench_adder import machine_info, write_csv
+from .bench_quant import quant_machine_info, write_csv
 
-__all__ = ["METHODS", "MODELS", "bench_quant_models", "build_methods", "cpu_flags", "format_table", "main"]
+__all__ = ["METHODS", "MODELS", "bench_quant_models", "build_methods", "format_table", "main"]
 
 METHODS = ("int8_adder", "int8_adder_fp32stem", "fp32_adder", "fp32_cnn", "int8_cnn_fx", "int8_cnn_ort")
 INT8_CNN = ("int8_cnn_fx", "int8_cnn_ort")
 MODELS = ("resnet20", "lenet5_bn")
-_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "asimd",
-          "asimddp")
-
-
-def cpu_flags() -> str:
-    """The CPU features that decide which int8 / SAD kernels run (space-separated, from /proc/cpuinfo)."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                present = set(line.split(":", 1)[1].split())
-                return " ".join(flag for flag in _FLAGS if flag in present)
-    return ""
-
-
 def _with_batch_statistics(model: nn.Module, images: Tensor) -> nn.Module:
     """Set every BatchNorm's running statistics to those of ``images`` (random weights, realistic activations)."""
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
@@ -155,8 +141,11 @@ def _time_interleaved(fns: dict[str, Callable[[Tensor], object]], x: Tensor, rep
     with torch.inference_mode():
         for fn in fns.values():  # warm-up: kernels compiled, buffers allocated, caches filled
             fn(x)
+        order, shuffle = list(fns), random.Random(0).shuffle
         for _ in range(repeats):
-            for name, fn in fns.items():
+            shuffle(order)  # a new order every round: no method always runs after the same one
+            for name in order:
+                fn = fns[name]
                 start, start_cpu = time.perf_counter(), time.process_time()
                 fn(x)
                 wall[name].append(time.perf_counter() - start)
@@ -219,12 +208,7 @@ def bench_quant_models(
 def _info() -> dict[str, str]:
     import onnxruntime
 
-    info = {k: v for k, v in machine_info().items() if k != "memory_method"}
-    load = os.getloadavg() if hasattr(os, "getloadavg") else ("", "", "")
-    info.update({"load_average_5m": f"{load[1]:.2f}", "load_average_15m": f"{load[2]:.2f}", "cpu_flags": cpu_flags(),
-                 "onnxruntime": onnxruntime.__version__, "quantized_engine": torch.backends.quantized.engine,
-                 "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "")})
-    return info
+    return {**quant_machine_info(), "onnxruntime": onnxruntime.__version__}
 
 
 def format_table(rows: Sequence[dict[str, object]]) -> str:

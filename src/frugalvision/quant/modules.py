@@ -20,8 +20,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import InputError
-from ._adder_u8_fallback import PackedAdderWeight, adder2d_u8, pack_adder_weight_u8
-from .epilogue import OUTPUT_MODES, apply_epilogue
+from ..ops import PackedAdderWeight, adder2d_u8, pack_adder_weight_u8
+from ..ops.adder2d_u8 import OUTPUTS
+from ..ops.reference import adder_u8_epilogue
 from .fold import QMAX, QParams
 from .ops import quantize_u8_nhwc
 
@@ -115,8 +116,8 @@ class QuantizedAdder2d(InferenceOnly):
                  dilation: tuple[int, int] = (1, 1), groups: int = 1, *, output: str = "uint8",
                  residual: bool = False) -> None:
         super().__init__()
-        if output not in OUTPUT_MODES:
-            raise ValueError(f"output must be one of {', '.join(OUTPUT_MODES)}, got {output!r}")
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size, self.stride = tuple(kernel_size), tuple(stride)
         self.padding, self.dilation = tuple(padding), tuple(dilation)
@@ -239,8 +240,8 @@ class PooledEpilogue(InferenceOnly):
 
     def forward(self, acc: Tensor) -> Tensor:
         pooled = -max_pool_nhwc(-acc.to(torch.float32), self.pool)  # exact: |S| < 2**24
-        return apply_epilogue(pooled.to(torch.int32), self.scale, self.bias, output=self.output, qmin=self.qmin,
-                              qmax=self.qmax)
+        return adder_u8_epilogue(pooled.to(torch.int32), self.scale, self.bias, None, 0, 0.0, self.output, self.qmin,
+                                 self.qmax)
 
 
 def _fold_conv_bn(conv: nn.Conv2d | nn.Linear, norm: nn.BatchNorm2d | None) -> tuple[Tensor, Tensor]:
