@@ -57,7 +57,7 @@ def _cifar_data(checkpoint: Path, folder: Path) -> tuple[nn.Module, object, tupl
 
 
 def measure(name: str, model: nn.Module, train, val: tuple[Tensor, Tensor], seeds: int, images: int,
-            observers: tuple[str, ...], stem: str = "int8") -> list[dict[str, object]]:
+            observers: tuple[str, ...], stem: str = "fp32") -> list[dict[str, object]]:
     rows = []
     has_stem = any(type(m) is nn.Conv2d for m in model.modules())
     name = f"{name}, {stem} stem" if has_stem else name
@@ -110,7 +110,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--images", type=int, default=512, help="calibration images")
     parser.add_argument("--observers", default=",".join(OBSERVERS))
-    parser.add_argument("--stem", default="int8", choices=("int8", "fp32"), help="stem of the ResNet (quantize)")
+    parser.add_argument("--stem", default="fp32", choices=("fp32", "int8"), help="stem of the ResNet (quantize)")
     parser.add_argument("--output", type=Path, help="CSV of every run")
     args = parser.parse_args()
     observers = tuple(args.observers.split(","))

@@ -13,8 +13,8 @@ def test_rows_ratios_and_csv(tmp_path):
     pytest.importorskip("onnxruntime")
     rows = bench_quant_model.bench_quant_models(["lenet5_bn"], [2], repeats={2: 3}, calibration_images=8)
     methods = [r["method"] for r in rows]
-    # LeNet-5-BN has no multiplicative stem: no fp32-stem variant
-    assert methods == [m for m in bench_quant_model.METHODS if m != "int8_adder_fp32stem"]
+    # LeNet-5-BN has no multiplicative stem: no int8-stem variant
+    assert methods == [m for m in bench_quant_model.METHODS if m != "int8_adder_int8stem"]
     by_method = {r["method"]: r for r in rows}
     assert by_method["fp32_cnn"]["time_vs_fp32_cnn"] == 1.0
     best = min(by_method[m]["median_ms"] for m in bench_quant_model.INT8_CNN)

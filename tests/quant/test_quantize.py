@@ -6,8 +6,8 @@ its first block into 36 % at the last), so a fixed tolerance is either loose or 
 float model itself with the rounding noise the integer model has (median over five draws): uniform noise of +-s/2
 on every adder layer's input and weights, with s the scale of that layer's input range [lo, hi] (min/max over the
 calibration images, computed here independently of frugalvision.quant); exact zeros (ReLU outputs, the padding) and
-weights outside [lo, hi] (clipped losslessly) get none, as in the integer model. The int8 stem (default) gets the
-image's step on its input and the per-channel int8 step on its weights. The integer model must stay within
+weights outside [lo, hi] (clipped losslessly) get none, as in the integer model. With the int8 stem, the stem gets
+the image's step on its input and the per-channel int8 step on its weights. The integer model must stay within
 3x that error (it also rounds the residual branches and the requantised outputs; measured: 0.4-1.6x); a wrong zero
 point, a missing clip constant or a mis-scaled residual gives errors 10-100x larger.
 """
@@ -120,22 +120,24 @@ def _zoo(name: str) -> tuple[nn.Module, tuple[int, ...], str]:
     raise KeyError(name)
 
 
-ZOO = ["lenet5_bn", "lenet_pp", "resnet_basic", "resnet_bottleneck", "adderized_resnet20", "adderized_custom",
-       pytest.param("vgg_small", marks=pytest.mark.slow)]
+ZOO = [("lenet5_bn", "fp32"), ("lenet_pp", "fp32"), ("resnet_basic", "fp32"), ("resnet_basic", "int8"),
+       ("resnet_bottleneck", "fp32"), ("resnet_bottleneck", "int8"), ("adderized_resnet20", "fp32"),
+       ("adderized_custom", "fp32"), pytest.param("vgg_small", "int8", marks=pytest.mark.slow)]
 
 
-@pytest.mark.parametrize("name", ZOO)
-def test_quantized_model_tracks_fp32_within_rounding_noise(name):
+@pytest.mark.parametrize("name, stem_kind", ZOO)
+def test_quantized_model_tracks_fp32_within_rounding_noise(name, stem_kind):
     model, shape, layout = _zoo(name)
     images = torch.randn(6 if name == "vgg_small" else 16, *shape, generator=torch.Generator().manual_seed(1))
     batch_statistics(model, images)
-    qmodel = fv.quantize(model, [images], observer="minmax")  # measured on its calibration images: no clamping
+    qmodel = fv.quantize(model, [images], observer="minmax", stem=stem_kind)  # on its calibration images: no clamp
     assert qmodel.frugalvision_cfg["quantized"]["layout"] == layout
     with torch.no_grad():
         reference = model(images)
         out = qmodel(images)
     assert out.shape == reference.shape and out.dtype == torch.float32
-    stem = next((m for m in model.modules() if type(m) is nn.Conv2d), None) if layout != "generic" else None
+    int8_stem = stem_kind == "int8" and layout != "generic"
+    stem = next(m for m in model.modules() if type(m) is nn.Conv2d) if int8_stem else None
     predicted = _noise_predicted_error(model, images, reference, stem)
     assert relative_error(out, reference) <= 3 * predicted + 1e-3, (relative_error(out, reference), predicted)
 

@@ -29,8 +29,8 @@ def _quantized(name: str, conv_type: str = "adder", adderized: bool = False, **o
 
 CASES = {
     "lenet5_bn": dict(name="lenet5_bn"),
-    "resnet20": dict(name="resnet20"),  # int8 stem
-    "resnet20_fp32_stem": dict(name="resnet20", stem="fp32"),
+    "resnet20": dict(name="resnet20"),  # fp32 stem
+    "resnet20_int8_stem": dict(name="resnet20", stem="int8"),
     "adderized_lenet5_bn": dict(name="lenet5_bn", conv_type="conv", adderized=True),  # generic layout
     "adderized_resnet20": dict(name="resnet20", conv_type="conv", adderized=True),  # adder layers restored
 }

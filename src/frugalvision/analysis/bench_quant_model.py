@@ -2,10 +2,10 @@
 
 Methods, for one model name (``resnet20``, ``lenet5_bn``) at each batch size:
 
-* ``int8_adder``: :func:`frugalvision.quantize` of the AdderNet as it comes by default (uint8 SAD kernels, the stem
-  in PyTorch's int8 conv, fp32 head);
-* ``int8_adder_fp32stem``: the same with the stem in fp32 (``quantize(..., stem="fp32")``; LeNet-5-BN has no
-  multiplicative stem, so this is measured for ResNets only);
+* ``int8_adder``: :func:`frugalvision.quantize` of the AdderNet as it comes by default (uint8 SAD kernels, fp32
+  stem and head);
+* ``int8_adder_int8stem``: the same with the stem in PyTorch's int8 conv (``quantize(..., stem="int8")``;
+  LeNet-5-BN has no multiplicative stem, so this is measured for ResNets only);
 * ``fp32_adder``: the float AdderNet (frugalvision's fp32 adder kernels);
 * ``fp32_cnn``: the CNN twin (``conv_type="conv"``) in fp32 (oneDNN);
 * ``int8_cnn_fx``: the CNN twin through PyTorch's post-training static quantisation, FX graph mode, x86 backend
@@ -48,7 +48,7 @@ from .bench_quant import quant_machine_info, write_csv
 
 __all__ = ["METHODS", "MODELS", "bench_quant_models", "build_methods", "format_table", "main"]
 
-METHODS = ("int8_adder", "int8_adder_fp32stem", "fp32_adder", "fp32_cnn", "int8_cnn_fx", "int8_cnn_ort")
+METHODS = ("int8_adder", "int8_adder_int8stem", "fp32_adder", "fp32_cnn", "int8_cnn_fx", "int8_cnn_ort")
 INT8_CNN = ("int8_cnn_fx", "int8_cnn_ort")
 MODELS = ("resnet20", "lenet5_bn")
 def _with_batch_statistics(model: nn.Module, images: Tensor) -> nn.Module:
@@ -120,8 +120,8 @@ def build_methods(name: str, calibration: Tensor, methods: Sequence[str], workdi
     for method in methods:
         if method == "int8_adder":
             fns[method] = quantize(adder, calibration, observer="minmax")
-        elif method == "int8_adder_fp32stem" and has_stem:
-            fns[method] = quantize(adder, calibration, observer="minmax", stem="fp32")
+        elif method == "int8_adder_int8stem" and has_stem:
+            fns[method] = quantize(adder, calibration, observer="minmax", stem="int8")
         elif method == "fp32_adder":
             fns[method] = adder
         elif method == "fp32_cnn":
