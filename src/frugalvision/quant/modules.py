@@ -173,14 +173,11 @@ class QuantizedAdder2d(InferenceOnly):
         )
 
     def extra_repr(self) -> str:
-        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
-        if self.padding != (0, 0):
-            s += f", padding={self.padding}"
-        if self.dilation != (1, 1):
-            s += f", dilation={self.dilation}"
-        if self.groups != 1:
-            s += f", groups={self.groups}"
-        return s + f", output={self.output}" + (", residual" if self.residual else "")
+        options = {"stride": (self.stride, None), "padding": (self.padding, (0, 0)),
+                   "dilation": (self.dilation, (1, 1)), "groups": (self.groups, 1)}  # name: (value, default)
+        shown = [f"{k}={v}" for k, (v, default) in options.items() if v != default]
+        return ", ".join([f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}", *shown,
+                          f"output={self.output}", *(["residual"] if self.residual else [])])
 
 
 def _pair_of(value: int | tuple[int, ...]) -> tuple[int, int]:
