@@ -1,5 +1,6 @@
 """``frugalvision bench``: ``bench adder`` (speed and memory of the adder layer against convolution, see
-:mod:`frugalvision.analysis.bench_adder`) and ``bench model`` (see :mod:`frugalvision.cli.bench_model`)."""
+:mod:`frugalvision.analysis.bench_adder`), ``bench model`` (see :mod:`frugalvision.cli.bench_model`) and ``bench quant``
+(the integer adder layer against fp32 and int8 convolution, see :mod:`frugalvision.cli.bench_quant`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import platform
 from pathlib import Path
 
 from ..errors import ConfigError
-from . import bench_model
+from . import bench_model, bench_quant
 
 __all__ = ["add_parser", "run"]
 
@@ -22,6 +23,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     targets = bench.add_subparsers(dest="bench_target", metavar="TARGET", required=True)
     _add_adder_parser(targets).set_defaults(_bench_run=_run_adder)
     bench_model.add_subparser(targets).set_defaults(_bench_run=bench_model.run)
+    bench_quant.add_subparser(targets).set_defaults(_bench_run=bench_quant.run)
     return bench
 
 
