@@ -7,6 +7,7 @@ import csv
 import pytest
 
 from frugalvision.analysis import bench_quant_model
+from frugalvision.analysis.bench_quant import write_csv
 
 
 def test_rows_ratios_and_csv(tmp_path):
@@ -21,7 +22,7 @@ def test_rows_ratios_and_csv(tmp_path):
     for row in rows:
         assert row["repeats"] == 3 and row["min_ms"] <= row["median_ms"] <= row["p90_ms"] + 1e-9
         assert row["time_vs_best_int8_cnn"] == pytest.approx(row["median_ms"] / best, rel=1e-3, abs=1e-3)
-    path = bench_quant_model.write_csv(rows, tmp_path / "bench.csv", {"cpu": "test", "load_average_1m": "0"})
+    path = write_csv(rows, tmp_path / "bench.csv", {"cpu": "test", "load_average_1m": "0"})
     with path.open() as handle:
         written = list(csv.DictReader(handle))
     assert len(written) == len(rows) and written[0]["cpu"] == "test"

@@ -23,7 +23,7 @@ from ..errors import ConfigError
 
 __all__ = ["VARIANTS", "LatencyResult", "bench_model", "measure_latency", "write_csv"]
 
-VARIANTS = ("train", "fused", "resnet50")
+VARIANTS = ("train", "fused", "quantized", "resnet50")
 
 
 @dataclass
@@ -78,16 +78,20 @@ def measure_latency(model: nn.Module, input_size: Sequence[int], batch_size: int
     return times
 
 
-def _builders(name: str, variants: Iterable[str]) -> dict[str, Callable[[], nn.Module]]:
+def _builders(name: str, variants: Iterable[str], model: nn.Module | None = None
+              ) -> dict[str, Callable[[], nn.Module]]:
     from ..layers.reparam import reparameterize_model
     from ..models import create_model
 
+    def source() -> nn.Module:
+        return model if model is not None else create_model(name)
+
     builders: dict[str, Callable[[], nn.Module]] = {}
     for variant in variants:
-        if variant == "train":
-            builders[variant] = lambda: create_model(name).eval()
+        if variant in ("train", "quantized"):
+            builders[variant] = lambda: source().eval()
         elif variant == "fused":
-            builders[variant] = lambda: reparameterize_model(create_model(name))
+            builders[variant] = lambda: reparameterize_model(source())
         elif variant == "resnet50":
             from torchvision.models import resnet50
 
@@ -109,11 +113,14 @@ def bench_model(
     threads: int | None = None,
     device: str = "cpu",
     log: Callable[[str], None] | None = None,
+    model: nn.Module | None = None,
 ) -> list[LatencyResult]:
     """Latency of ``name`` as train-mode / fused model and of torchvision ResNet-50, per batch size.
 
     Args:
         threads: ``torch.set_num_threads`` for the measurement (restored afterwards); default: leave as is.
+        model: the model to measure (e.g. loaded from a checkpoint; an integer model as variant ``"quantized"``);
+            default ``create_model(name)``.
     """
     old_threads = torch.get_num_threads()
     if threads:
@@ -121,7 +128,7 @@ def bench_model(
     cpu = platform.processor() or platform.machine()
     results = []
     try:
-        for variant, build in _builders(name, variants).items():
+        for variant, build in _builders(name, variants, model).items():
             model = build()
             label = "resnet50" if variant == "resnet50" else name
             for batch_size in batch_sizes:

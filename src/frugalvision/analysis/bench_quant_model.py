@@ -24,15 +24,13 @@ threads are told not to spin after a run (``session.intra_op.allow_spinning = 0`
 threads wait passively (``OMP_WAIT_POLICY=PASSIVE``, set by ``import frugalvision``), so no method steals the
 cores from the next one.
 
-Run ``python -m frugalvision.analysis.bench_quant_model`` (see ``--help``); it prints a table and writes a tidy CSV
-(one row per model x batch x method, machine information and CPU flags on every row).
+Run ``frugalvision bench quant-model`` (see ``--help``); it prints a table and writes a tidy CSV (one row per
+model x batch x method, machine information and CPU flags on every row).
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
-import os
 import random
 import statistics
 import tempfile
@@ -44,9 +42,10 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .bench_quant import quant_machine_info, write_csv
+from ..errors import ConfigError
+from .bench_quant import quant_machine_info
 
-__all__ = ["METHODS", "MODELS", "bench_quant_models", "build_methods", "format_table", "main"]
+__all__ = ["METHODS", "MODELS", "bench_quant_models", "build_methods", "format_table", "machine_info"]
 
 METHODS = ("int8_adder", "int8_adder_int8stem", "fp32_adder", "fp32_cnn", "int8_cnn_fx", "int8_cnn_ort")
 INT8_CNN = ("int8_cnn_fx", "int8_cnn_ort")
@@ -179,7 +178,7 @@ def bench_quant_models(
 
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
-        raise ValueError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
+        raise ConfigError(f"unknown methods {', '.join(unknown)}; choose from {', '.join(METHODS)}")
     rows: list[dict[str, object]] = []
     for name in models:
         input_size = create_model(name, conv_type="conv").default_input_size
@@ -205,7 +204,8 @@ def bench_quant_models(
     return rows
 
 
-def _info() -> dict[str, str]:
+def machine_info() -> dict[str, str]:
+    """:func:`~frugalvision.analysis.bench_quant.quant_machine_info` and the onnxruntime version."""
     import onnxruntime
 
     return {**quant_machine_info(), "onnxruntime": onnxruntime.__version__}
@@ -222,31 +222,3 @@ def format_table(rows: Sequence[dict[str, object]]) -> str:
                        str(r["cpu_vs_best_int8_cnn"])] for r in rows]
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     return "\n".join("  ".join(cell.rjust(widths[i]) for i, cell in enumerate(line)) for line in lines)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m frugalvision.analysis.bench_quant_model",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default=",".join(MODELS), help="comma list (default: resnet20,lenet5_bn)")
-    parser.add_argument("--batch-sizes", default="1,64")
-    parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--repeats-1", type=int, default=200, help="timed rounds at batch 1")
-    parser.add_argument("--repeats", type=int, default=30, help="timed rounds at larger batches")
-    parser.add_argument("--output", type=Path, help="CSV path (default: benchmarks/results/bench_quant_model_"
-                                                     "<date>.csv under the current folder)")
-    args = parser.parse_args(argv)
-    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-    info_before = _info()
-    rows = bench_quant_models(args.models.split(","), batch_sizes, args.methods.split(","),
-                              {b: args.repeats_1 if b == 1 else args.repeats for b in batch_sizes})
-    info = {**info_before, "load_average_1m_after": f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""}
-    output = args.output or Path("benchmarks/results") / f"bench_quant_model_{time.strftime('%Y%m%d-%H%M%S')}.csv"
-    write_csv(rows, output, info)
-    print(format_table(rows))
-    print(f"load average (1 min) before {info['load_average_1m']}, after {info['load_average_1m_after']}; "
-          f"{info['cpu']}, {info['torch_threads']} threads; wrote {output}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

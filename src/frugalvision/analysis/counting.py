@@ -100,11 +100,10 @@ class _Counter(TorchDispatchMode):
         if formula is not None:
             name, module = self.module_stack[-1] if self.module_stack else ("", None)
             result = formula(args, kwargs, out, module)
-            if result is not None:
-                kind, counts = result
+            for kind, counts in ([result] if isinstance(result, tuple) else result or []):
                 self.records.append({"module": name, "op": str(func.overloadpacket.__name__), "kind": kind,
                                      "mul": counts.get("mul", 0), "add": counts.get("add", 0),
-                                     "xnor": counts.get("xnor", 0)})
+                                     "xnor": counts.get("xnor", 0), "precision": counts.get("precision")})
         return out
 
 
@@ -137,6 +136,13 @@ def _run_counted(model: nn.Module, stack: list[tuple[str, nn.Module]], x: Tensor
     return counter.records
 
 
+def _parameter_count(model: nn.Module) -> int:
+    """Trainable parameters; an integer model's weights are buffers (uint8 / int8), counted by its own rule."""
+    from ..quant import is_quantized, weight_count
+
+    return weight_count(model) if is_quantized(model) else sum(p.numel() for p in model.parameters())
+
+
 def count_ops(
     model: nn.Module,
     input_size: Sequence[int],
@@ -152,11 +158,14 @@ def count_ops(
             weights are untouched and its mode is restored).
         input_size: (C, H, W).
         paper_convention: exclude BatchNorm and the first and last weight layers (AdderNet Tables 2-3).
-        energy: ``"fp32"`` or ``"int8"`` (see :data:`ENERGY_TABLES`).
+        energy: ``"fp32"`` or ``"int8"`` (see :data:`ENERGY_TABLES`): the arithmetic that operations without a
+            fixed precision are priced at. Integer kernels fix theirs (an integer model's adder layers: int8
+            additions; its requantisation: float32 multiply-adds), whatever is chosen here.
 
     Returns:
-        ``params``, ``mul``, ``add``, ``xnor``, ``energy_pj``, ``latency_cycles`` (per image), plus ``layers``
-        (one record per counted op: module, op, kind, mul, add, xnor) and ``energy_table``.
+        ``params``, ``mul``, ``add``, ``xnor``, ``energy_pj``, ``latency_cycles`` (per image), ``by_precision``
+        (``{"int8"|"fp32": {"mul", "add"}}`` per image), plus ``layers`` (one record per counted op: module, op, kind,
+        mul, add, xnor, precision) and ``energy_table``.
     """
     if energy not in ENERGY_TABLES:
         raise ConfigError(f"unknown energy table {energy!r}; choose one of {', '.join(ENERGY_TABLES)}")
@@ -190,11 +199,19 @@ def count_ops(
         dropped = {weight_idx[0], weight_idx[-1]} if weight_idx else set()
         records = [r for i, r in enumerate(records) if i not in dropped and r["kind"] != NORM]
     totals = {key: sum(r[key] for r in records) // batch_size for key in ("mul", "add", "xnor")}
+    by_precision: dict[str, dict[str, int]] = {}
+    for r in records:
+        entry = by_precision.setdefault(r["precision"] or table.name, {"mul": 0, "add": 0})
+        entry["mul"] += r["mul"] // batch_size
+        entry["add"] += r["add"] // batch_size
+    priced = {name: ENERGY_TABLES[name] for name in by_precision}
     return {
-        "params": sum(p.numel() for p in model.parameters()),
+        "params": _parameter_count(model),
         **totals,
-        "energy_pj": totals["mul"] * table.mul_pj + totals["add"] * table.add_pj,
-        "latency_cycles": totals["mul"] * table.mul_cycles + totals["add"] * table.add_cycles,
+        "energy_pj": sum(c["mul"] * priced[p].mul_pj + c["add"] * priced[p].add_pj for p, c in by_precision.items()),
+        "latency_cycles": sum(c["mul"] * priced[p].mul_cycles + c["add"] * priced[p].add_cycles
+                              for p, c in by_precision.items()),
+        "by_precision": by_precision,
         "energy_table": table.name,
         "paper_convention": paper_convention,
         "layers": records,

@@ -10,7 +10,7 @@ import platform
 from pathlib import Path
 
 from ..errors import ConfigError
-from . import bench_model, bench_quant
+from . import bench_model, bench_quant, bench_quant_model
 
 __all__ = ["add_parser", "run"]
 
@@ -24,6 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     _add_adder_parser(targets).set_defaults(_bench_run=_run_adder)
     bench_model.add_subparser(targets).set_defaults(_bench_run=bench_model.run)
     bench_quant.add_subparser(targets).set_defaults(_bench_run=bench_quant.run)
+    bench_quant_model.add_subparser(targets).set_defaults(_bench_run=bench_quant_model.run)
     return bench
 
 

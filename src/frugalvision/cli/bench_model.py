@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..errors import ConfigError
-from .common import print_table
+from .common import add_model_arguments, load_model_from_args, model_input_size, print_table
 
 __all__ = ["add_subparser", "run"]
 
@@ -23,12 +23,13 @@ def add_subparser(bench_subparsers: argparse._SubParsersAction) -> argparse.Argu
         "model", help="latency of a model: train-mode vs fused vs ResNet-50",
         description="Measure forward latency (median of timed runs after warm-up) of the train-mode model, its "
                     "fused deploy copy and torchvision ResNet-50, at each batch size, and write a CSV.")
-    p.add_argument("--model", required=True, help="e.g. vanillanet_5")
+    add_model_arguments(p, checkpoint="optional")
     p.add_argument("--deploy", action="store_true",
                    help="measure only the fused (deploy) model and the ResNet-50 reference, not the train-mode one")
     p.add_argument("--no-resnet", action="store_true", help="skip the torchvision ResNet-50 reference")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
-    p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"), default=[3, 224, 224])
+    p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"),
+                   help="input size (default: the model's data config, e.g. 3 224 224 for VanillaNet)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=10, help="timed runs per configuration (at least)")
     p.add_argument("--min-seconds", type=float, default=0.0, help="keep timing until this many seconds passed")
@@ -41,20 +42,23 @@ def add_subparser(bench_subparsers: argparse._SubParsersAction) -> argparse.Argu
 
 def run(args: argparse.Namespace) -> int:
     from ..analysis.bench_model import bench_model, write_csv
-    from ..models import is_model
+    from ..quant import is_quantized
 
-    if not is_model(args.model):
-        raise ConfigError(f"unknown model {args.model!r} (see `frugalvision.list_models()`)")
     if min(args.batch_sizes) < 1 or args.iters < 1 or args.warmup < 0:
         raise ConfigError("batch sizes and --iters must be >= 1, --warmup >= 0")
-    variants = ["fused"] if args.deploy else ["train", "fused"]
+    model = load_model_from_args(args)
+    name = model.frugalvision_cfg["model"]
+    if is_quantized(model):  # an integer model: measured as it is, on the CPU
+        variants = ["quantized"]
+    else:
+        variants = ["fused"] if args.deploy else ["train", "fused"]
     if not args.no_resnet:
         variants.append("resnet50")
     log = None if args.json else print
-    results = bench_model(args.model, variants=variants, batch_sizes=args.batch_sizes, input_size=args.input_size,
-                          warmup=args.warmup, iters=args.iters, min_seconds=args.min_seconds, threads=args.threads,
-                          device=args.device, log=log)
-    output = args.output or DEFAULT_DIR / f"bench_model_{args.model}.csv"
+    results = bench_model(name, variants=variants, batch_sizes=args.batch_sizes,
+                          input_size=model_input_size(model, args.input_size), warmup=args.warmup, iters=args.iters,
+                          min_seconds=args.min_seconds, threads=args.threads, device=args.device, log=log, model=model)
+    output = args.output or DEFAULT_DIR / f"bench_model_{name}.csv"
     write_csv(output, results)
     train = {r.batch_size: r.median_ms for r in results if r.variant == "train"}
     if args.json:

@@ -19,7 +19,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="input size (default: the checkpoint's or model's data config, e.g. 1 28 28 for LeNet)")
     p.add_argument("--paper-convention", action="store_true",
                    help="exclude BatchNorm and the first and last layers, like the AdderNet paper's tables")
-    p.add_argument("--energy", choices=tuple(ENERGY_TABLES), default="fp32")
+    p.add_argument("--energy", choices=tuple(ENERGY_TABLES), default="fp32",
+                   help="price operations of no fixed precision as fp32 (default) or int8; an integer model's adder "
+                   "layers are int8 and its requantisation fp32 either way")
     p.add_argument("--layers", action="store_true", help="also list every counted layer")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p
@@ -44,9 +46,17 @@ def run(args: argparse.Namespace) -> int:
         ("params", "mul", "add", "xnor", "energy µJ", "latency Mcycles"),
         [(human(costs["params"]), human(costs["mul"]), human(costs["add"]), human(costs["xnor"]),
           f"{costs['energy_pj'] / 1e6:.3f}", f"{costs['latency_cycles'] / 1e6:.3f}")],
-        caption=f"energy table {costs['energy_table']}; XNORs unpriced",
+        caption=f"energy: {_priced(costs)}; XNORs unpriced",
     )
     if args.layers:
-        print_table("layers", ("module", "op", "mul", "add", "xnor"),
-                    [(r["module"], r["op"], r["mul"], r["add"], r["xnor"]) for r in costs["layers"]])
+        print_table("layers", ("module", "op", "mul", "add", "xnor", "priced as"),
+                    [(r["module"], r["op"], r["mul"], r["add"], r["xnor"], r["precision"] or costs["energy_table"])
+         for r in costs["layers"]])
     return 0
+
+
+def _priced(costs: dict) -> str:
+    """How the energy was priced: per arithmetic, the multiplications and additions counted at its rates."""
+    parts = [f"{name} {human(c['mul'])} mul + {human(c['add'])} add"
+             for name, c in sorted(costs["by_precision"].items())]
+    return (", ".join(parts) or "no arithmetic") + " (45 nm, Horowitz 2014; integer kernels fix their own arithmetic)"

@@ -27,9 +27,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
     from torch.utils.data import DataLoader
 
     from ..data import build_dataset, dataset_info
+    from ..quant import is_quantized
     from ..train.distributed import resolve_device
     from ..train.loop import evaluate
 
@@ -37,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     split = args.split or ("test" if "test" in info.splits and args.dataset != "folder" else "val")
     model = load_model_from_args(args)
     data_config = data_config_from_args(args, model) if args.dataset != "fake" else None
-    device = resolve_device(args.device)
+    device = resolve_device(args.device) if not is_quantized(model) else torch.device("cpu")  # integer kernels: CPU
     dataset = build_dataset(args.dataset, split, args.data_dir, data_config=data_config)
     metrics = evaluate(model.to(device), DataLoader(dataset, max(1, args.batch_size)), device)
     metrics = {**metrics, "dataset": args.dataset, "split": split, "checkpoint": str(args.checkpoint)}

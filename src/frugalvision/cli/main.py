@@ -21,7 +21,7 @@ from ..errors import FrugalVisionError
 __all__ = ["COMMANDS", "main"]
 
 # module names under frugalvision.cli, in the order `--help` lists them
-COMMANDS = ("train", "eval", "predict", "count", "bench", "deploy", "plot", "ablation", "report")
+COMMANDS = ("train", "eval", "predict", "quantize", "count", "bench", "deploy", "plot", "ablation", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,13 +27,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     from ..inference import find_images, predict
+    from ..quant import is_quantized
     from ..train.distributed import resolve_device
 
     model = load_model_from_args(args)
     data_config = data_config_from_args(args, model)
     paths = find_images(args.images)
+    device = resolve_device(args.device) if not is_quantized(model) else "cpu"  # integer kernels run on the CPU
     predictions = predict(model, paths, data_config=data_config, top_k=args.top_k, batch_size=max(1, args.batch_size),
-                          device=resolve_device(args.device))
+                          device=device)
     if args.json:
         print(json.dumps({"checkpoint": str(args.checkpoint), "predictions": [p.to_dict() for p in predictions]}))
         return 0

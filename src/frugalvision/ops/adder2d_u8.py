@@ -34,7 +34,7 @@ from torch import Tensor
 
 from ..errors import InputError, InputTypeError
 from . import reference
-from .cost import WEIGHT_LAYER, register_cost
+from .cost import NORM, WEIGHT_LAYER, register_cost
 from .dispatch import Backend, register_backend, select
 from .utils import conv_output_size, to_pair
 
@@ -221,13 +221,18 @@ def adder2d_u8_cost(input_shape: Sequence[int], out_channels: int, kernel_size: 
     return {"abs_diff": terms, "add": 2 * terms + epilogue_add, "mul": epilogue_mul}
 
 
-def _adder2d_u8_count(args, kwargs, out, module) -> tuple[str, dict[str, int]]:
-    """count_ops formula (:mod:`.cost`): :func:`adder2d_u8_cost` of the call."""
+def _adder2d_u8_count(args, kwargs, out, module) -> list[tuple[str, dict[str, object]]]:
+    """count_ops formula (:mod:`.cost`): :func:`adder2d_u8_cost` of the call, as two records: the layer's int8
+    additions (two per |a - b| term) and, when there is one, the float32 requantisation epilogue, counted like an
+    inference BatchNorm (kind ``norm``: the paper convention leaves it out, as it leaves BatchNorm out)."""
     input_q, weight_data, out_channels, kernel_size, stride, padding, dilation = args[:7]
     output, residual = args[13], args[10]
     cost = adder2d_u8_cost(input_q.shape, out_channels, kernel_size, weight_data.shape[0], stride, padding, dilation,
                            output, residual is not None)
-    return WEIGHT_LAYER, {"add": cost["add"], "mul": cost["mul"]}
+    records = [(WEIGHT_LAYER, {"add": 2 * cost["abs_diff"], "precision": "int8"})]
+    if cost["mul"]:
+        records.append((NORM, {"mul": cost["mul"], "add": cost["add"] - 2 * cost["abs_diff"], "precision": "fp32"}))
+    return records
 
 
 register_cost(torch.ops.frugalvision.adder2d_u8.default, _adder2d_u8_count)

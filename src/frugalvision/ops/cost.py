@@ -3,10 +3,14 @@
 A formula receives what the op was called with and what it returned (meta tensors during counting: shapes only)
 plus the innermost module running it, and says what kind of layer the op is and how many operations it performs::
 
-    formula(args, kwargs, output, module) -> (kind, {"mul": int, "add": int, "xnor": int}) | None
+    formula(args, kwargs, output, module) -> (kind, counts) | [(kind, counts), ...] | None
+    counts = {"mul": int, "add": int, "xnor": int, "precision": "int8" | "fp32" (optional)}
 
 ``kind`` is :data:`WEIGHT_LAYER` for layers with weights (the paper convention drops the first and last of them),
-:data:`NORM` for normalisation (dropped by the paper convention), or any other string. ``None`` skips the call.
+:data:`NORM` for normalisation (dropped by the paper convention), or any other string. ``None`` skips the call. An op
+that does two kinds of arithmetic (the integer adder layer: int8 absolute differences, then a float32
+requantisation) returns one record for each. ``precision`` says in which arithmetic the operations run when the op
+fixes it (integer kernels); records without it are priced at the energy table the caller chooses.
 frugalvision's own ops register their formula in their module (:mod:`.adder2d`, :mod:`.adaptive_conv`); PyTorch's
 ops are registered by :mod:`frugalvision.analysis.counting`.
 """
@@ -18,12 +22,13 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["NORM", "WEIGHT_LAYER", "CostFormula", "cost_formula", "register_cost"]
+__all__ = ["NORM", "WEIGHT_LAYER", "CostFormula", "CostRecord", "cost_formula", "register_cost"]
 
 WEIGHT_LAYER = "weight"
 NORM = "norm"
 
-CostFormula = Callable[[Sequence[Any], dict[str, Any], Any, nn.Module | None], tuple[str, dict[str, int]] | None]
+CostRecord = tuple[str, dict[str, Any]]
+CostFormula = Callable[[Sequence[Any], dict[str, Any], Any, nn.Module | None], CostRecord | list[CostRecord] | None]
 _FORMULAS: dict[Any, CostFormula] = {}
 
 

@@ -43,7 +43,7 @@ def _(input: Tensor, scale: float, zero_point: int) -> Tensor:
 
 
 def _count_quantize(args, kwargs, out, module):
-    return NORM, {"mul": out.numel(), "add": out.numel()}
+    return NORM, {"mul": out.numel(), "add": out.numel(), "precision": "fp32"}
 
 
 register_cost(torch.ops.frugalvision.quantize_u8_nhwc.default, _count_quantize)
