@@ -8,13 +8,14 @@ import os
 # that torch's pool follows it too; an explicit OMP_WAIT_POLICY in the environment wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from . import layers, models, ops
+from . import data, errors, layers, models, ops
 from .analysis.counting import count_ops
+from .inference import predict
 from .layers.reparam import reparameterize_model
 from .models import adderize, create_model, list_models, load_model
 from .quant import quantize
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "adderize", "count_ops", "create_model", "layers", "list_models", "load_model", "models",
-           "ops", "quantize", "reparameterize_model"]
+__all__ = ["__version__", "adderize", "count_ops", "create_model", "data", "errors", "layers", "list_models",
+           "load_model", "models", "ops", "predict", "quantize", "reparameterize_model"]
