@@ -180,3 +180,21 @@ def test_killed_run_resumes(tmp_path):
     done = subprocess.run([*cmd, "--config", str(recipe), "--resume"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "Resuming" in done.stdout
+
+
+def test_results_table_tool_reports_the_run_as_its_metrics_and_count_ops_say(trained_run, repo_root):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("results_table", repo_root / "tools" / "results_table.py")
+    results_table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(results_table)
+    run_dir, _ = trained_run
+    [epoch] = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    costs = count_ops(load_model(run_dir), (1, 28, 28))
+    row = results_table.describe(run_dir)
+    assert row == {"run": "lenet5_bn_conv", "model": "lenet5_bn CNN", "seed": 0, "epochs": 1,
+                   "val_top1": float(epoch["val_top1"]), "best_val_top1": float(epoch["val_top1"]),
+                   "seconds_per_epoch": float(epoch["epoch_seconds"]), "params": 61_942, "mul": costs["mul"],
+                   "add": costs["add"], "xnor": 0}
+    table = results_table.markdown([row]).splitlines()
+    assert table[2].startswith(f"| `lenet5_bn_conv` | lenet5_bn CNN | 0 | 1 | {float(epoch['val_top1']):.2f} |")

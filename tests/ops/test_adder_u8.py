@@ -252,13 +252,18 @@ class _IntegerLayer(torch.nn.Module):
         return y.permute(0, 3, 1, 2)
 
 
-def test_count_ops_sees_one_integer_adder_op():
+def test_count_ops_prices_integer_adds_as_int8_and_the_epilogue_as_fp32():
     from frugalvision import count_ops
 
     counts = count_ops(_IntegerLayer(), (8, 9, 9))
-    [record] = [r for r in counts["layers"] if r["op"] == "adder2d_u8"]
+    records = {r["kind"]: r for r in counts["layers"] if r["op"] == "adder2d_u8"}
     outputs = 5 * 5 * 16  # stride 2, padding 1 on 9 x 9
-    assert (record["add"], record["mul"]) == (2 * outputs * 4 * 9 + outputs, outputs)
+    assert sorted(records) == ["norm", "weight"]
+    # the layer: two int8 additions per |x - w| term (4 input channels per group, 3 x 3 taps)
+    assert (records["weight"]["add"], records["weight"]["mul"], records["weight"]["precision"]) == \
+        (2 * outputs * 4 * 9, 0, "int8")
+    # the requantisation epilogue: one fp32 multiplication and one addition per output, counted like a BatchNorm
+    assert (records["norm"]["add"], records["norm"]["mul"], records["norm"]["precision"]) == (outputs, outputs, "fp32")
 
 
 def test_opcheck():
