@@ -1,7 +1,8 @@
 """Multi-process training (DDP) with ``torchrun`` on 2 CPU processes (gloo).
 
 One ``torchrun`` launch (process start-up dominates the run time) runs a probed ``train()`` call and then
-``python -m frugalvision train ...`` in the same processes. Checks: the CLI writes one run folder from rank 0; both
+``python -m frugalvision train ...`` (distilling from the first run) in the same processes. Checks: the CLI writes one
+run folder from rank 0; both
 ranks see different data yet end with identical parameters; AdderNet's adaptive learning rate acts on the
 all-reduced gradient (Chen et al., CVPR 2020, Eq. 13; SPEC §1): the first update of every adder weight has RMS
 exactly ``eta * lr``. Normalising each rank's gradient before averaging would give a smaller RMS (the mean of two
@@ -10,6 +11,7 @@ different unit-RMS directions).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -84,8 +86,11 @@ def test_torchrun_two_cpu_ranks(tmp_path: Path) -> None:
     script.write_text(_WORKER)
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text("fake_size: 32\nbatch_size: 8\neval_batch_size: 16\nbn_recalibration_batches: 2\n")
+    # the command distils from the run the probed train() call writes first (a teacher under DDP: each rank runs it on
+    # its own shard)
     cli = ["train", "--model", "resnet20", "--conv-type", "adder", "--dataset", "fake", "--epochs", "1", "--config",
-           str(recipe), "--output", str(tmp_path / "runs"), "--no-progress"]
+           str(recipe), "--output", str(tmp_path / "runs"), "--no-progress",
+           "--teacher", str(tmp_path / "resnet20_adder")]
     result = _torchrun([str(script), str(tmp_path), *cli], tmp_path)
 
     # the probed train() call: different data on the ranks, identical parameters and BN statistics (re-estimated on
@@ -103,9 +108,12 @@ def test_torchrun_two_cpu_ranks(tmp_path: Path) -> None:
     assert (tmp_path / "resnet20_adder" / "model.safetensors").is_file()
 
     # the command line: rank 0 alone logs and writes one run folder with one model checkpoint
-    assert result.stdout.count("resnet20_adder epoch 1/1") == 1
+    assert result.stdout.count("resnet20_adder_kd epoch 1/1") == 1
     runs = list((tmp_path / "runs").iterdir())
-    assert [r.name for r in runs] == ["resnet20_adder"]
+    assert [r.name for r in runs] == ["resnet20_adder_kd"]
+    teacher_record = json.loads((runs[0] / "config.json").read_text())["teacher"]
+    teacher_file = tmp_path / "resnet20_adder" / "model.safetensors"
+    assert teacher_record["sha256"] == hashlib.sha256(teacher_file.read_bytes()).hexdigest()
     assert len(list(runs[0].glob("model*.safetensors"))) == 1
     model = load_model(runs[0])
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)

@@ -164,3 +164,26 @@ def test_the_engine_keeps_the_teacher_frozen_through_training_steps(tmp_path: Pa
     after = setup.teacher.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # BN statistics included
     assert isinstance(setup.objective, DistillationObjective) and setup.objective.alpha == 0.7
+
+
+
+def test_distillation_with_bf16_autocast_and_gradient_accumulation_runs_the_teacher_once_per_micro_batch(
+        tmp_path: Path) -> None:
+    from frugalvision.train.builders import build_data, build_training
+    from frugalvision.train.distributed import Distributed
+    from frugalvision.train.loop import train_one_epoch
+
+    teacher = _teacher_run(tmp_path)
+    # 48 images in micro-batches of 8, two per optimizer step: 6 teacher passes, 3 optimizer steps
+    config = _student(tmp_path, teacher, "amp", epochs=1, batch_size=8, grad_accum=2, amp="bf16")
+    cpu = Distributed(0, 1, torch.device("cpu"))
+    data = build_data(config, cpu)
+    setup = build_training(config, data, cpu, tmp_path / "amp")
+    teacher_outputs: list[torch.dtype] = []
+    steps: list[int] = []
+    setup.teacher.model.register_forward_hook(lambda module, inputs, output: teacher_outputs.append(output.dtype))
+    setup.optimizer.register_step_post_hook(lambda optimizer, args, kwargs: steps.append(1))
+    metrics = train_one_epoch(setup, data, epoch=0)
+    assert (len(teacher_outputs), len(steps)) == (6, 3)
+    assert set(teacher_outputs) == {torch.bfloat16}  # the teacher runs inside the loop's autocast
+    assert math.isfinite(metrics["train_loss"])
