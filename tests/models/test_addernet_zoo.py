@@ -198,7 +198,7 @@ def test_paper_convention_known_gaps(name: str, tolerance: float) -> None:
 
 
 def test_autocast_keeps_adder_outputs_fp32() -> None:
-    """Adder outputs (~1e3 with a spread of ~1 before BN) stay float32 under autocast (SPEC §1, AMP)."""
+    """Adder outputs (~1e3 with a spread of ~1 before BN) stay float32 under autocast (AMP)."""
     model = create_model("resnet20", conv_type="adder")
     dtypes = []
     hooks = [m.register_forward_hook(lambda m, a, out: dtypes.append(out.dtype)) for m in model.modules()

@@ -1,7 +1,7 @@
 """VanillaNet: structure, published counts, exact fusion, official checkpoint layouts, deep training end to end.
 
 The official checkpoints are not available offline. Their layout is re-stated here independently (key names and
-shapes from the official ``models/vanillanet.py``, research/vanillanet.md Sec. 1.6), random tensors are written in
+shapes from the official ``models/vanillanet.py``), random tensors are written in
 that layout, nested as the official ``save_model`` nests them, and the numbers our model computes from them are
 compared with a plain functional forward written from the paper / official code description.
 """
@@ -24,7 +24,7 @@ from frugalvision.models.vanillanet import _CFGS, VanillaNet
 from frugalvision.train.callbacks import TrainContext
 from frugalvision.train.deep_training import DeepTraining, act_learn_at
 
-# published deploy params (M) and MACs (G) at 224 (official code, torchprofile; research/vanillanet.md Sec. 1.2)
+# published deploy params (M) and MACs (G) at 224 (VanillaNet paper's table, official code measured with torchprofile)
 PUBLISHED = {
     "vanillanet_5": (15.52, 5.16), "vanillanet_6": (32.51, 5.99), "vanillanet_7": (32.80, 6.89),
     "vanillanet_8": (37.10, 7.74), "vanillanet_9": (41.40, 8.58), "vanillanet_10": (45.69, 9.42),

@@ -1,4 +1,5 @@
-"""Independent float64 oracles for the frugalvision ops: the formulas of SPEC §1-2 written out loop by loop.
+"""Independent float64 oracles for the frugalvision ops: the papers' formulas (AdderNet Eq. 2-6, adaptive kernels)
+written out loop by loop.
 
 Nothing here uses frugalvision, ``unfold``/``fold``, convolutions or matmuls: each oracle loops over the output
 channel, input channel and kernel tap, and reads the padded input through a strided slice (one tap of every output
@@ -86,7 +87,7 @@ def brute_force_adaptive_conv2d(
     dilation: int | tuple[int, int] = 1,
     kernel_size: tuple[int, int] | None = None,
 ) -> Tensor:
-    """Adaptive convolution (Zamora Esquivel et al., SPEC §2) in float64, differentiable by autograd.
+    """Adaptive convolution (Zamora Esquivel et al.) in float64, differentiable by autograd.
 
     ``Y[n,o,p] = sum_c sum_d tanh(sum_j Q[o,c,d,j] P[n,c,j,p] + b[o,c,d]) P[n,c,d,p]`` with ``P[n,c,j,p]`` the
     zero-padded input under kernel tap j (row-major) at output position p. The op's gradients are the true

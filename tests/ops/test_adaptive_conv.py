@@ -1,8 +1,8 @@
 """``frugalvision::adaptive_conv2d`` against the float64 loop oracle: forward and all three gradients, odd shapes.
 
-The oracle (:func:`.brute_force.brute_force_adaptive_conv2d`) is SPEC §2 written with loops over output channel,
-input channel and kernel taps and strided slices of the padded input (no unfold, no matmul); the op's gradients
-are the true gradients of that formula, so their oracle is ``torch.autograd.grad`` through it.
+The oracle (:func:`.brute_force.brute_force_adaptive_conv2d`) is the paper's adaptive convolution written with loops
+over output channel, input channel and kernel taps and strided slices of the padded input (no unfold, no matmul);
+the op's gradients are the true gradients of that formula, so their oracle is ``torch.autograd.grad`` through it.
 """
 
 from __future__ import annotations

@@ -90,7 +90,8 @@ def test_triton_forward_and_gradients_match_loop_oracle(dtype: torch.dtype, case
 
 @_here
 def test_triton_half_input_accumulates_in_float32():
-    # bfloat16 arithmetic is wrong in the interpreter (research/kernels.md §2.2); float16 exercises the same path
+    # bfloat16 arithmetic gives wrong results in the Triton interpreter (a documented limitation); float16 exercises
+    # the same path
     case = dataclasses.replace(GRID[7], batch=1, height=5, width=6)
     x, weight, grad_output = make_inputs(case, torch.float16, DEVICE)
     x, weight = x.detach().requires_grad_(True), weight.detach().requires_grad_(True)

@@ -1,4 +1,4 @@
-"""Adaptive learning rate semantics (AdderNet Eq. 12-13, SPEC §1)."""
+"""Adaptive learning rate semantics (Chen et al., CVPR 2020, Eq. 12-13)."""
 
 from __future__ import annotations
 

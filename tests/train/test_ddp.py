@@ -2,11 +2,10 @@
 
 One ``torchrun`` launch (process start-up dominates the run time) runs a probed ``train()`` call and then
 ``python -m frugalvision train ...`` (distilling from the first run) in the same processes. Checks: the CLI writes one
-run folder from rank 0; both
-ranks see different data yet end with identical parameters; AdderNet's adaptive learning rate acts on the
-all-reduced gradient (Chen et al., CVPR 2020, Eq. 13; SPEC §1): the first update of every adder weight has RMS
-exactly ``eta * lr``. Normalising each rank's gradient before averaging would give a smaller RMS (the mean of two
-different unit-RMS directions).
+run folder from rank 0, with the teacher's hash; both ranks see different data yet end with identical parameters;
+AdderNet's adaptive learning rate acts on the all-reduced gradient (Chen et al., CVPR 2020, Eq. 13): the first
+update of every adder weight has RMS exactly ``eta * lr``. Normalising each rank's gradient before averaging would
+give a smaller RMS (the mean of two different unit-RMS directions).
 """
 
 from __future__ import annotations

@@ -166,7 +166,6 @@ def test_the_engine_keeps_the_teacher_frozen_through_training_steps(tmp_path: Pa
     assert isinstance(setup.objective, DistillationObjective) and setup.objective.alpha == 0.7
 
 
-
 def test_distillation_with_bf16_autocast_and_gradient_accumulation_runs_the_teacher_once_per_micro_batch(
         tmp_path: Path) -> None:
     from frugalvision.train.builders import build_data, build_training

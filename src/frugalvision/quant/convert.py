@@ -565,7 +565,7 @@ def quantize(
     search_images: int = 32,
     stem: str = "fp32",
 ) -> nn.Module:
-    """Integer (uint8) AdderNet for inference: float images in, float logits out (issue 11; SPEC section 4).
+    """Integer (uint8) AdderNet for inference: float images in, float logits out (docs/integer_addernet.md).
 
     Every adder layer runs ``frugalvision::adder2d_u8`` on uint8 activations and weights that share one scale and
     zero point (AdderNet Eq. 2 in integers, see :mod:`frugalvision.quant.fold`); BatchNorm, ReLU and residual

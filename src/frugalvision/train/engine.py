@@ -93,6 +93,7 @@ def train(
                 say(f"{config.name} epoch {row['epoch']}/{config.epochs}: train loss {row['train_loss']:.4f}, "
                     f"val top1 {row['val_top1']:.2f}%, {row['epoch_seconds']:.1f}s")
     setup.alr.remove()
+    dist.barrier()  # every rank returns once rank 0 has written the run's files (a later step may read them)
     return TrainResult(run_dir=run_dir, metrics=history[-1] if history else {}, history=history,
                        resumed_from=resumed_from, train_seconds=time.perf_counter() - started)
 
