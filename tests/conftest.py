@@ -12,9 +12,11 @@ Paths are computed from this file, never from the working directory.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -49,6 +51,19 @@ def _shared_path(relative: str | Path) -> Path:
 def repo_root() -> Path:
     """The repository root (the folder holding pyproject.toml), independent of the working directory."""
     return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def load_tool() -> Callable[[str], ModuleType]:
+    """``load_tool("results_table")``: ``tools/results_table.py`` imported as a module (tools/ is not a package)."""
+
+    def load(name: str) -> ModuleType:
+        spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "tools" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
 
 
 @pytest.fixture

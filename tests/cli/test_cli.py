@@ -182,12 +182,8 @@ def test_killed_run_resumes(tmp_path):
     assert "Resuming" in done.stdout
 
 
-def test_results_table_tool_reports_the_run_as_its_metrics_and_count_ops_say(trained_run, repo_root):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("results_table", repo_root / "tools" / "results_table.py")
-    results_table = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(results_table)
+def test_results_table_tool_reports_the_run_as_its_metrics_and_count_ops_say(trained_run, load_tool):
+    results_table = load_tool("results_table")
     run_dir, _ = trained_run
     [epoch] = list(csv.DictReader((run_dir / "metrics.csv").open()))
     costs = count_ops(load_model(run_dir), (1, 28, 28))

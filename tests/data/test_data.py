@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import importlib.util
 import json
 from pathlib import Path
 
@@ -27,12 +26,9 @@ from frugalvision.data import (
 
 
 @pytest.fixture(scope="module")
-def converter(repo_root: Path):
+def converter(load_tool):
     """tools/convert_mnist5k.py, the script that built the embedded mnist5k split."""
-    spec = importlib.util.spec_from_file_location("convert_mnist5k", repo_root / "tools" / "convert_mnist5k.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("convert_mnist5k")
 
 
 # ------------------------------------------------------------------------------------------------------------- mnist5k
