@@ -13,7 +13,7 @@ from .analysis.counting import count_ops
 from .inference import predict
 from .layers.reparam import reparameterize_model
 from .models import adderize, create_model, list_models, load_model
-from .quant import quantize
+from .quant import quantize  # also registers the integer-model loader behind load_model (quant/serialize.py)
 
 __version__ = "0.1.0"
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -87,3 +90,42 @@ def test_models_not_built_by_create_model_cannot_be_saved(tmp_path):
         save_quantized(qmodel, tmp_path / "q.safetensors")
     with pytest.raises(CheckpointError, match=r"not a model returned by frugalvision\.quantize"):
         save_quantized(model, tmp_path / "q.safetensors")
+
+
+def test_load_model_of_a_fresh_interpreter_finds_the_integer_loader(tmp_path, repo_root):
+    """The models package never imports quant: the integer loader is registered by importing frugalvision.quant,
+    which any ``frugalvision.*`` import does through the package ``__init__``. A new interpreter that imports only
+    ``frugalvision.models.factory`` must still load an integer file as an integer model."""
+    qmodel, images = _quantized("lenet5_bn")
+    save_quantized(qmodel, tmp_path / "q.safetensors")
+    torch.save(images, tmp_path / "images.pt")
+    with torch.no_grad():
+        torch.save(qmodel(images), tmp_path / "expected.pt")
+    script = (
+        "import sys, torch\n"
+        "from frugalvision.models.factory import load_model\n"
+        "model = load_model(sys.argv[1] + '/q.safetensors')\n"
+        "images = torch.load(sys.argv[1] + '/images.pt', weights_only=True)\n"
+        "expected = torch.load(sys.argv[1] + '/expected.pt', weights_only=True)\n"
+        "assert type(model).__module__.startswith('frugalvision.quant'), type(model)\n"
+        "with torch.no_grad():\n"
+        "    assert torch.equal(model(images), expected)\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(repo_root / "src")}
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, env=env,
+                            timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def test_a_tensor_of_the_wrong_dtype_is_named(tmp_path):
+    qmodel, _ = _quantized("lenet5_bn")
+    path = tmp_path / "q.safetensors"
+    save_quantized(qmodel, path)
+    tensors = load_file(str(path))
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata()
+    tensors["steps.1.weight_q"] = tensors["steps.1.weight_q"].to(torch.int16)
+    save_file(tensors, str(tmp_path / "int16.safetensors"), metadata)
+    with pytest.raises(CheckpointError, match=r"steps\.1\.weight_q has torch\.int16 .*, model expects torch\.uint8"):
+        fv.load_model(tmp_path / "int16.safetensors")

@@ -8,10 +8,11 @@ training split (:func:`folder_data_config`).
 """
 
 from .config import DataConfig
-from .datasets import MNIST5K_JSON, MNIST5K_NPZ, FakeDataset, InMemoryImageDataset, build_dataset, load_mnist5k
+from .datasets import MNIST5K_JSON, MNIST5K_NPZ, FakeDataset, build_dataset, load_mnist5k
 from .folder import IMAGE_EXTENSIONS, ImageFolderDataset, folder_data_config, read_image
 from .idx import load_mnist_split, read_idx
 from .info import DATASETS, DataError, DatasetInfo, dataset_info
+from .memory import InMemoryImageDataset
 from .transforms import RandomAffine, RandomCropFlip
 
 __all__ = [

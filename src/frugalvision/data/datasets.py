@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import math
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,62 +14,19 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..errors import InputError
 from .config import DataConfig
+from .folder import ImageFolderDataset
 from .idx import load_mnist_split
 from .info import DataError, dataset_info
-from .transforms import Normalize, tensor_train_transform, timm_train_transform
+from .memory import InMemoryImageDataset
+from .transforms import tensor_train_transform, timm_train_transform
 
-__all__ = ["MNIST5K_JSON", "MNIST5K_NPZ", "FakeDataset", "InMemoryImageDataset", "build_dataset", "load_mnist5k"]
+__all__ = ["MNIST5K_JSON", "MNIST5K_NPZ", "FakeDataset", "build_dataset", "load_mnist5k"]
 
 MNIST5K_NPZ = Path(__file__).resolve().parent / "mnist5k.npz"
 MNIST5K_JSON = Path(__file__).resolve().parent / "mnist5k.json"
 
 _CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
-
-
-class InMemoryImageDataset(Dataset):
-    """uint8 images held in one tensor, served as normalised float32 (C, H, W) tensors with int labels.
-
-    Each item is ``(x - mean) / std`` with ``x`` the image scaled to 0..1 and passed through ``transform``.
-
-    Args:
-        images: uint8 tensor (N, C, H, W).
-        labels: N integer labels.
-        mean: per-channel mean.
-        std: per-channel standard deviation.
-        transform: optional augmentation on the 0..1 float image, applied before normalisation.
-
-    Attributes:
-        images: the uint8 tensor.
-        targets: the labels as a list of ints (torchvision's attribute name).
-    """
-
-    def __init__(
-        self,
-        images: Tensor,
-        labels: Sequence[int],
-        mean: Sequence[float],
-        std: Sequence[float],
-        transform: Callable[[Tensor], Tensor] | None = None,
-    ) -> None:
-        if images.dtype != torch.uint8 or images.ndim != 4:
-            raise InputError(f"images must be a uint8 (N, C, H, W) tensor, got {images.dtype} {tuple(images.shape)}")
-        if len(labels) != images.shape[0]:
-            raise InputError(f"{images.shape[0]} images but {len(labels)} labels")
-        self.images = images
-        self.targets = [int(v) for v in labels]
-        self.transform = transform
-        self.normalize = Normalize(mean, std)
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        x = self.images[index].to(torch.float32).div_(255.0)
-        if self.transform is not None:
-            x = self.transform(x)
-        return self.normalize(x), self.targets[index]
 
 
 class FakeDataset(Dataset):
@@ -277,8 +234,6 @@ def build_dataset(
         return FakeDataset(fake_size, fake_num_classes, fake_input_size, split)
 
     if name == "folder":
-        from .folder import ImageFolderDataset
-
         return ImageFolderDataset(data_dir, split, data_config, input_size=input_size, mean=mean, std=std,
                                   augment=augment)
 

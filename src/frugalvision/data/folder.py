@@ -40,7 +40,7 @@ from torch.utils.data import Dataset
 
 from ..errors import DataError
 from .config import DataConfig
-from .datasets import InMemoryImageDataset
+from .memory import InMemoryImageDataset
 
 __all__ = [
     "FOLDER_SPLITS",

@@ -8,6 +8,7 @@ from .checkpoint import (
     model_metadata,
     read_checkpoint_config,
     read_state_dict,
+    register_checkpoint_loader,
     save_model,
     save_model_file,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "model_train_defaults",
     "read_checkpoint_config",
     "read_state_dict",
+    "register_checkpoint_loader",
     "register_model",
     "resnet",
     "save_model",

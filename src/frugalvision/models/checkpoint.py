@@ -7,6 +7,11 @@ unpickler builds only tensors and containers: no arbitrary code runs. Nested che
 checkpoints are each model's ``checkpoint_filter`` (see :mod:`.registry`).
 
 Run folders hold the model as :data:`MODEL_FILE`; every file is written through :func:`atomic_write`.
+
+Checkpoints of other kinds plug in here: :func:`register_checkpoint_loader` maps a key of the stored config (e.g.
+``"quantized"``, registered by :mod:`frugalvision.quant` when it is imported) to the function that rebuilds such a
+model, so that :func:`~frugalvision.models.load_model` serves every kind without the model zoo importing the
+packages above it. :func:`check_state_dict_fits` and :func:`restore_data_config` are the checks every loader shares.
 """
 
 from __future__ import annotations
@@ -24,16 +29,21 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import Tensor, nn
 
-from ..errors import CheckpointError, OutputError
+from ..data import DataConfig
+from ..errors import CheckpointError, ConfigError, OutputError
 
 __all__ = [
     "MODEL_FILE",
     "CheckpointError",
     "atomic_write",
+    "check_state_dict_fits",
+    "checkpoint_loader",
     "model_metadata",
     "read_checkpoint_config",
     "read_state_dict",
+    "register_checkpoint_loader",
     "resolve_checkpoint_path",
+    "restore_data_config",
     "save_model",
     "save_model_file",
 ]
@@ -41,6 +51,54 @@ __all__ = [
 MODEL_FILE = "model.safetensors"  # the model of a run folder (weights + model config)
 _METADATA_KEY = "frugalvision"
 _NESTED_KEYS = ("model", "state_dict", "model_state_dict", "net")
+
+# config key -> loader(path, config) for checkpoints that are not a plain registered model (see the module docstring)
+_CHECKPOINT_LOADERS: dict[str, Callable[[str | os.PathLike, dict[str, Any]], nn.Module]] = {}
+
+
+def register_checkpoint_loader(key: str, loader: Callable[[str | os.PathLike, dict[str, Any]], nn.Module]) -> None:
+    """Let :func:`~frugalvision.models.load_model` hand a checkpoint whose config holds ``key`` to
+    ``loader(path, config)``. Registering the same key again replaces the loader (module reloads)."""
+    _CHECKPOINT_LOADERS[key] = loader
+
+
+def checkpoint_loader(config: Mapping[str, Any]) -> Callable[[str | os.PathLike, dict[str, Any]], nn.Module] | None:
+    """The registered loader for a checkpoint config, or None for a plain model."""
+    return next((loader for key, loader in _CHECKPOINT_LOADERS.items() if key in config), None)
+
+
+def check_state_dict_fits(
+    state: Mapping[str, Tensor], expected: Mapping[str, Tensor], what: str, *, check_dtype: bool = False
+) -> None:
+    """Raise a one-line :class:`CheckpointError` unless ``state`` has exactly the keys of ``expected`` with the same
+    shapes (and dtypes when ``check_dtype``). ``what`` opens the message, e.g. ``"checkpoint x.pth does not fit
+    lenet5"`` names file and model."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+        raise CheckpointError(f"{what}: " + "; ".join(parts))
+    for key, tensor in state.items():
+        want = expected[key]
+        if tensor.shape != want.shape or (check_dtype and tensor.dtype != want.dtype):
+            found = f"{tensor.dtype} {tuple(tensor.shape)}" if check_dtype else f"shape {tuple(tensor.shape)}"
+            wanted = f"{want.dtype} {tuple(want.shape)}" if check_dtype else f"{tuple(want.shape)}"
+            raise CheckpointError(f"{what}: {key} has {found}, model expects {wanted}")
+
+
+def restore_data_config(model: nn.Module, config: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """Set ``model.data_config`` from a checkpoint config's ``data_config`` entry (the preprocessing the model was
+    trained with), if it has one."""
+    if config.get("data_config") is None:
+        return
+    try:
+        model.data_config = DataConfig.from_dict(config["data_config"])
+    except ConfigError as error:
+        raise CheckpointError(f"corrupt checkpoint {path}: its data config is invalid: {error}") from None
 
 
 def resolve_checkpoint_path(path: str | os.PathLike) -> Path:

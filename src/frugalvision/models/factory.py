@@ -7,9 +7,14 @@ from typing import Any
 
 from torch import nn
 
-from ..data import DataConfig
 from ..errors import CheckpointError, ConfigError
-from .checkpoint import read_checkpoint_config, read_state_dict
+from .checkpoint import (
+    check_state_dict_fits,
+    checkpoint_loader,
+    read_checkpoint_config,
+    read_state_dict,
+    restore_data_config,
+)
 from .registry import model_entry, model_entrypoint
 
 __all__ = ["create_model", "load_checkpoint", "load_model"]
@@ -60,23 +65,8 @@ def load_checkpoint(model: nn.Module, checkpoint_path: str | os.PathLike, *, use
     checkpoint_filter = model_entry(name).checkpoint_filter if name else None
     if checkpoint_filter is not None:
         state = checkpoint_filter(state, model)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
-        raise CheckpointError(f"checkpoint {checkpoint_path} does not fit {name or type(model).__name__}: "
-                              + "; ".join(parts))
-    for key, tensor in state.items():
-        if tensor.shape != expected[key].shape:
-            raise CheckpointError(
-                f"checkpoint {checkpoint_path}: {key} has shape {tuple(tensor.shape)}, "
-                f"model expects {tuple(expected[key].shape)}"
-            )
+    check_state_dict_fits(state, model.state_dict(),
+                          f"checkpoint {checkpoint_path} does not fit {name or type(model).__name__}")
     model.load_state_dict(state, strict=True)
     return model
 
@@ -88,15 +78,10 @@ def load_model(path: str | os.PathLike) -> nn.Module:
         raise CheckpointError(
             f"{path} carries no frugalvision model config; use create_model(name, checkpoint_path=...) instead"
         )
-    if "quantized" in config:  # an integer model written by frugalvision.quant.save_quantized
-        from ..quant.serialize import load_quantized
-
-        return load_quantized(path, config)
+    loader = checkpoint_loader(config)  # another kind of model, e.g. an integer one (see .checkpoint)
+    if loader is not None:
+        return loader(path, config)
     model = create_model(config["model"], **config.get("kwargs", {}))
     load_checkpoint(model, path)
-    if config.get("data_config") is not None:  # the preprocessing the run trained with
-        try:
-            model.data_config = DataConfig.from_dict(config["data_config"])
-        except ConfigError as error:
-            raise CheckpointError(f"corrupt checkpoint {path}: its data config is invalid: {error}") from None
+    restore_data_config(model, config, path)
     return model.eval()

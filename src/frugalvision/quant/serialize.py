@@ -3,7 +3,10 @@ source model's name / options and the ``quantized`` record (layout, adder layers
 
 Loading rebuilds the float model's skeleton with :func:`frugalvision.create_model`, turns the recorded adder layers
 back into adder layers (for adderized CNN twins), rebuilds the integer structure from it and loads the tensors;
-:func:`frugalvision.load_model` calls :func:`load_quantized` when a file carries the ``quantized`` record.
+:func:`frugalvision.load_model` calls :func:`load_quantized` when a file carries the ``quantized`` record: this
+module registers it with :func:`frugalvision.models.register_checkpoint_loader` when imported, which
+``import frugalvision`` (any ``frugalvision.*`` import) always does, since ``frugalvision/__init__`` imports
+:mod:`frugalvision.quant`.
 """
 
 from __future__ import annotations
@@ -15,7 +18,14 @@ from torch import nn
 
 from ..errors import CheckpointError
 from ..layers import Adder2d, create_conv2d
-from ..models.checkpoint import read_checkpoint_config, read_state_dict, save_model
+from ..models.checkpoint import (
+    check_state_dict_fits,
+    read_checkpoint_config,
+    read_state_dict,
+    register_checkpoint_loader,
+    restore_data_config,
+    save_model,
+)
 from ..models.factory import create_model
 from .convert import FORMAT_VERSION, LAYOUTS, build_integer_model
 
@@ -80,26 +90,13 @@ def load_quantized(path: str | os.PathLike, config: dict[str, Any] | None = None
     if not is_quantized(config) or "model" not in config:
         raise CheckpointError(f"{path} is not a quantized frugalvision model")
     qmodel = rebuild_quantized(config)
-    if config.get("data_config") is not None:  # the preprocessing of the source model
-        from ..data import DataConfig
-        from ..errors import ConfigError
-
-        try:
-            qmodel.data_config = DataConfig.from_dict(config["data_config"])
-        except ConfigError as error:
-            raise CheckpointError(f"corrupt checkpoint {path}: its data config is invalid: {error}") from None
+    restore_data_config(qmodel, config, path)  # the preprocessing of the source model
     state = read_state_dict(path)
-    expected = qmodel.state_dict()
-    if set(state) != set(expected):
-        missing = sorted(set(expected) - set(state))
-        extra = sorted(set(state) - set(expected))
-        raise CheckpointError(f"quantized checkpoint {path} does not fit its model: "
-                              f"{len(missing)} missing, {len(extra)} unexpected tensors "
-                              f"(e.g. {(missing or extra)[0]})")
-    for key, tensor in state.items():
-        if tensor.shape != expected[key].shape or tensor.dtype != expected[key].dtype:
-            raise CheckpointError(f"quantized checkpoint {path}: {key} is {tensor.dtype} {tuple(tensor.shape)}, "
-                                  f"expected {expected[key].dtype} {tuple(expected[key].shape)}")
+    check_state_dict_fits(state, qmodel.state_dict(), f"quantized checkpoint {path} does not fit its model",
+                          check_dtype=True)
     qmodel.load_state_dict(state, strict=True)
     qmodel.requires_grad_(False)
     return qmodel.eval()
+
+
+register_checkpoint_loader(QUANTIZED_KEY, load_quantized)

@@ -19,7 +19,14 @@ from typing import Any
 
 import yaml
 
+from ..data import DATASETS
 from ..errors import ConfigError
+from ..layers import CONV_TYPES
+from ..models import is_model, model_entry, model_train_defaults
+from ..optim import ALR_MODES
+from .losses import LOSSES
+from .optimizers import OPTIMIZERS
+from .schedules import SCHEDULERS, SCHEDULES
 
 __all__ = [
     "AMP_MODES",
@@ -43,8 +50,6 @@ class DeepTrainingConfig:
     schedule: str = "linear"
 
     def __post_init__(self) -> None:
-        from .deep_training import SCHEDULES
-
         _check_int("deep_training.decay_epochs", self.decay_epochs, minimum=0)
         _check_choice("deep_training.schedule", self.schedule, SCHEDULES)
 
@@ -89,11 +94,11 @@ class TrainConfig:
     epochs: int = 20
     batch_size: int = 128
     eval_batch_size: int = 500
-    optimizer: str = "sgd"  # see frugalvision.train.optimization.OPTIMIZERS
+    optimizer: str = "sgd"  # see frugalvision.train.optimizers.OPTIMIZERS
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    scheduler: str = "cosine"  # see frugalvision.train.optimization.SCHEDULERS
+    scheduler: str = "cosine"  # see frugalvision.train.schedules.SCHEDULERS
     warmup_epochs: float = 0.0
     min_lr: float = 0.0
     alr: str = "alr"  # AdderNet adaptive learning rate, see frugalvision.optim.ALR_MODES
@@ -101,7 +106,7 @@ class TrainConfig:
     grad_accum: int = 1
     decay_bias_and_norm: bool = True  # weight decay on biases and norm parameters too (AdderNet: yes; timm: no)
     layer_decay: dict[str, Any] | None = None  # {"rate": float, "num_layers": int}: timm layer-wise LR decay
-    loss: str = "ce"  # see frugalvision.train.objectives.LOSSES
+    loss: str = "ce"  # see frugalvision.train.losses.LOSSES
     label_smoothing: float = 0.0
     randaugment: str | None = None  # timm RandAugment string, e.g. "rand-m7-mstd0.5-inc1" (ImageNet)
     reprob: float = 0.0  # timm random-erasing probability (ImageNet)
@@ -124,16 +129,7 @@ class TrainConfig:
     run_name: str | None = None
 
     def __post_init__(self) -> None:
-        from ..data import DATASETS
-        from ..layers import CONV_TYPES
-        from ..models import is_model
-        from ..optim import ALR_MODES
-        from .objectives import LOSSES
-        from .optimization import OPTIMIZERS, SCHEDULERS
-
         if not isinstance(self.model, str) or not is_model(self.model):
-            from ..models import model_entry
-
             model_entry(str(self.model))  # raises the one-line error with suggestions
         if not isinstance(self.model_kwargs, dict):
             raise ConfigError(f"model_kwargs must be a mapping of model options, got {self.model_kwargs!r}")
@@ -200,8 +196,6 @@ class TrainConfig:
         if self.teacher is None and (self.teacher_model is not None or self.teacher_model_kwargs):
             raise ConfigError("teacher_model / teacher_model_kwargs describe a teacher checkpoint: give teacher too")
         if self.teacher_model is not None:
-            from ..models import model_entry
-
             model_entry(self.teacher_model)  # the one-line error for unknown names
         _check_float("kd_alpha", self.kd_alpha, minimum=0.0, maximum=1.0)
         _check_float("kd_temperature", self.kd_temperature, above=0.0)
@@ -342,8 +336,6 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} must hold a mapping of options, got {type(values).__name__}")
     try:
         values = _flatten_sections(values)
-        from ..models import model_train_defaults
-
         TrainConfig.from_dict({**model_train_defaults(values.get("model", TrainConfig.model)), **values})
     except ConfigError as error:
         raise ConfigError(f"config file {path}: {error}") from None

@@ -9,7 +9,6 @@ fuse into one. The official code sets, at the start of epoch ``e``, ``lam = e / 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,20 +17,9 @@ from torch import nn
 from ..errors import ConfigError
 from .callbacks import Callback, TrainContext
 from .config import DeepTrainingConfig
+from .schedules import act_learn_at
 
 __all__ = ["DeepTraining", "act_learn_at"]
-
-SCHEDULES = ("linear", "cosine")
-
-
-def act_learn_at(epoch: float, decay_epochs: int, schedule: str = "linear") -> float:
-    """lam at the start of ``epoch`` (counted from 0): 0 -> 1 over ``decay_epochs`` epochs, then 1."""
-    if schedule not in SCHEDULES:
-        raise ConfigError(f"unknown deep-training schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
-    if decay_epochs <= 0 or epoch >= decay_epochs:
-        return 1.0
-    progress = max(epoch, 0) / decay_epochs
-    return progress if schedule == "linear" else 0.5 * (1.0 - math.cos(math.pi * progress))
 
 
 def _set(model: nn.Module | None, value: float) -> bool:

@@ -10,9 +10,8 @@ plug in without touching the loop. The loop calls it once per micro-batch, insid
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Protocol
 
 import torch
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import TrainConfig
+from .losses import LOSSES
 
 __all__ = [
     "LOSSES",
@@ -42,26 +42,6 @@ class StepOutput:
 
 class Objective(Protocol):
     def __call__(self, model: nn.Module, images: Tensor, target: Tensor) -> StepOutput: ...
-
-
-def cross_entropy(logits: Tensor, target: Tensor, label_smoothing: float) -> Tensor:
-    """Cross-entropy on class indices (with label smoothing) or on soft targets (mixup / cutmix carry their own)."""
-    if target.dim() == 2:
-        return torch.sum(-target * F.log_softmax(logits, dim=-1), dim=-1).mean()
-    return F.cross_entropy(logits, target, label_smoothing=label_smoothing)
-
-
-def binary_cross_entropy(logits: Tensor, target: Tensor, label_smoothing: float) -> Tensor:
-    """timm's BinaryCrossEntropy (the VanillaNet recipes); soft targets already carry their smoothing."""
-    from timm.loss import BinaryCrossEntropy
-
-    return BinaryCrossEntropy(smoothing=0.0 if target.dim() == 2 else label_smoothing)(logits, target)
-
-
-# name -> loss(logits, target, label_smoothing)
-LOSSES: Mapping[str, Callable[[Tensor, Tensor, float], Tensor]] = MappingProxyType(
-    {"ce": cross_entropy, "bce": binary_cross_entropy}
-)
 
 
 class ClassificationObjective:

@@ -1,16 +1,15 @@
 """Optimizers, parameter groups and learning-rate schedules, by name.
 
-:data:`OPTIMIZERS` and :data:`SCHEDULERS` are the registries behind ``TrainConfig.optimizer`` / ``.scheduler`` and the
-command line's choices. Parameter groups: AdderNet's ILR group (adder weights at 100x the learning rate, the paper's
-ablation), timm's layer-wise decay groups (VanillaNet recipes), or no weight decay on biases and norm parameters.
+:data:`OPTIMIZERS` (:mod:`.optimizers`) and :data:`SCHEDULERS` (:mod:`.schedules`) are the registries behind
+``TrainConfig.optimizer`` / ``.scheduler`` and the command line's choices; this module builds optimizers and
+learning-rate factors from them. Parameter groups: AdderNet's ILR group (adder weights at 100x the learning rate, the
+paper's ablation), timm's layer-wise decay groups (VanillaNet recipes), or no weight decay on biases and norm
+parameters.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping
-from types import MappingProxyType
-from typing import Any
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -18,47 +17,10 @@ from torch import nn
 from ..errors import ConfigError
 from ..optim import AdaptiveLR
 from .config import TrainConfig
+from .optimizers import OPTIMIZERS, ParamGroups
+from .schedules import SCHEDULERS
 
 __all__ = ["OPTIMIZERS", "SCHEDULERS", "build_optimizer", "build_scheduler", "lr_factor", "param_groups"]
-
-ParamGroups = list[dict[str, Any]]
-
-
-def _sgd(groups: ParamGroups, config: TrainConfig) -> torch.optim.Optimizer:
-    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
-
-
-def _nesterov(groups: ParamGroups, config: TrainConfig) -> torch.optim.Optimizer:
-    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True)
-
-
-def _adamw(groups: ParamGroups, config: TrainConfig) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(groups, lr=config.lr)
-
-
-def _lamb(groups: ParamGroups, config: TrainConfig) -> torch.optim.Optimizer:
-    from timm.optim import Lamb
-
-    return Lamb(groups, lr=config.lr)
-
-
-# name -> factory(param_groups, config); the weight decay lives in the groups
-OPTIMIZERS: Mapping[str, Callable[[ParamGroups, TrainConfig], torch.optim.Optimizer]] = MappingProxyType(
-    {"sgd": _sgd, "nesterov": _nesterov, "adamw": _adamw, "lamb": _lamb}
-)
-
-
-def _cosine(progress: float) -> float:
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def _constant(progress: float) -> float:
-    return 1.0
-
-
-# name -> shape(progress in [0, 1] after warm-up) -> fraction of the way from min_lr to lr
-SCHEDULERS: Mapping[str, Callable[[float], float]] = MappingProxyType({"cosine": _cosine, "constant": _constant})
-
 
 def param_groups(config: TrainConfig, model: nn.Module, alr: AdaptiveLR) -> ParamGroups:
     """Parameter groups: timm's layer-wise decay groups, bias/norm without decay, or AdderNet's (ILR) groups."""
@@ -80,7 +42,7 @@ def param_groups(config: TrainConfig, model: nn.Module, alr: AdaptiveLR) -> Para
 
 
 def build_optimizer(config: TrainConfig, model: nn.Module, alr: AdaptiveLR) -> torch.optim.Optimizer:
-    return OPTIMIZERS[config.optimizer](param_groups(config, model, alr), config)
+    return OPTIMIZERS[config.optimizer](param_groups(config, model, alr), config.lr, config.momentum)
 
 
 def lr_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
