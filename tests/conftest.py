@@ -14,13 +14,21 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-__all__ = ["REPO_ROOT", "REQUIRE_SHARED_VARIABLES", "SHARED_DATA", "repo_root", "shared_data", "shared_data_required"]
+__all__ = [
+    "REPO_ROOT",
+    "REQUIRE_SHARED_VARIABLES",
+    "SHARED_DATA",
+    "one_torch_thread",
+    "repo_root",
+    "shared_data",
+    "shared_data_required",
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -51,6 +59,18 @@ def _shared_path(relative: str | Path) -> Path:
 def repo_root() -> Path:
     """The repository root (the folder holding pyproject.toml), independent of the working directory."""
     return REPO_ROOT
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Run a module's tests with one torch intra-op thread (``pytestmark = pytest.mark.usefixtures(...)``): tiny
+    batches gain nothing from threads, and on a busy machine spinning threads cost seconds."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

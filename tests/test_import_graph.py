@@ -4,8 +4,10 @@ files, and no lower layer importing a higher one (the developers' guide: "import
 Every ``import`` / ``from ... import`` counts, at module level or inside a function (a lazy import is still a
 dependency, only a hidden one). Relative imports are resolved against the importing file's package. Importing
 ``a.b.c`` runs ``a/__init__.py`` and ``a/b/__init__.py`` first, so an edge to a module is also an edge to every
-package ``__init__`` above it (except the importer's own enclosing packages, which Python has already started).
-``from pkg import name`` is an edge to ``pkg.name`` when that is a module, else to ``pkg/__init__.py``.
+package ``__init__`` above it, except the importer's own enclosing packages: Python has already started those, so
+``from . import sibling`` needs nothing of them. ``from pkg import name`` is an edge to ``pkg.name`` when that is a
+module, else to ``pkg/__init__.py`` itself, even when ``pkg`` encloses the importer: ``from .. import __version__``
+needs the parent's ``__init__`` to have run that far, a real (and circular) dependency.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.conftest import REPO_ROOT
+
+from conftest import REPO_ROOT
 
 SRC = REPO_ROOT / "src"
 PACKAGE = "frugalvision"
@@ -26,9 +29,9 @@ PACKAGE = "frugalvision"
 # Above them sit the engines that use models: train, quant (post-training quantisation), export; then analysis
 # (counting, reports) and the inference helper; the benchmark package (frugalvision.bench, which runs everything
 # below); and the thin command line on top.
-# ``errors`` sits below everything; the package ``__init__`` (the public facade) above everything.
+# ``errors`` and ``version`` sit below everything; the package ``__init__`` (the public facade) above everything.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors",),
+    ("errors", "version"),
     ("ops",),
     ("data",),
     ("layers",),
@@ -69,8 +72,10 @@ def _with_parents(name: str) -> Iterator[str]:
         yield ".".join(parts[:i])
 
 
-def _resolve(importer: str, node: ast.Import | ast.ImportFrom) -> Iterator[str]:
-    """The frugalvision modules an import statement names (the deepest existing module of each target)."""
+def _resolve(importer: str, node: ast.Import | ast.ImportFrom) -> Iterator[tuple[str, bool]]:
+    """``(module, explicit)`` for the frugalvision modules an import statement needs: the deepest existing module of
+    each target; ``explicit`` when the statement reads names from that module itself (``from pkg import name`` with
+    ``name`` not a submodule), not only imports something below it."""
     if isinstance(node, ast.Import):
         targets = [alias.name for alias in node.names]
     else:
@@ -81,12 +86,13 @@ def _resolve(importer: str, node: ast.Import | ast.ImportFrom) -> Iterator[str]:
             module = ".".join(base + ([node.module] if node.module else []))
         else:
             module = node.module or ""
-        targets = [f"{module}.{alias.name}" for alias in node.names] + [module]
+        targets = [f"{module}.{alias.name}" for alias in node.names]
     for target in targets:
+        explicit = isinstance(node, ast.ImportFrom) and target not in MODULES
         while target and target not in MODULES:
             target = target.rpartition(".")[0]
         if target:
-            yield target
+            yield target, explicit
 
 
 def _edges(importer: str) -> set[str]:
@@ -95,9 +101,11 @@ def _edges(importer: str) -> set[str]:
     edges = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import | ast.ImportFrom):
-            for target in _resolve(importer, node):
-                edges.update(name for name in _with_parents(target) if name in MODULES)
-    return edges - own_packages
+            for target, explicit in _resolve(importer, node):
+                edges.update(name for name in _with_parents(target) if name in MODULES and name not in own_packages)
+                if explicit and target != importer:
+                    edges.add(target)
+    return edges
 
 
 GRAPH = {name: _edges(name) for name in MODULES}

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import REPO_ROOT
 from frugalvision.cli.main import main
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
+RESULTS = REPO_ROOT / "results"
 RUNS = sorted(path.parent for path in RESULTS.glob("*/*/model.safetensors"))
 
 

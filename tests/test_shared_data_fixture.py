@@ -46,6 +46,9 @@ def test_shared_data_is_looked_up_beside_the_repository(shared_data, repo_root: 
     assert str(repo_root.parent / "shared" / "data" / "no_such_file.pth") in str(outcome.value)
 
 
-def test_repo_root_is_the_project_root(repo_root: Path) -> None:
-    assert repo_root == Path(__file__).resolve().parent.parent
+def test_repo_root_is_the_project_root_wherever_pytest_runs(repo_root: Path, monkeypatch, tmp_path: Path) -> None:
+    """The project's own files are there (not the file layout restated), also with another working directory."""
+    monkeypatch.chdir(tmp_path)
+    assert repo_root.is_absolute()
     assert 'name = "frugalvision"' in (repo_root / "pyproject.toml").read_text(encoding="utf-8")
+    assert (repo_root / "src" / "frugalvision" / "__init__.py").is_file() and (repo_root / "recipes").is_dir()

@@ -14,8 +14,7 @@ from .inference import predict
 from .layers.reparam import reparameterize_model
 from .models import adderize, create_model, list_models, load_model
 from .quant import quantize  # also registers the integer-model loader behind load_model (quant/serialize.py)
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = ["__version__", "adderize", "count_ops", "create_model", "data", "errors", "layers", "list_models",
            "load_model", "models", "ops", "predict", "quantize", "reparameterize_model"]

@@ -19,12 +19,7 @@ ZOO = ["vgg_small", "resnet20", "resnet32", "resnet18", "resnet50"]
 LAYER = {"adder": Adder2d, "binary": BinaryConv2d, "conv": nn.Conv2d}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -75,7 +75,9 @@ def test_bench_model_and_predict_take_the_integer_model(int8_lenet, tmp_path, ca
     Image.fromarray((torch.rand(28, 28) * 255).to(torch.uint8).numpy()).save(image)
     assert main(["predict", "--checkpoint", str(output), str(image), "--top-k", "2", "--json"]) == 0
     (prediction,) = json.loads(capsys.readouterr().out)["predictions"]
-    assert [entry["class"] in "0123456789" for entry in prediction["top_k"]] == [True, True]
+    top_k = prediction["top_k"]
+    assert len(top_k) == 2 and top_k[0]["index"] != top_k[1]["index"]
+    assert [entry["class"] for entry in top_k] == [str(entry["index"]) for entry in top_k]  # MNIST classes: digits
 
 
 @pytest.mark.parametrize(

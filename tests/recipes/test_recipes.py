@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import REPO_ROOT
 from frugalvision import create_model, load_model
 from frugalvision.cli.main import build_parser
 from frugalvision.cli.train import build_configs
@@ -23,7 +24,7 @@ from frugalvision.train.config import TrainConfig, load_recipe
 from frugalvision.train.engine import train
 from frugalvision.train.optimization import build_optimizer, lr_factor
 
-RECIPES = sorted((Path(__file__).resolve().parents[2] / "recipes").glob("addernet_*.yaml"))
+RECIPES = sorted((REPO_ROOT / "recipes").glob("addernet_*.yaml"))
 PAPER_ROWS = {
     ("lenet5_bn", "mnist"), ("vgg_small", "cifar10"), ("vgg_small", "cifar100"), ("resnet20", "cifar10"),
     ("resnet20", "cifar100"), ("resnet32", "cifar10"), ("resnet32", "cifar100"), ("resnet18", "imagenet"),
@@ -31,13 +32,7 @@ PAPER_ROWS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny batches gain nothing from intra-op threads, and on a busy machine spinning threads cost seconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _args(config: Path) -> argparse.Namespace:

@@ -4,17 +4,17 @@ read (also through the command line, where a bad recipe exits with code 2 and on
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import REPO_ROOT
 from frugalvision.cli.main import main
 from frugalvision.errors import ConfigError
 from frugalvision.train.config import DeepTrainingConfig, TrainConfig, load_recipe
 from frugalvision.train.deep_training import DeepTraining
 
-RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+RECIPES = REPO_ROOT / "recipes"
 
 
 @pytest.mark.parametrize(

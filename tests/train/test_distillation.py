@@ -130,13 +130,13 @@ def test_teacher_options_are_validated_at_construction() -> None:
         TrainConfig(teacher="t", kd_temperature=0)
 
 
-def test_the_shipped_distillation_recipe_runs_two_steps(tmp_path: Path) -> None:
+def test_the_shipped_distillation_recipe_runs_two_steps(tmp_path: Path, repo_root: Path) -> None:
     """The CIFAR distillation recipe as shipped, on 16 fake images in batches of 8 (two optimizer steps), with a tiny
     CNN run as its teacher."""
     from frugalvision.train.config import load_recipe
     from frugalvision.train.runs import resolve_config
 
-    recipe = load_recipe(Path(__file__).resolve().parents[2] / "recipes" / "cifar10_10k_resnet20_adder_kd.yaml")
+    recipe = load_recipe(repo_root / "recipes" / "cifar10_10k_resnet20_adder_kd.yaml")
     assert recipe["teacher"] and 0 < recipe["kd_alpha"] <= 1 and recipe["model_kwargs"] == {"conv_type": "adder"}
     teacher = train(TrainConfig(model="resnet20", model_kwargs={"conv_type": "conv"}, dataset="fake", fake_size=16,
                                 epochs=1, batch_size=8, output=str(tmp_path / "t"), device="cpu"), log=None).run_dir

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -122,14 +121,14 @@ def test_training_state_round_trip_keeps_tensor_group_entries(tmp_path):
     assert state["epoch"] == 1
 
 
-def test_vanillanet_recipe_parts_reach_the_optimizer():
+def test_vanillanet_recipe_parts_reach_the_optimizer(repo_root):
     """Layer-wise decay (timm groups, lr scaled per group) and no decay on biases / norms, as the recipes ask."""
     from frugalvision.models import create_model
     from frugalvision.optim import AdaptiveLR
     from frugalvision.train.config import load_recipe
     from frugalvision.train.optimization import build_optimizer
 
-    recipe = load_recipe(Path(__file__).resolve().parents[2] / "recipes" / "vanillanet_6.yaml")
+    recipe = load_recipe(repo_root / "recipes" / "vanillanet_6.yaml")
     config = TrainConfig.from_dict(recipe)
     model = create_model("vanillanet_6")
     optimizer = build_optimizer(config, model, AdaptiveLR([]))

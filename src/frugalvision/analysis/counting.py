@@ -33,7 +33,12 @@ from ..errors import ConfigError
 from ..layers.binary import BinaryConv2d
 from ..ops.cost import NORM, WEIGHT_LAYER, cost_formula, register_cost
 
-__all__ = ["ENERGY_TABLES", "EnergyTable", "count_ops"]
+__all__ = ["ENERGY_SOURCE", "ENERGY_TABLES", "LATENCY_SOURCE", "EnergyTable", "count_ops", "human"]
+
+
+# Where the rates come from, short, for the captions under cost tables (EnergyTable.source has the long form)
+ENERGY_SOURCE = "45 nm, Horowitz 2014"
+LATENCY_SOURCE = "VIA Nano 2000"
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,19 @@ class EnergyTable:
     add_cycles: int = 2
     mul_cycles: int = 4
     source: str = "Horowitz, ISSCC 2014, 45 nm, 0.9 V; latency: VIA Nano 2000 (Agner Fog), as in AdderNet Sec. 4.1"
+
+    def caption(self) -> str:
+        """The line under a cost table priced with this table: its rates and their sources."""
+        return (f"Energy: {self.name.upper()} add {self.add_pj:g} pJ, mul {self.mul_pj:g} pJ ({ENERGY_SOURCE}). "
+                f"Latency: add {self.add_cycles}, mul {self.mul_cycles} cycles ({LATENCY_SOURCE}).")
+
+
+def human(value: float) -> str:
+    """An operation or parameter count for people: 1234567 -> '1.23M'."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.2f}{unit}"
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.3g}"
 
 
 ENERGY_TABLES = {

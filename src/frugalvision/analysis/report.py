@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError
+from .counting import ENERGY_TABLES, human
 
 __all__ = ["build_report", "write_report"]
 
@@ -48,13 +49,6 @@ def _fmt(value: Any) -> str:
     if isinstance(value, (dict, list, tuple)):
         return json.dumps(value)
     return str(value)
-
-
-def _human(value: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(value) >= scale:
-            return f"{value / scale:.2f}{unit}"
-    return f"{value:.0f}"
 
 
 def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]], left: int = 1) -> str:
@@ -90,8 +84,8 @@ def _input_size(model: Any, train_cfg: dict[str, Any]) -> tuple[int, ...] | None
 
 def build_report(run_dir: str | os.PathLike, *, title: str | None = None, dpi: int = 100) -> str:
     """The HTML text of the report of ``run_dir`` (a frugalvision run folder with ``model.safetensors``)."""
-    from .. import __version__
     from ..models import load_model
+    from ..version import __version__
     from .counting import count_ops
     from .figures import figure_png, first_layer, plot_curves, plot_filters, plot_weights, read_metrics
 
@@ -147,16 +141,16 @@ def build_report(run_dir: str | os.PathLike, *, title: str | None = None, dpi: i
         costs = count_ops(model, input_size)
         cost_html = _table(
             ("input", "params", "mul", "add", "xnor", "energy µJ", "latency Mcycles"),
-            [(str(tuple(input_size)), _human(costs["params"]), _human(costs["mul"]), _human(costs["add"]),
-              _human(costs["xnor"]), f"{costs['energy_pj'] / 1e6:.3f}", f"{costs['latency_cycles'] / 1e6:.3f}")],
+            [(str(tuple(input_size)), human(costs["params"]), human(costs["mul"]), human(costs["add"]),
+              human(costs["xnor"]), f"{costs['energy_pj'] / 1e6:.3f}", f"{costs['latency_cycles'] / 1e6:.3f}")],
         )
         layers = costs.get("layers") or []
         if layers:
             keys = [k for k in ("module", "op", "mul", "add", "xnor") if k in layers[0]]
             cost_html += ("<details><summary>per layer</summary>"
                           + _table(keys, [[row.get(k, "") for k in keys] for row in layers], left=2) + "</details>")
-        cost_html += ('<p class="sub">Per image, one forward pass, every layer including BatchNorm. Energy: 45 nm FP32 '
-                      "(add 0.9 pJ, mul 3.7 pJ); latency: add 2, mul 4 cycles.</p>")
+        cost_html += ('<p class="sub">Per image, one forward pass, every layer including BatchNorm. '
+                      f"{html.escape(ENERGY_TABLES[costs['energy_table']].caption())}</p>")
     else:
         notes.append("cost table skipped: unknown input size")
 

@@ -6,7 +6,10 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from torch import nn
+
+from ..analysis.counting import ENERGY_TABLES, human
 
 __all__ = [
     "add_data_config_arguments",
@@ -17,15 +20,8 @@ __all__ = [
     "model_input_size",
     "print_comparison",
     "print_table",
+    "run_device",
 ]
-
-
-def human(value: float) -> str:
-    """1234567 -> '1.23M'."""
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(value) >= scale:
-            return f"{value / scale:.2f}{unit}"
-    return f"{value:.0f}" if float(value).is_integer() else f"{value:.3g}"
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], caption: str | None = None) -> None:
@@ -59,11 +55,19 @@ def print_comparison(results: Sequence[tuple[Any, Any, dict[str, Any]]]) -> None
         f"Trained on {config.dataset}; accuracy on its {config.val_split} split ({result.history[-1]['epoch']} epochs)",
         ("run", "val top-1 %", "params", "mul", "add", "energy µJ", "latency Mcyc", "s/epoch"),
         rows,
-        caption="Per image, one forward pass, every layer incl. BatchNorm (1 mul + 1 add per element). Energy: 45 nm "
-        "FP32 (add 0.9 pJ, mul 3.7 pJ; Horowitz 2014). Latency: add 2, mul 4 cycles (VIA Nano 2000)."
-        + (hint if config.dataset == "mnist5k" else ""),
+        caption="Per image, one forward pass, every layer incl. BatchNorm (1 mul + 1 add per element). "
+        + ENERGY_TABLES["fp32"].caption() + (hint if config.dataset == "mnist5k" else ""),
     )
     print("Run folders: " + ", ".join(str(result.run_dir) for _, result, _ in results))
+
+
+def run_device(model: nn.Module, requested: str = "auto") -> torch.device:
+    """The device a command runs ``model`` on: an integer model (:func:`frugalvision.quantize`) on the CPU, the only
+    place its kernels run, whatever was asked; any other model on ``requested`` (``auto``: CUDA when available)."""
+    from ..quant import is_quantized
+    from ..train.distributed import resolve_device
+
+    return torch.device("cpu") if is_quantized(model) else resolve_device(requested)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..analysis import counting
+from ..analysis.counting import ENERGY_SOURCE, ENERGY_TABLES
 from .common import add_model_arguments, human, load_model_from_args, model_input_size, print_table
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from ..analysis.counting import ENERGY_TABLES
-
     p = subparsers.add_parser("count", help="count params, mul, add, xnor, energy and latency of a model",
                               description="Count the arithmetic of one forward pass (per image) of a model: a "
                               "freshly built --model, or a run folder / checkpoint (official files with --model).")
@@ -28,11 +28,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..analysis.counting import count_ops
-
     model = load_model_from_args(args)
     input_size = model_input_size(model, args.input_size)
-    costs = count_ops(model, input_size, paper_convention=args.paper_convention, energy=args.energy)
+    costs = counting.count_ops(model, input_size, paper_convention=args.paper_convention, energy=args.energy)
     name = model.frugalvision_cfg["model"] if hasattr(model, "frugalvision_cfg") else type(model).__name__
     conv_type = getattr(model, "frugalvision_cfg", {}).get("kwargs", {}).get("conv_type")
     if args.json:
@@ -59,4 +57,4 @@ def _priced(costs: dict) -> str:
     """How the energy was priced: per arithmetic, the multiplications and additions counted at its rates."""
     parts = [f"{name} {human(c['mul'])} mul + {human(c['add'])} add"
              for name, c in sorted(costs["by_precision"].items())]
-    return (", ".join(parts) or "no arithmetic") + " (45 nm, Horowitz 2014; integer kernels fix their own arithmetic)"
+    return (", ".join(parts) or "no arithmetic") + f" ({ENERGY_SOURCE}; integer kernels fix their own arithmetic)"

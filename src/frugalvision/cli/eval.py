@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import add_data_config_arguments, add_model_arguments, data_config_from_args, load_model_from_args
+from .common import (
+    add_data_config_arguments,
+    add_model_arguments,
+    data_config_from_args,
+    load_model_from_args,
+    run_device,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -27,19 +33,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
     from torch.utils.data import DataLoader
 
     from ..data import build_dataset, dataset_info
-    from ..quant import is_quantized
-    from ..train.distributed import resolve_device
     from ..train.loop import evaluate
 
     info = dataset_info(args.dataset)
     split = args.split or ("test" if "test" in info.splits and args.dataset != "folder" else "val")
     model = load_model_from_args(args)
     data_config = data_config_from_args(args, model) if args.dataset != "fake" else None
-    device = resolve_device(args.device) if not is_quantized(model) else torch.device("cpu")  # integer kernels: CPU
+    device = run_device(model, args.device)
     dataset = build_dataset(args.dataset, split, args.data_dir, data_config=data_config)
     metrics = evaluate(model.to(device), DataLoader(dataset, max(1, args.batch_size)), device)
     metrics = {**metrics, "dataset": args.dataset, "split": split, "checkpoint": str(args.checkpoint)}

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import add_data_config_arguments, add_model_arguments, data_config_from_args, load_model_from_args
+from .common import (
+    add_data_config_arguments,
+    add_model_arguments,
+    data_config_from_args,
+    load_model_from_args,
+    run_device,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -27,13 +33,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     from ..inference import find_images, predict
-    from ..quant import is_quantized
-    from ..train.distributed import resolve_device
 
     model = load_model_from_args(args)
     data_config = data_config_from_args(args, model)
     paths = find_images(args.images)
-    device = resolve_device(args.device) if not is_quantized(model) else "cpu"  # integer kernels run on the CPU
+    device = run_device(model, args.device)
     predictions = predict(model, paths, data_config=data_config, top_k=args.top_k, batch_size=max(1, args.batch_size),
                           device=device)
     if args.json:

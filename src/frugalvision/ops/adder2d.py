@@ -28,7 +28,7 @@ from ..errors import InputError, InputTypeError
 from . import reference
 from .cost import WEIGHT_LAYER, register_cost
 from .dispatch import Backend, register_backend, select
-from .utils import to_pair
+from .utils import conv_output_size, to_pair
 
 __all__ = ["ADDER_OP", "adder2d", "adder2d_macs", "compute_dtype"]
 
@@ -72,7 +72,7 @@ register_backend(
 
 
 def _output_shape(x: Tensor, weight: Tensor, stride, padding, dilation) -> tuple[int, int, int, int]:
-    out_hw = reference.adder2d_output_size(
+    out_hw = conv_output_size(
         x.shape[2], x.shape[3], (weight.shape[2], weight.shape[3]), tuple(stride), tuple(padding), tuple(dilation)
     )
     return x.shape[0], weight.shape[0], out_hw[0], out_hw[1]

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .adder2d_u8_epilogue import adder_u8_epilogue
 from .utils import conv_output_size, to_pair
 
 __all__ = [
@@ -34,21 +35,12 @@ __all__ = [
     "adder2d_grad_input",
     "adder2d_grad_weight",
     "adder2d_grad_weight_sign",
-    "adder2d_output_size",
     "adder2d_u8_reference",
-    "adder_u8_epilogue",
 ]
 
 DEFAULT_CHUNK_BYTES = 64 * 2**20  # budget of one temporary: 64 MiB
 
 Pair = tuple[int, int]
-
-
-def adder2d_output_size(
-    height: int, width: int, kernel_size: Pair, stride: Pair, padding: Pair, dilation: Pair
-) -> Pair:
-    """Spatial output size, the same formula as ``nn.Conv2d``."""
-    return conv_output_size(height, width, kernel_size, stride, padding, dilation)
 
 
 def _batch_chunk(num_samples: int, bytes_per_sample: int, chunk_bytes: int) -> int:
@@ -90,7 +82,7 @@ def adder2d_forward(
     """Y = -sum |X_col - W| (AdderNet Eq. 2) for x (N, C, H, W) and weight (O, C/groups, kh, kw)."""
     n, _, height, width = x.shape
     out_channels, _, kh, kw = weight.shape
-    out_hw = adder2d_output_size(height, width, (kh, kw), stride, padding, dilation)
+    out_hw = conv_output_size(height, width, (kh, kw), stride, padding, dilation)
     length = out_hw[0] * out_hw[1]
     w_col = weight.reshape(groups, out_channels // groups, -1)  # (G, O, K)
     rows, k = w_col.shape[1], w_col.shape[2]
@@ -200,24 +192,6 @@ def adder2d_grad_input(
 
 # --------------------------------------------------------------------------------------------------------------
 # Integer adder (AdderNet Eq. 2 on uint8 with one shared scale and zero point; see frugalvision.ops.adder2d_u8)
-
-
-def adder_u8_epilogue(
-    sums: Tensor, scale: Tensor, bias: Tensor | None, residual: Tensor | None, residual_zero_point: int,
-    residual_scale: float, output: str, qmin: int, qmax: int,
-) -> Tensor:
-    """The output modes of ``adder2d_u8`` applied to int32 sums S (N, Ho, Wo, O), in float32, one operation at a
-    time: ``y = float32(S) * scale + bias (+ (float32(residual) - zr) * sr)``; ``"uint8"`` then rounds half to even
-    and clamps to ``qmin..qmax``. A missing bias is zero."""
-    y = sums.to(torch.float32) * scale.to(torch.float32)
-    y = y + (bias.to(torch.float32) if bias is not None else torch.zeros_like(scale, dtype=torch.float32))
-    if residual is not None:
-        zr = torch.tensor(float(residual_zero_point), dtype=torch.float32)
-        sr = torch.tensor(residual_scale, dtype=torch.float32)
-        y = y + (residual.to(torch.float32) - zr) * sr
-    if output == "float32":
-        return y
-    return torch.round(y).clamp(qmin, qmax).to(torch.uint8)
 
 
 def adder2d_u8_reference(

@@ -32,7 +32,7 @@ from ..layers import AdaptiveConv2d, Adder2d, BinaryConv2d
 from ..models.lenet import LeNet5BN, LeNetPP
 from ..models.resnet import BasicBlock, Bottleneck, ResNet
 from ..models.vgg import VGGSmall
-from ..ops import adder2d
+from ..ops import adder2d, quantize_u8_nhwc
 from .fold import QMAX, QParams, batch_norm_affine, clip_and_quantize_weight, fold_adder_affine, requantize_affine
 from .modules import (
     AdderUnit,
@@ -52,7 +52,6 @@ from .networks import (
     QuantizedResNet,
 )
 from .observers import OBSERVERS, RangeStats, minmax_range, percentile_range, search_range
-from .ops import quantize_u8_nhwc
 
 __all__ = ["FORMAT_VERSION", "LAYOUTS", "build_integer_model", "quantize"]
 

@@ -20,11 +20,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import InputError
-from ..ops import PackedAdderWeight, adder2d_u8, pack_adder_weight_u8
+from ..ops import PackedAdderWeight, adder2d_u8, pack_adder_weight_u8, quantize_u8_nhwc
 from ..ops.adder2d_u8 import OUTPUTS
-from ..ops.reference import adder_u8_epilogue
+from ..ops.adder2d_u8_epilogue import adder_u8_epilogue
 from .fold import QMAX, QParams
-from .ops import quantize_u8_nhwc
 
 __all__ = [
     "AdderUnit",

@@ -45,8 +45,8 @@ import torch
 from numba import njit, prange
 from torch import Tensor
 
-from .. import reference
 from ..adder2d import compute_dtype
+from ..utils import conv_output_size
 
 __all__ = ["K_ALIGN", "POS_BLOCK", "adder2d_forward", "adder2d_grad_input", "sync_threads"]
 
@@ -400,7 +400,7 @@ def adder2d_forward(x: Tensor, weight: Tensor, stride: Pair, padding: Pair, dila
     out_channels, cg, kh, kw = weight.shape
     og = out_channels // groups
     n, _, height, width = x.shape
-    out_hw = reference.adder2d_output_size(height, width, (kh, kw), stride, padding, dilation)
+    out_hw = conv_output_size(height, width, (kh, kw), stride, padding, dilation)
     x_pad = _grouped_channels_last(x, groups, dtype, padding, padding)  # (G, N, H + 2ph, W + 2pw, Cg)
     k = kh * kw * cg
     packed = weight.new_zeros((groups, _round_up(og, _FWD_NR), _round_up(k, K_ALIGN)), dtype=dtype)

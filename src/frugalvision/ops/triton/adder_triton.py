@@ -32,6 +32,7 @@ import triton.language as tl
 from torch import Tensor
 
 from .. import reference
+from ..utils import conv_output_size
 
 __all__ = ["adder2d_forward", "adder2d_grad_input", "adder2d_grad_weight", "interpreted"]
 
@@ -164,7 +165,7 @@ def adder2d_forward(x: Tensor, weight: Tensor, stride: Pair, padding: Pair, dila
     n, channels, height, width = x.shape
     out_channels, cg, kh, kw = weight.shape
     og = out_channels // groups
-    h_out, w_out = reference.adder2d_output_size(height, width, (kh, kw), stride, padding, dilation)
+    h_out, w_out = conv_output_size(height, width, (kh, kw), stride, padding, dilation)
     x_c = _low_precision_ok(x.detach()).contiguous()  # (N, C, H, W)
     # (O, cg, kh, kw) -> (G, og, cg, kh, kw) -> (G, kh, kw, cg, og): B operand contiguous along output channels
     w_packed = weight.detach().to(acc).view(groups, og, cg, kh, kw).permute(0, 3, 4, 2, 1).contiguous()

@@ -12,7 +12,7 @@ import warnings
 import torch
 from torch import Tensor
 
-from ..ops.cost import NORM, register_cost
+from .cost import NORM, register_cost
 
 __all__ = ["quantize_u8_nhwc"]
 
