@@ -1,4 +1,5 @@
-"""Wall-clock latency of whole models on this machine: train-mode vs fused (deploy) vs a ResNet-50 reference.
+"""``frugalvision bench model``: wall-clock latency of whole models on this machine: train-mode vs fused (deploy)
+vs a ResNet-50 reference.
 
 VanillaNet's claim (Chen et al., NeurIPS 2023, arXiv 2305.12972, Table 3) is batch-1 GPU latency of the *fused*
 network; its authors say it suits CPUs less and that the advantage shrinks at larger batches (official issues #6,
@@ -8,20 +9,20 @@ from :func:`frugalvision.reparameterize_model`, and torchvision's ResNet-50, at 
 
 from __future__ import annotations
 
-import csv
-import platform
+import argparse
+import json
 import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError
+from .common import Target, format_table, machine_info, result_path, write_csv
 
-__all__ = ["VARIANTS", "LatencyResult", "bench_model", "measure_latency", "write_csv"]
+__all__ = ["TARGET", "VARIANTS", "LatencyResult", "bench_model", "measure_latency"]
 
 VARIANTS = ("train", "fused", "quantized", "resnet50")
 
@@ -125,7 +126,7 @@ def bench_model(
     old_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
-    cpu = platform.processor() or platform.machine()
+    cpu = machine_info()["cpu"]
     results = []
     try:
         for variant, build in _builders(name, variants, model).items():
@@ -152,13 +153,64 @@ def bench_model(
     return results
 
 
-def write_csv(path: str | Path, results: Sequence[LatencyResult]) -> Path:
-    """Write results as CSV (one row per model, variant and batch size)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rows = [asdict(r) for r in results]
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else list(LatencyResult.__dataclass_fields__))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+# --------------------------------------------------------------------------------------------------------------
+# Command
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--deploy", action="store_true", help="measure only the fused (deploy) model and the "
+                        "ResNet-50 reference, not the train-mode one")
+    parser.add_argument("--no-resnet", action="store_true", help="skip the torchvision ResNet-50 reference")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--iters", type=int, default=10, help="timed runs per configuration (at least)")
+    parser.add_argument("--min-seconds", type=float, default=0.0, help="keep timing until this many seconds passed")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--output", default=None,
+                        help="CSV path (default: benchmarks/results/bench_model_MODEL.csv)")
+    parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
+
+
+def run(args: argparse.Namespace) -> int:
+    """``args.model_object``, ``args.model_input_size``: the model to measure and its input size (set by the CLI from
+    its model options, see :class:`frugalvision.bench.common.Target`)."""
+    from ..quant import is_quantized
+
+    if min(args.batch_sizes) < 1 or args.iters < 1 or args.warmup < 0:
+        raise ConfigError("batch sizes and --iters must be >= 1, --warmup >= 0")
+    model = args.model_object
+    name = model.frugalvision_cfg["model"]
+    if is_quantized(model):  # an integer model: measured as it is, on the CPU
+        variants = ["quantized"]
+    else:
+        variants = ["fused"] if args.deploy else ["train", "fused"]
+    if not args.no_resnet:
+        variants.append("resnet50")
+    log = None if args.json else print
+    results = bench_model(name, variants=variants, batch_sizes=args.batch_sizes,
+                          input_size=args.model_input_size, warmup=args.warmup, iters=args.iters,
+                          min_seconds=args.min_seconds, threads=args.threads, device=args.device, log=log, model=model)
+    output = write_csv([asdict(r) for r in results], args.output or result_path("model", name, stamp=False))
+    train = {r.batch_size: r.median_ms for r in results if r.variant == "train"}
+    if args.json:
+        print(json.dumps({"csv": str(output), "results": [asdict(r) for r in results]}))
+        return 0
+    rows = []
+    for r in results:
+        speedup = f"{train[r.batch_size] / r.median_ms:.2f}x" if r.batch_size in train else "-"
+        rows.append((f"{r.model} ({r.variant})", r.batch_size, f"{r.median_ms:.2f}", f"{r.min_ms:.2f}",
+                     f"{r.cpu_ms:.2f}", f"{r.images_per_s:.1f}", speedup))
+    first = results[0]
+    print(f"Latency on {first.device} ({first.cpu}, {first.threads} threads, torch {first.torch})")
+    print(format_table(("model", "batch", "median ms", "min ms", "CPU ms", "images/s", "vs train-mode"), rows))
+    print(f"vs train-mode: median wall-clock speed-up; CPU ms: process CPU time (all threads), steadier on a loaded "
+          f"machine; wrote {output}")
+    return 0
+
+
+TARGET = Target(
+    name="model", help="latency of a model: train-mode vs fused vs ResNet-50",
+    description="Measure forward latency (median of timed runs after warm-up) of the train-mode model, its fused "
+                "deploy copy and torchvision ResNet-50, at each batch size, and write a CSV.",
+    add_arguments=add_arguments, run=run, model_arguments="optional")
