@@ -21,6 +21,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .common import Target, format_table, machine_info, result_path, write_csv
+from .common import threads as using_threads
 
 __all__ = ["TARGET", "VARIANTS", "LatencyResult", "bench_model", "measure_latency"]
 
@@ -123,12 +124,9 @@ def bench_model(
         model: the model to measure (e.g. loaded from a checkpoint; an integer model as variant ``"quantized"``);
             default ``create_model(name)``.
     """
-    old_threads = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
     cpu = machine_info()["cpu"]
     results = []
-    try:
+    with using_threads(threads or None):
         for variant, build in _builders(name, variants, model).items():
             model = build()
             label = "resnet50" if variant == "resnet50" else name
@@ -148,8 +146,6 @@ def bench_model(
                 if log is not None:
                     log(f"{label} {variant} batch {batch_size}: {result.median_ms:.2f} ms median")
             del model
-    finally:
-        torch.set_num_threads(old_threads)
     return results
 
 
