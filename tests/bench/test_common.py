@@ -74,6 +74,8 @@ def test_interleaved_timer_shuffles_the_order_and_counts_rounds():
     assert [len(timings.wall[m]) for m in ("slow", "fast", "few")] == [6, 6, 2]
     assert timings.median("slow") >= 0.004 > timings.median("fast")
     assert timings.minimum("slow") <= timings.median("slow")
+    longer = common.time_interleaved({"a": lambda: time.sleep(0.002)}, 1, warmup=0, min_seconds=0.03)
+    assert len(longer.wall["a"]) >= 2 and sum(longer.wall["a"]) >= 0.004  # more rounds until 30 ms passed
     self_timed = common.time_interleaved({"peak": lambda: 0.25}, 3, self_timed=("peak",))
     assert self_timed.wall["peak"] == [0.25, 0.25, 0.25] and self_timed.cpu["peak"] == []
 

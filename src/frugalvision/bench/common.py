@@ -263,6 +263,7 @@ def time_interleaved(
     cpu_clock: str = "process",
     self_timed: Sequence[str] = (),
     sync: Callable[[], None] | None = None,
+    min_seconds: float = 0.0,
     seed: int = 0,
 ) -> Timings:
     """Interleaved rounds: ``warmup`` untimed calls of each function, then ``rounds`` rounds that each call every
@@ -275,6 +276,7 @@ def time_interleaved(
         self_timed: methods whose function returns its own seconds (it leaves its set-up out); their CPU time is
             not recorded.
         sync: called before and after each timed call (``torch.cuda.synchronize`` on a GPU).
+        min_seconds: run more rounds until this many seconds have passed since the first timed round.
     """
     if rounds < 1:
         raise ValueError("time_interleaved: rounds must be >= 1")
@@ -285,7 +287,8 @@ def time_interleaved(
         for fn in fns.values():
             fn()
     order, shuffle = list(fns), random.Random(seed).shuffle
-    for r in range(rounds):
+    r, started = 0, time.perf_counter()
+    while r < rounds or time.perf_counter() - started < min_seconds:
         shuffle(order)
         for name in order:
             if repeats is not None and r >= repeats.get(name, rounds):
@@ -300,6 +303,7 @@ def time_interleaved(
                 continue
             timings.wall[name].append(wall)
             timings.cpu[name].append(cpu)
+        r += 1
     return timings
 
 

@@ -4,7 +4,9 @@ vs a ResNet-50 reference.
 VanillaNet's claim (Chen et al., NeurIPS 2023, arXiv 2305.12972, Table 3) is batch-1 GPU latency of the *fused*
 network; its authors say it suits CPUs less and that the advantage shrinks at larger batches (official issues #6,
 #26). This module measures what a user's CPU (or GPU) actually does, for the train-mode structure, the fused copy
-from :func:`frugalvision.reparameterize_model`, and torchvision's ResNet-50, at several batch sizes.
+from :func:`frugalvision.reparameterize_model`, and torchvision's ResNet-50, at several batch sizes. At each batch
+size the variants are timed interleaved (:func:`frugalvision.bench.common.time_interleaved`: every round runs each
+once, in a new random order), so that load from other processes hits them alike.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -20,10 +21,10 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .common import Target, format_table, machine_info, result_path, write_csv
+from .common import Target, format_table, machine_info, result_path, time_interleaved, write_csv
 from .common import threads as using_threads
 
-__all__ = ["TARGET", "VARIANTS", "LatencyResult", "bench_model", "measure_latency"]
+__all__ = ["TARGET", "VARIANTS", "LatencyResult", "bench_model"]
 
 VARIANTS = ("train", "fused", "quantized", "resnet50")
 
@@ -46,38 +47,6 @@ class LatencyResult:
     device: str
     torch: str
     cpu: str
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-@torch.inference_mode()
-def measure_latency(model: nn.Module, input_size: Sequence[int], batch_size: int = 1, *, warmup: int = 3,
-                    iters: int = 10, min_seconds: float = 0.0, device: str | torch.device = "cpu",
-                    cpu_times: list[float] | None = None) -> list[float]:
-    """Seconds per forward pass of ``model`` (eval mode) on a random (batch_size, *input_size) input.
-
-    Runs ``warmup`` untimed passes, then at least ``iters`` timed ones (more until ``min_seconds`` have passed).
-    When ``cpu_times`` is given, the process CPU seconds of each timed pass are appended to it.
-    """
-    device = torch.device(device)
-    model = model.eval().to(device)
-    x = torch.randn(batch_size, *input_size, device=device)
-    for _ in range(warmup):
-        model(x)
-    _sync(device)
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < iters or time.perf_counter() - start < min_seconds:
-        t0, c0 = time.perf_counter(), time.process_time()
-        model(x)
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-        if cpu_times is not None:
-            cpu_times.append(time.process_time() - c0)
-    return times
 
 
 def _builders(name: str, variants: Iterable[str], model: nn.Module | None = None
@@ -124,28 +93,29 @@ def bench_model(
         model: the model to measure (e.g. loaded from a checkpoint; an integer model as variant ``"quantized"``);
             default ``create_model(name)``.
     """
+    device = torch.device(device)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
     cpu = machine_info()["cpu"]
     results = []
-    with using_threads(threads or None):
-        for variant, build in _builders(name, variants, model).items():
-            model = build()
-            label = "resnet50" if variant == "resnet50" else name
-            for batch_size in batch_sizes:
-                cpu_times: list[float] = []
-                times = measure_latency(model, input_size, batch_size, warmup=warmup, iters=iters,
-                                        min_seconds=min_seconds, device=device, cpu_times=cpu_times)
+    with using_threads(threads or None), torch.inference_mode():
+        models = {variant: build().eval().to(device) for variant, build in _builders(name, variants, model).items()}
+        for batch_size in batch_sizes:
+            x = torch.randn(batch_size, *input_size, device=device)
+            timings = time_interleaved({v: (lambda m=m, x=x: m(x)) for v, m in models.items()}, iters, warmup=warmup,
+                                       min_seconds=min_seconds, sync=sync)
+            for variant, times in timings.wall.items():
                 median = statistics.median(times)
-                result = LatencyResult(
-                    model=label, variant=variant, batch_size=batch_size, input_size="x".join(map(str, input_size)),
-                    median_ms=round(median * 1e3, 3), mean_ms=round(statistics.fmean(times) * 1e3, 3),
-                    min_ms=round(min(times) * 1e3, 3), cpu_ms=round(statistics.median(cpu_times) * 1e3, 3),
-                    images_per_s=round(batch_size / median, 2),
-                    iters=len(times), threads=torch.get_num_threads(), device=device, torch=torch.__version__,
-                    cpu=cpu)
-                results.append(result)
+                results.append(LatencyResult(
+                    model="resnet50" if variant == "resnet50" else name, variant=variant, batch_size=batch_size,
+                    input_size="x".join(map(str, input_size)), median_ms=round(median * 1e3, 3),
+                    mean_ms=round(statistics.fmean(times) * 1e3, 3), min_ms=round(min(times) * 1e3, 3),
+                    cpu_ms=round(timings.median(variant, "cpu") * 1e3, 3), images_per_s=round(batch_size / median, 2),
+                    iters=len(times), threads=torch.get_num_threads(), device=str(device), torch=torch.__version__,
+                    cpu=cpu))
                 if log is not None:
-                    log(f"{label} {variant} batch {batch_size}: {result.median_ms:.2f} ms median")
-            del model
+                    log(f"{results[-1].model} {variant} batch {batch_size}: {results[-1].median_ms:.2f} ms median")
+    order = list(models)
+    results.sort(key=lambda r: order.index(r.variant))  # variant by variant, batch sizes in the order given
     return results
 
 
