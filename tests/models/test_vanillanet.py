@@ -8,7 +8,6 @@ compared with a plain functional forward written from the paper / official code 
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
@@ -400,22 +399,6 @@ def test_deploy_cli_fuses_and_exports_onnx(tmp_path: Path, capsys: pytest.Captur
     onnx_path = str(tmp_path / "m.onnx")
     assert main(["deploy", "--checkpoint", str(tmp_path / "fused.safetensors"), "--onnx", onnx_path]) == 0
     assert "onnxruntime vs PyTorch" in capsys.readouterr().out
-
-
-def test_bench_model_measures_and_writes_csv(tmp_path: Path) -> None:
-    from frugalvision.analysis.bench_model import bench_model, write_csv
-
-    results = bench_model("vanillanet_test", variants=("train", "fused"), batch_sizes=(1, 2), input_size=(3, 32, 32),
-                          warmup=0, iters=1)
-    assert [(r.variant, r.batch_size) for r in results] == [("train", 1), ("train", 2), ("fused", 1), ("fused", 2)]
-    for r in results:  # a timing has no oracle; its fields must agree with each other
-        assert (r.model, r.input_size, r.iters) == ("vanillanet_test", "3x32x32", 1)
-        assert r.min_ms == r.median_ms == r.mean_ms  # one timed pass
-        assert r.images_per_s == pytest.approx(r.batch_size / (r.median_ms / 1e3), rel=1e-3, abs=0.006)  # both rounded
-    with write_csv(tmp_path / "b.csv", results).open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    assert [(row["variant"], int(row["batch_size"]), float(row["median_ms"])) for row in rows] == [
-        (r.variant, r.batch_size, r.median_ms) for r in results]
 
 
 def test_layer_decay_groups_match_official() -> None:

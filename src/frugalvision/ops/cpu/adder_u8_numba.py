@@ -39,7 +39,6 @@ Thread count: :func:`frugalvision.ops.cpu.adder_numba.sync_threads` (``torch.get
 from __future__ import annotations
 
 import functools
-import time
 
 import llvmlite.binding as llvm_binding
 import numba
@@ -57,14 +56,17 @@ from .adder_numba import _next_position, sync_threads
 __all__ = [
     "LANES",
     "OUTPUT_MODES",
+    "PEAK_ROW_STRIDE",
+    "PEAK_TILE",
     "POS_BLOCK",
     "STEP",
     "TILES",
     "WIDTHS",
+    "WIDTHS_BYTES",
     "adder2d_u8_forward",
     "cpu_features",
     "run_layout",
-    "sad_peak_run",
+    "sad_peak_loop",
     "width_rejects",
 ]
 
@@ -658,14 +660,15 @@ _FORWARD_KERNELS = {vec: _make_forward_kernel(vec) for vec in TILES}
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Peak of the SAD instruction (the benchmark's yardstick)
+# Peak of the SAD instruction: the yardstick of ``frugalvision bench quant`` (the timed loop around this intrinsic
+# lives in :mod:`frugalvision.bench.sad_peak`)
 
 PEAK_TILE = (4, 4)  # the peak loop's register tile: 4 x 4 accumulators, both operands loaded as full vectors
 
 
 def _make_peak_loop():
     @intrinsic
-    def _peak_loop(typingctx, width, x, w, vectors, reps):
+    def sad_peak_loop(typingctx, width, x, w, vectors, reps):
         """``reps`` times: a 4 x 4 register tile of SADs over ``vectors`` full vectors of ``x`` rows (stride 1024 + 64
         bytes) against ``w`` rows (same stride); returns the sum of all accumulators (so nothing is optimised away).
         The generic form (width 0) uses 64-byte vectors."""
@@ -701,55 +704,11 @@ def _make_peak_loop():
 
         return sig, codegen
 
-    return _peak_loop
+    return sad_peak_loop
 
 
 PEAK_ROW_STRIDE = 1024 + 64  # bytes between the rows of the peak loop (not a multiple of 4 KiB)
-_peak_loop = _make_peak_loop()
-
-
-def _make_peak_kernel(width: int):
-    @njit(parallel=True, cache=True, nogil=True)
-    def _peak_kernel(x, w, vectors, reps, threads):  # pragma: no cover - compiled
-        """:func:`_peak_loop` on each of ``threads`` parallel tasks, each with its own copy of the rows."""
-        totals = np.zeros(threads, dtype=np.int64)
-        for t in prange(threads):
-            xt = x.copy()
-            wt = w.copy()
-            totals[t] = _peak_loop(width, xt, wt, vectors, reps)
-        return totals.sum()
-
-    return _peak_kernel
-
-
-_PEAK_KERNELS = {vec: _make_peak_kernel(vec) for vec in TILES}
-
-
-def sad_peak_run(width: int, reduction_bytes: int, reps: int, threads: int, seed: int = 0) -> tuple[float, int]:
-    """One timed run of the peak loop: seconds and the number of ``|a - b|`` terms it computed.
-
-    Each of ``threads`` tasks runs ``reps`` passes of a 4 x 4 register tile over a ``reduction_bytes`` reduction
-    (L1-resident: 8 rows of that many bytes), i.e. ``16 * reduction_bytes * reps`` terms per task. The result is
-    checked against numpy once, so a miscompiled loop cannot report a speed."""
-    vector = WIDTHS_BYTES[width]
-    vectors = reduction_bytes // vector
-    rng = np.random.default_rng(seed)
-    rows = max(PEAK_TILE)
-    x = rng.integers(0, 256, rows * PEAK_ROW_STRIDE + vector, dtype=np.uint8)
-    w = rng.integers(0, 256, rows * PEAK_ROW_STRIDE + vector, dtype=np.uint8)
-    kernel = _PEAK_KERNELS[width]
-    sync_threads()
-    got = kernel(x, w, vectors, 1, 1)
-    span = vectors * vector
-    xs = [x[a * PEAK_ROW_STRIDE : a * PEAK_ROW_STRIDE + span].astype(np.int64) for a in range(PEAK_TILE[0])]
-    ws = [w[c * PEAK_ROW_STRIDE : c * PEAK_ROW_STRIDE + span].astype(np.int64) for c in range(PEAK_TILE[1])]
-    expected = sum(int(np.abs(xa - wc).sum()) for xa in xs for wc in ws)
-    if got != expected:
-        raise RuntimeError(f"SAD peak loop ({width}) computed {got}, numpy {expected}")
-    start = time.perf_counter()
-    kernel(x, w, vectors, reps, threads)
-    seconds = time.perf_counter() - start
-    return seconds, threads * reps * PEAK_TILE[0] * PEAK_TILE[1] * span
+sad_peak_loop = _make_peak_loop()
 
 
 # --------------------------------------------------------------------------------------------------------------

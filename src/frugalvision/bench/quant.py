@@ -1,4 +1,4 @@
-"""Benchmark of the integer adder layer (``frugalvision.ops.adder2d_u8``) on the CPU, per layer.
+"""``frugalvision bench quant``: the integer adder layer (``frugalvision.ops.adder2d_u8``) on the CPU, per layer.
 
 Methods (one layer, forward only, batch ``N``):
 
@@ -11,7 +11,7 @@ Methods (one layer, forward only, batch ``N``):
   quantized tensor usually arrives); ``conv_int8_cl``: the same with a channels-last input (the layout the engine
   computes in, so no conversion).
 * ``sad_peak``: the SAD instruction's peak on this machine: a 4 x 4 register tile of the same intrinsic over an
-  L1-resident 576-byte reduction, with the same thread count (:func:`frugalvision.ops.cpu.adder_u8_numba.sad_peak_run`).
+  L1-resident 576-byte reduction, with the same thread count (:func:`frugalvision.bench.sad_peak.sad_peak_run`).
 
 Timing is interleaved: every repeat times each method once (the peak loop included) in a new random order, so that
 background load, clock changes, thread wake-ups and the caches the previous method left hit them alike;
@@ -23,139 +23,61 @@ of the same run (medians).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
-import os
-import random
+import platform
 import statistics
-import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigError
 from ..ops import adder2d, adder2d_u8, adder2d_u8_cost, pack_adder_weight_u8, use_backend
 from ..ops.dispatch import select
-from . import bench_adder
-from .bench_adder import LayerShape
+from .common import (
+    LayerShape,
+    Target,
+    format_table,
+    machine_info,
+    malloc_mode,
+    parse_shape_sets,
+    result_path,
+    time_interleaved,
+    write_csv,
+)
+from .common import threads as using_threads
+from .sad_peak import peak_fn, sad_peak
 
-__all__ = [
-    "METHODS",
-    "bench_quant_layers",
-    "format_table",
-    "lenet5_conv2_shape",
-    "quant_machine_info",
-    "quant_shapes",
-    "sad_peak",
-    "write_csv",
-]
+__all__ = ["METHODS", "TARGET", "bench_quant_layers", "quant_machine_info", "quant_shapes", "summary_table"]
 
 METHODS = ("adder_u8", "adder_u8_i32", "adder_f32", "conv_f32", "conv_int8", "conv_int8_cl")
-PEAK_REDUCTION_BYTES = 576  # a 3 x 3 x 64 patch row: the largest ResNet-20 reduction, L1-resident
-PEAK_SECONDS = 2e-3  # target duration of one timed peak run
-_SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "amx_int8",
-               "asimd", "asimddp", "sve")
+_QUANT_LENET5 = ("lenet5_conv2",)  # the LeNet-5 layer with enough channels for the SAD instruction
 
 
-def lenet5_conv2_shape(batch: int = 64) -> LayerShape:
-    """LeNet-5 conv2: 6 -> 16 channels, 5 x 5 on 14 x 14, no padding."""
-    return next(s for s in bench_adder.lenet5_shapes(batch) if s.name == "lenet5_conv2")
+def _measured(shape: LayerShape) -> bool:
+    return shape.name.startswith("resnet20") or shape.name in _QUANT_LENET5
 
 
 def quant_shapes(batch: int = 64) -> list[LayerShape]:
     """The ResNet-20 stage shapes (3 x 3, padding 1, C_in = C_out) and LeNet-5 conv2."""
-    return [*bench_adder.resnet20_shapes(batch), lenet5_conv2_shape(batch)]
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Machine information
-
-
-def _cpu_flags() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                present = set(line.split(":", 1)[1].split())
-                return " ".join(f for f in _SIMD_FLAGS if f in present)
-    return ""
+    return parse_shape_sets("resnet20,lenet5", batch, keep=_measured)
 
 
 def quant_machine_info() -> dict[str, str]:
-    """:func:`frugalvision.analysis.bench_adder.machine_info` plus the CPU's SIMD flags, the SAD backends this CPU
-    runs, numba's target features, the quantized engine and the 5 / 15 minute load averages."""
+    """:func:`frugalvision.bench.common.machine_info` plus the SAD backends this CPU runs, numba's target features
+    and the quantized engine."""
     from ..ops.cpu import adder_u8_numba
 
-    info = bench_adder.machine_info()
-    info.pop("memory_method", None)
-    loads = os.getloadavg() if hasattr(os, "getloadavg") else ("", "", "")
     runnable = [n for n, w in adder_u8_numba.WIDTHS.items() if adder_u8_numba.width_rejects(w) is None]
-    info.update({
-        "load_average_5m": f"{loads[1]:.2f}" if loads[1] != "" else "",
-        "load_average_15m": f"{loads[2]:.2f}" if loads[2] != "" else "",
-        "cpu_flags": _cpu_flags(),
-        "sad_backends": " ".join(runnable),
-        "numba_cpu_features_avx512bw": str("avx512bw" in adder_u8_numba.cpu_features()),
-        "quantized_engine": "x86",
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
-    })
-    return info
+    return machine_info(sad_backends=" ".join(runnable),
+                        numba_cpu_features_avx512bw=str("avx512bw" in adder_u8_numba.cpu_features()),
+                        quantized_engine="x86")
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Measuring
-
-
-@contextlib.contextmanager
-def _threads(threads: int | None) -> Iterator[int]:
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield torch.get_num_threads()
-    finally:
-        torch.set_num_threads(before)
-
-
-def _peak_fn(backend: str, threads: int) -> tuple[Callable[[], float], int]:
-    """A closure running the peak loop once (returns its seconds) and the terms it computes."""
-    from ..ops.cpu import adder_u8_numba
-
-    width = adder_u8_numba.WIDTHS[backend]
-    seconds, terms = adder_u8_numba.sad_peak_run(width, PEAK_REDUCTION_BYTES, 1000, threads)  # checked, warm
-    reps = max(1, int(1000 * PEAK_SECONDS / max(seconds, 1e-9)))
-
-    def run() -> float:
-        return adder_u8_numba.sad_peak_run(width, PEAK_REDUCTION_BYTES, reps, threads)[0]
-
-    return run, terms // 1000 * reps
-
-
-def sad_peak(backends: Sequence[str] | None = None, threads: Sequence[int] | None = None, repeats: int = 20,
-             ) -> list[dict[str, object]]:
-    """Peak SAD throughput (|a - b| terms per second) of each backend's intrinsic, 1 thread and all threads.
-
-    Each of ``repeats`` rounds runs every (backend, threads) configuration once; the rows give the median
-    (``terms_per_s``) and the best terms/s. ``backends`` defaults to the x86 SAD backends this CPU runs."""
-    from ..ops.cpu import adder_u8_numba
-
-    if backends is None:
-        backends = [n for n, w in adder_u8_numba.WIDTHS.items() if w and adder_u8_numba.width_rejects(w) is None]
-    threads = list(threads or dict.fromkeys((1, torch.get_num_threads())))
-    configs = {}
-    for backend in backends:
-        for t in threads:
-            with _threads(t):
-                configs[(backend, t)] = _peak_fn(backend, t)
-    rates: dict[tuple[str, int], list[float]] = {key: [] for key in configs}
-    for _ in range(repeats):
-        for (backend, t), (run, terms) in configs.items():
-            with _threads(t):
-                rates[(backend, t)].append(terms / run())
-    return [{"shape": f"peak_loop_{PEAK_REDUCTION_BYTES}B", "method": f"sad_peak_{b}", "threads": t,
-             "sad_backend": b, "terms_per_s": round(statistics.median(r)), "max_terms_per_s": round(max(r)),
-             "repeats": repeats}
-            for (b, t), r in rates.items()]
 
 
 def _layer_fns(shape: LayerShape, methods: Sequence[str], backend: str | None) -> dict[str, Callable[[], object]]:
@@ -223,32 +145,19 @@ def bench_quant_layers(
         peak: also run the SAD peak loop in every round (needed for ``pct_of_peak``).
     """
     rows: list[dict[str, object]] = []
-    bench_adder._malloc_mode(measure_memory=False)  # reuse freed heap memory: no page faults inside the timings
-    with _threads(threads) as used_threads, warnings.catch_warnings():
+    malloc_mode(measure_memory=False)  # reuse freed heap memory: no page faults inside the timings
+    with using_threads(threads) as used_threads, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao's quantized ops announce their deprecation on every call
         for shape in shapes:
-            fns = dict(_layer_fns(shape, methods, backend))
-            for fn in fns.values():
-                fn()
+            fns: dict[str, Callable[[], object]] = dict(_layer_fns(shape, methods, backend))
             probe = torch.zeros(1, 1, 1, shape.c_in, dtype=torch.uint8)
             sad_backend = backend or select("adder2d_u8", probe, probe).name
-            peak_run, peak_terms = (None, 0)
+            peak_terms = 0
             if peak and sad_backend in ("sad512", "sad256"):
-                peak_run, peak_terms = _peak_fn(sad_backend, used_threads)
-            times: dict[str, list[float]] = {m: [] for m in fns}
-            peak_times: list[float] = []
-            order = [*fns, "sad_peak"] if peak_run is not None else list(fns)
-            shuffle = random.Random(0).shuffle
-            for _ in range(repeats):
-                shuffle(order)  # a new order every round: no method always follows the same one
-                for name in order:
-                    if name == "sad_peak":
-                        peak_times.append(peak_run())
-                        continue
-                    start = time.perf_counter()
-                    fns[name]()
-                    times[name].append(time.perf_counter() - start)
-            rows += _rows(shape, times, peak_times, peak_terms, sad_backend, used_threads)
+                fns["sad_peak"], peak_terms = peak_fn(sad_backend, used_threads)
+            timings = time_interleaved(fns, repeats, self_timed=("sad_peak",))
+            peak_times = timings.wall.pop("sad_peak", [])
+            rows += _rows(shape, timings.wall, peak_times, peak_terms, sad_backend, used_threads)
             if log:
                 log(f"{shape.name}: done")
     return rows
@@ -286,7 +195,7 @@ def _rows(shape: LayerShape, times: dict[str, list[float]], peak_times: list[flo
 # Reporting
 
 
-def format_table(rows: Sequence[dict[str, object]]) -> str:
+def summary_table(rows: Sequence[dict[str, object]]) -> str:
     """One line per shape: median ms per method, then the int8 adder's terms/s and % of the SAD peak, its speed-up
     over fp32 conv and fp32 adder, and its time relative to PyTorch's int8 conv (NCHW input / channels-last)."""
     peaks = [r for r in rows if str(r["method"]).startswith("sad_peak_")]
@@ -296,7 +205,7 @@ def format_table(rows: Sequence[dict[str, object]]) -> str:
     methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
     head = ["shape", *[f"{m} ms" for m in methods], "adder_u8 G terms/s", "peak G/s", "% peak",
             "x vs conv_f32", "x vs adder_f32", "time/conv_int8", "time/conv_int8_cl"]
-    lines = [head]
+    lines = []
 
     def value(shape: str, method: str, key: str) -> float | None:
         row = by_key.get((shape, method))
@@ -315,8 +224,7 @@ def format_table(rows: Sequence[dict[str, object]]) -> str:
                  fmt(value(shape, "adder_u8", "time_vs_conv_int8")),
                  fmt(value(shape, "adder_u8", "time_vs_conv_int8_cl"))]
         lines.append(line)
-    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
-    text = "\n".join("  ".join(cell.rjust(widths[i]) for i, cell in enumerate(line)) for line in lines)
+    text = format_table(head, lines)
     for peak in peaks:
         median, best = float(peak["terms_per_s"]) / 1e9, float(peak["max_terms_per_s"]) / 1e9
         text += f"\nSAD peak ({peak['sad_backend']}, {peak['threads']} thread(s)): {median:.0f} G terms/s median, " \
@@ -324,10 +232,50 @@ def format_table(rows: Sequence[dict[str, object]]) -> str:
     return text
 
 
-def write_csv(rows: Sequence[dict[str, object]], path: str | Path, info: dict[str, str] | None = None) -> Path:
-    """Tidy CSV (:func:`frugalvision.analysis.bench_adder.write_csv`) with :func:`quant_machine_info` on every row.
-    Rows with different columns (layers, peaks) are written with the union of their columns."""
-    fields = list(dict.fromkeys(key for row in rows for key in row))
-    return bench_adder.write_csv([{f: row.get(f, "") for f in fields} for row in rows], path,
-                                 info or quant_machine_info())
 
+# --------------------------------------------------------------------------------------------------------------
+# Command
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shapes", default="resnet20,lenet5",
+                        help="comma-separated shape sets out of resnet20, lenet5 (default: both; of LeNet-5, conv2)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=30,
+                        help="interleaved timed rounds (medians and minima are kept)")
+    parser.add_argument("--threads", type=int, default=None, help="torch and numba threads (default: torch's count)")
+    parser.add_argument("--backend", default=None, choices=("sad512", "sad256", "portable"),
+                        help="force an adder2d_u8 backend (default: the widest this CPU runs)")
+    parser.add_argument("--no-peak", action="store_true", help="skip the SAD peak loop (no %% of peak)")
+    parser.add_argument("--output", default=None,
+                        help="CSV path (default: benchmarks/results/bench_quant_<cpu>_<date>.csv)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.batch_size < 1 or args.repeats < 1 or (args.threads is not None and args.threads < 1):
+        raise ConfigError("--batch-size, --repeats and --threads must be positive")
+    shapes = parse_shape_sets(args.shapes, args.batch_size, keep=_measured)
+    info = quant_machine_info()
+    print(f"frugalvision bench quant on {info['cpu']} (SIMD: {info['cpu_flags']}; load average "
+          f"{info['load_average_1m']})", flush=True)
+    rows = bench_quant_layers(shapes, repeats=args.repeats, threads=args.threads, backend=args.backend,
+                              peak=not args.no_peak, log=lambda msg: print(msg, flush=True))
+    if not args.no_peak:
+        rows += sad_peak(threads=sorted({1, int(rows[0]["threads"])}), repeats=args.repeats)
+    info = quant_machine_info()  # load average after the run too
+    print()
+    print(summary_table(rows))
+    host = f"cpu{info['cpu_count']}-{platform.machine()}-t{rows[0]['threads']}"
+    path = write_csv(rows, args.output or result_path("quant", host), info)
+    print(f"\nmedian times; x vs ...: speed-up of adder_u8; time/...: adder_u8 time over that method's. Load average "
+          f"{info['load_average_1m']} (1 min), {info['load_average_5m']} (5 min). Wrote {path}")
+    return 0
+
+
+TARGET = Target(
+    name="quant", help="integer adder layer vs float adder, fp32 and int8 convolution, and the SAD peak",
+    description="Forward time of the uint8 adder op (fused requantization), its int32 form, the float32 adder, fp32 "
+                "nn.Conv2d and PyTorch's int8 convolution (x86 engine) on the ResNet-20 stage shapes and LeNet-5 "
+                "conv2, interleaved; terms/s against the SAD instruction's peak measured in the same rounds. Prints "
+                "a table and writes a tidy CSV with machine information.",
+    add_arguments=add_arguments, run=run)

@@ -1,5 +1,6 @@
-"""Benchmark of the adder layer: frugalvision's kernels against the reference, the official-style formulation and
-``nn.Conv2d`` (time and peak extra memory), plus one end-to-end training epoch of LeNet-5-BN adder vs CNN.
+"""``frugalvision bench adder``: the adder layer: frugalvision's kernels against the reference, the official-style
+formulation and ``nn.Conv2d`` (time and peak extra memory), plus one end-to-end training epoch of LeNet-5-BN adder vs
+CNN.
 
 Methods (one layer, forward and forward+backward):
 
@@ -10,9 +11,9 @@ Methods (one layer, forward and forward+backward):
   (full-precision ``dW``, HardTanh ``dX``) computed on the same broadcast, folded back with ``F.fold``.
 * ``conv``: ``torch.nn.functional.conv2d`` (oneDNN on CPU, cuDNN on GPU).
 
-Timing: the methods of one shape and pass are run round-robin (so background load hits them alike) and the minimum
-over the repeats is kept (the minimum CPU time of the calling thread is recorded too: with ``--threads 1`` it is the
-work itself and suffers less from other processes sharing the cores).
+Timing: the methods of one shape and pass are interleaved (:func:`frugalvision.bench.common.time_interleaved`, so
+background load hits them alike) and the minimum over the repeats is kept (the minimum CPU time of the calling thread
+is recorded too: with ``--threads 1`` it is the work itself and suffers less from other processes sharing the cores).
 
 Memory (CPU): the peak resident set size is reset through ``/proc/self/clear_refs`` before a call and read back from
 ``VmHWM`` after it, with glibc's mmap threshold pinned to 64 KiB (``mallopt``, only while measuring memory: timings
@@ -24,70 +25,37 @@ warmed up, and freed heap pages handed back first (``malloc_trim``). On CUDA it 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
-import csv
 import ctypes
-import datetime
-import os
 import platform
-import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import ConfigError
 from ..ops import adder2d, use_backend
+from .common import (
+    LayerShape,
+    Target,
+    format_table,
+    machine_info,
+    malloc_mode,
+    parse_shape_sets,
+    result_path,
+    time_interleaved,
+    write_csv,
+)
+from .epoch import bench_epochs
 
-__all__ = [
-    "METHODS",
-    "LayerShape",
-    "bench_epoch",
-    "bench_layers",
-    "format_table",
-    "machine_info",
-    "official_adder2d",
-    "write_csv",
-]
+__all__ = ["METHODS", "TARGET", "bench_epoch", "bench_layers", "official_adder2d", "summary_table"]
 
 METHODS = ("frugalvision", "reference", "official", "conv")
-
-
-@dataclass(frozen=True)
-class LayerShape:
-    """One layer: input (n, c_in, h, w), c_out filters of k x k."""
-
-    name: str
-    n: int
-    c_in: int
-    h: int
-    w: int
-    c_out: int
-    k: int
-    stride: int = 1
-    padding: int = 0
-
-
-def resnet20_shapes(batch: int = 64) -> list[LayerShape]:
-    """The three 3x3 pad-1 stage shapes of ResNet-20 on CIFAR."""
-    return [
-        LayerShape("resnet20_stage1", batch, 16, 32, 32, 16, 3, 1, 1),
-        LayerShape("resnet20_stage2", batch, 32, 16, 16, 32, 3, 1, 1),
-        LayerShape("resnet20_stage3", batch, 64, 8, 8, 64, 3, 1, 1),
-    ]
-
-
-def lenet5_shapes(batch: int = 64) -> list[LayerShape]:
-    """The adder layers of LeNet-5-BN on 28x28 digits (the fully connected layers are convolutions)."""
-    return [
-        LayerShape("lenet5_conv1", batch, 1, 28, 28, 6, 5, 1, 2),
-        LayerShape("lenet5_conv2", batch, 6, 14, 14, 16, 5, 1, 0),
-        LayerShape("lenet5_fc1", batch, 16, 5, 5, 120, 5, 1, 0),
-        LayerShape("lenet5_fc2", batch, 120, 1, 1, 84, 1, 1, 0),
-    ]
-
+MEMORY_METHOD = ("cpu: VmHWM - VmRSS via /proc/self/clear_refs, glibc mmap threshold 64 KiB; "
+                 "cuda: max_memory_allocated - memory_allocated")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -125,49 +93,6 @@ def official_adder2d(x: Tensor, weight: Tensor, stride: int = 1, padding: int = 
 # Measuring
 
 
-def machine_info() -> dict[str, str]:
-    """CPU / GPU model, core count, thread count and library versions."""
-    import numba
-
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpu": cpu,
-        "cpu_count": str(os.cpu_count()),
-        "torch_threads": str(torch.get_num_threads()),
-        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "",
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numba": numba.__version__,
-        "load_average_1m": f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "",
-        "memory_method": "cpu: VmHWM - VmRSS via /proc/self/clear_refs, glibc mmap threshold 64 KiB; "
-        "cuda: max_memory_allocated - memory_allocated",
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
-
-
-def _malloc_mode(measure_memory: bool) -> bool:
-    """Switch glibc between memory measurement and timing.
-
-    ``measure_memory=True`` maps every allocation above 64 KiB with mmap and unmaps it on free, so RSS tracks live
-    buffers (each new buffer then page-faults, which would distort timings); ``False`` serves allocations up to
-    32 MiB (glibc's largest dynamic threshold) from the reused heap, as glibc does in steady state.
-    Returns whether ``mallopt`` is available.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    mmap_bytes, trim_bytes = (64 * 2**10, 128 * 2**10) if measure_memory else (32 * 2**20, 64 * 2**20)
-    ok = libc.mallopt(m_mmap_threshold, mmap_bytes) == 1
-    return ok and libc.mallopt(m_trim_threshold, trim_bytes) == 1
-
-
 def _rss_kib(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -193,33 +118,6 @@ def peak_extra_bytes(fn: Callable[[], object], device: torch.device) -> float:
         return float("nan")
     fn()
     return float(_rss_kib("VmHWM") - base) * 1024.0
-
-
-def time_round_robin(fns: dict[str, Callable[[], object]], repeats: dict[str, int], device: torch.device,
-                     ) -> tuple[dict[str, float], dict[str, float]]:
-    """Minimum wall time and minimum CPU time of the calling thread (seconds) of each function: one untimed warm-up
-    each, then round-robin repeats. With one thread (``torch.set_num_threads(1)``) the thread's CPU time is the work
-    itself and is less sensitive than wall time to other processes competing for the cores; with more threads it
-    only covers the calling thread's share."""
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    best = {name: float("inf") for name in fns}
-    best_cpu = {name: float("inf") for name in fns}
-    for fn in fns.values():
-        fn()
-    for r in range(max(repeats.values())):
-        for name, fn in fns.items():
-            if r >= repeats[name]:
-                continue
-            sync()
-            start, start_cpu = time.perf_counter(), time.thread_time()
-            fn()
-            sync()
-            best[name] = min(best[name], time.perf_counter() - start)
-            best_cpu[name] = min(best_cpu[name], time.thread_time() - start_cpu)
-    return best, best_cpu
 
 
 def _layer_fns(shape: LayerShape, method: str, device: torch.device) -> tuple[Callable, Callable, Callable]:
@@ -267,30 +165,31 @@ def bench_layers(
     ``reference`` and ``official`` get ``slow_repeats`` timed runs, the others ``repeats``.
     """
     device = torch.device(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
     rows: list[dict[str, object]] = []
     for shape in shapes:
         fns = {m: _layer_fns(shape, m, device) for m in methods}
         reps = {m: slow_repeats if m in ("reference", "official") else repeats for m in methods}
         results: dict[tuple[str, str], dict[str, float]] = {}
         for pass_index, pass_name in enumerate(("forward", "forward_backward")):
-            cpu_memory = device.type == "cpu" and _malloc_mode(measure_memory=False)
-            times, cpu_times = time_round_robin({m: f[pass_index] for m, f in fns.items()}, reps, device)
+            cpu_memory = device.type == "cpu" and malloc_mode(measure_memory=False)
+            timings = time_interleaved({m: f[pass_index] for m, f in fns.items()}, max(reps.values()),
+                                       repeats=reps, cpu_clock="thread", sync=sync)
             if device.type == "cpu":
-                cpu_memory = _malloc_mode(measure_memory=True)
+                cpu_memory = malloc_mode(measure_memory=True)
             for m in methods:
                 fns[m][2]()
                 measured = device.type == "cuda" or cpu_memory
                 memory = peak_extra_bytes(fns[m][pass_index], device) if measured else float("nan")
                 fns[m][2]()
-                results[(m, pass_name)] = {
-                    "time_ms": times[m] * 1e3, "cpu_ms": cpu_times[m] * 1e3, "peak_extra_mib": memory / 2**20
-                }
+                results[(m, pass_name)] = {"time_ms": timings.minimum(m) * 1e3,
+                                           "cpu_ms": timings.minimum(m, "cpu") * 1e3, "peak_extra_mib": memory / 2**20}
         for (m, pass_name), r in results.items():
             conv = results.get(("conv", pass_name))
             rows.append({
                 "shape": shape.name,
-                "input": f"{shape.n}x{shape.c_in}x{shape.h}x{shape.w}",
-                "filters": f"{shape.c_out}x{shape.c_in}x{shape.k}x{shape.k}",
+                "input": shape.input,
+                "filters": shape.filters,
                 "stride": shape.stride,
                 "padding": shape.padding,
                 "method": m,
@@ -309,94 +208,37 @@ def bench_layers(
     return rows
 
 
-@contextlib.contextmanager
-def _seeded(seed: int) -> Iterator[None]:
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        yield
-    finally:
-        torch.random.set_rng_state(state)
-
-
-def bench_epoch(batch_size: int = 64, epochs: int = 1, device: str | torch.device = "cpu") -> list[dict[str, object]]:
-    """Wall time of one training epoch (SGD, cross-entropy) of LeNet-5-BN on mnist5k, adder vs CNN twin.
-
-    Falls back to a LeNet-5-shaped stack on random data when the model zoo or the data are not available; the
-    ``workload`` column says which one ran.
-    """
-    device = torch.device(device)
+def bench_epoch(batch_size: int = 64, epochs: int = 1, device: str | torch.device = "cpu",
+                images: int | None = None) -> list[dict[str, object]]:
+    """One training epoch of LeNet-5-BN on mnist5k, adder vs CNN twin (:func:`frugalvision.bench.epoch.bench_epochs`;
+    fastest of ``epochs``), as rows with this target's columns."""
     rows = []
-    for conv_type in ("adder", "conv"):
-        model, data, workload = _epoch_workload(conv_type, batch_size)
-        model.to(device).train()
-        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-
-        def step(images: Tensor, labels: Tensor, model=model, opt=opt) -> None:
-            opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(images.to(device)), labels.to(device))
-            loss.backward()
-            opt.step()
-
-        images, labels = next(iter(data))
-        step(images, labels)  # warm-up: numba loading, allocator
-        best = float("inf")
-        for _ in range(epochs):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            for images, labels in data:
-                step(images, labels)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            best = min(best, time.perf_counter() - start)
+    for r in bench_epochs(("adder", "conv"), batch_size, epochs, device, images=images):
         rows.append({
-            "shape": "lenet5_bn_epoch",
-            "input": f"{len(data.dataset)} images, batch {batch_size}",
-            "filters": workload,
-            "stride": "",
-            "padding": "",
-            "method": "frugalvision" if conv_type == "adder" else "conv",
-            "pass": "train_epoch",
-            "time_ms": round(best * 1e3, 2),
-            "peak_extra_mib": "",
-            "time_vs_conv": "",
-            "cpu_ms": "",
-            "cpu_vs_conv": "",
-            "memory_vs_conv": "",
-            "repeats": epochs,
+            "shape": "lenet5_bn_epoch", "input": f"{r['images']} images, batch {batch_size}",
+            "filters": "lenet5_bn on mnist5k train", "stride": "", "padding": "",
+            "method": "frugalvision" if r["conv_type"] == "adder" else "conv", "pass": "train_epoch",
+            "time_ms": round(float(r["min_s"]) * 1e3, 2), "peak_extra_mib": "", "time_vs_conv": "", "cpu_ms": "",
+            "cpu_vs_conv": "", "memory_vs_conv": "", "repeats": epochs,
         })
     rows[0]["time_vs_conv"] = round(float(rows[0]["time_ms"]) / float(rows[1]["time_ms"]), 4)
     rows[1]["time_vs_conv"] = 1.0
     return rows
 
 
-def _epoch_workload(conv_type: str, batch_size: int):
-    from torch.utils.data import DataLoader
-
-    from .. import create_model
-    from ..data import build_dataset
-
-    with _seeded(0):
-        model = create_model("lenet5_bn", conv_type=conv_type)
-    dataset = build_dataset("mnist5k", "train")
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=False,
-                        generator=torch.Generator().manual_seed(0))
-    return model, loader, "lenet5_bn on mnist5k train"
-
 
 # --------------------------------------------------------------------------------------------------------------
 # Reporting
 
 
-def format_table(rows: Sequence[dict[str, object]]) -> str:
+def summary_table(rows: Sequence[dict[str, object]]) -> str:
     """One line per shape: times (ms) per method and pass, adder/conv ratios, speed-up over official, memory."""
     by_key = {(r["shape"], r["method"], r["pass"]): r for r in rows}
     shapes = list(dict.fromkeys(r["shape"] for r in rows if r["pass"] != "train_epoch"))
     methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
     head = ["shape"] + [f"{m} fwd/fb ms" for m in methods]
     head += ["fwd/conv", "fb/conv", "fb/conv cpu", "official/fv fb", "mem/conv"]
-    lines = [head]
+    lines = []
 
     def get(shape: str, method: str, pass_name: str, key: str) -> float | None:
         row = by_key.get((shape, method, pass_name))
@@ -420,8 +262,7 @@ def format_table(rows: Sequence[dict[str, object]]) -> str:
             fmt(get(shape, "frugalvision", "forward_backward", "memory_vs_conv")),
         ]
         lines.append(line)
-    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
-    text = "\n".join("  ".join(cell.rjust(widths[i]) for i, cell in enumerate(line)) for line in lines)
+    text = format_table(head, lines) if lines else ""
     epoch = [r for r in rows if r["pass"] == "train_epoch"]
     if epoch:
         adder = next(r for r in epoch if r["method"] == "frugalvision")
@@ -431,15 +272,64 @@ def format_table(rows: Sequence[dict[str, object]]) -> str:
     return text
 
 
-def write_csv(rows: Sequence[dict[str, object]], path: str | Path, info: dict[str, str] | None = None) -> Path:
-    """Tidy CSV: one row per measurement, machine information repeated on every row."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    info = info or machine_info()
-    fields = list(rows[0].keys()) + list(info.keys())
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({**row, **info})
-    return path
+# --------------------------------------------------------------------------------------------------------------
+# Command
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shapes", default="resnet20,lenet5",
+                        help="comma-separated shape sets out of resnet20, lenet5 (default: both)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=10, help="timed runs of the fast methods (minimum is kept)")
+    parser.add_argument("--slow-repeats", type=int, default=2, help="timed runs of the reference and official methods")
+    parser.add_argument("--skip", default="", help="comma-separated methods to leave out: reference, official")
+    parser.add_argument("--no-epoch", action="store_true", help="skip the LeNet-5-BN training-epoch comparison")
+    parser.add_argument("--epochs", type=int, default=1, help="timed training epochs per model (minimum is kept)")
+    parser.add_argument("--epoch-images", type=int, default=None,
+                        help="train on the first N mnist5k images in the epoch comparison (default: all)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch (and numba) threads; 1 makes the recorded CPU time insensitive to other processes")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--output", default=None,
+                        help="CSV path (default benchmarks/results/bench_adder_<device>_<date>.csv)")
+
+
+def run(args: argparse.Namespace) -> int:
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    if skip - {"reference", "official"}:
+        raise ConfigError(f"--skip: only reference and official can be left out, got {', '.join(sorted(skip))}")
+    if args.batch_size < 1 or args.repeats < 1 or args.slow_repeats < 1 or args.epochs < 1:
+        raise ConfigError("--batch-size, --repeats, --slow-repeats and --epochs must be positive")
+    if args.epoch_images is not None and args.epoch_images < 1:
+        raise ConfigError("--epoch-images must be positive")
+    shapes = parse_shape_sets(args.shapes, args.batch_size)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError("--threads must be positive")
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: CUDA is not available")
+    methods = [m for m in METHODS if m not in skip]
+    info = machine_info(memory_method=MEMORY_METHOD)
+    gpu = f" / {info['gpu']}" if info["gpu"] else ""
+    print(f"frugalvision bench adder on {info['cpu']} ({info['torch_threads']} threads){gpu}")
+    rows = bench_layers(shapes, methods, args.repeats, args.slow_repeats, device,
+                        log=lambda msg: print(msg, flush=True))
+    if not args.no_epoch:
+        rows += bench_epoch(args.batch_size, args.epochs, device, args.epoch_images)
+    print()
+    print(summary_table(rows))
+    host = ("cuda" if device.type == "cuda" else f"cpu{info['cpu_count']}-{platform.machine()}") + \
+        f"-t{info['torch_threads']}"
+    path = write_csv(rows, args.output or result_path("adder", host), info)
+    print(f"\nwrote {path}")
+    return 0
+
+
+TARGET = Target(
+    name="adder", help="adder layer vs reference, official formulation and nn.Conv2d",
+    description="Forward and forward+backward time and peak extra memory of the frugalvision adder kernel, the "
+                "reference op, the official-style unfold formulation and nn.Conv2d on ResNet-20 and LeNet-5 layer "
+                "shapes, plus a LeNet-5-BN training epoch (adder vs CNN twin). Prints a table and writes a tidy CSV.",
+    add_arguments=add_arguments, run=run)

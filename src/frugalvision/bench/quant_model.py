@@ -1,4 +1,5 @@
-"""Whole-network inference time of the integer AdderNet (issue 11) against the CNN baselines a user would pick.
+"""``frugalvision bench quant-model``: whole-network inference time of the integer AdderNet (issue 11) against the
+CNN baselines a user would pick.
 
 Methods, for one model name (``resnet20``, ``lenet5_bn``) at each batch size:
 
@@ -30,11 +31,11 @@ model x batch x method, machine information and CPU flags on every row).
 
 from __future__ import annotations
 
+import argparse
 import copy
-import random
+import os
 import statistics
 import tempfile
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -43,26 +44,14 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from .bench_quant import quant_machine_info
+from .common import Target, format_table, result_path, time_interleaved, with_batch_statistics, write_csv
+from .quant import quant_machine_info
 
-__all__ = ["METHODS", "MODELS", "bench_quant_models", "build_methods", "format_table", "machine_info"]
+__all__ = ["INT8_CNN", "METHODS", "MODELS", "TARGET", "bench_quant_models", "build_methods", "summary_table"]
 
 METHODS = ("int8_adder", "int8_adder_int8stem", "fp32_adder", "fp32_cnn", "int8_cnn_fx", "int8_cnn_ort")
 INT8_CNN = ("int8_cnn_fx", "int8_cnn_ort")
 MODELS = ("resnet20", "lenet5_bn")
-def _with_batch_statistics(model: nn.Module, images: Tensor) -> nn.Module:
-    """Set every BatchNorm's running statistics to those of ``images`` (random weights, realistic activations)."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # cumulative average over the batches below
-    model.train()
-    with torch.no_grad():
-        for x in images.split(64):
-            model(x)
-    for norm in norms:
-        norm.momentum = 0.1
-    return model.eval()
 
 
 def _fx_int8(cnn: nn.Module, calibration: Tensor) -> nn.Module:
@@ -112,8 +101,8 @@ def build_methods(name: str, calibration: Tensor, methods: Sequence[str], workdi
     from .. import create_model, quantize
 
     torch.manual_seed(0)
-    adder = _with_batch_statistics(create_model(name, conv_type="adder"), calibration)
-    cnn = _with_batch_statistics(create_model(name, conv_type="conv"), calibration)
+    adder = with_batch_statistics(create_model(name, conv_type="adder"), calibration)
+    cnn = with_batch_statistics(create_model(name, conv_type="conv"), calibration)
     has_stem = any(type(m) is nn.Conv2d for m in adder.modules())
     fns: dict[str, Callable[[Tensor], object]] = {}
     for method in methods:
@@ -130,26 +119,6 @@ def build_methods(name: str, calibration: Tensor, methods: Sequence[str], workdi
         elif method == "int8_cnn_ort":
             fns[method] = _ort_int8(cnn, calibration, workdir)
     return fns
-
-
-def _time_interleaved(fns: dict[str, Callable[[Tensor], object]], x: Tensor, repeats: int,
-                      ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Wall seconds and process CPU seconds (all threads) of each call, methods interleaved within each round."""
-    wall: dict[str, list[float]] = {name: [] for name in fns}
-    cpu: dict[str, list[float]] = {name: [] for name in fns}
-    with torch.inference_mode():
-        for fn in fns.values():  # warm-up: kernels compiled, buffers allocated, caches filled
-            fn(x)
-        order, shuffle = list(fns), random.Random(0).shuffle
-        for _ in range(repeats):
-            shuffle(order)  # a new order every round: no method always runs after the same one
-            for name in order:
-                fn = fns[name]
-                start, start_cpu = time.perf_counter(), time.process_time()
-                fn(x)
-                wall[name].append(time.perf_counter() - start)
-                cpu[name].append(time.process_time() - start_cpu)
-    return wall, cpu
 
 
 def _ratios(method: str, medians: dict[str, float], prefix: str) -> dict[str, object]:
@@ -189,10 +158,10 @@ def bench_quant_models(
             for batch in batch_sizes:
                 rounds = (repeats or {}).get(batch, 200 if batch == 1 else 30)
                 x = torch.randn(batch, *input_size, generator=torch.Generator().manual_seed(1))
-                times, cpu_times = _time_interleaved(fns, x, rounds)
-                medians = {m: statistics.median(t) for m, t in times.items()}
-                cpu_medians = {m: statistics.median(t) for m, t in cpu_times.items()}
-                for method, samples in times.items():
+                with torch.inference_mode():
+                    timings = time_interleaved({m: (lambda fn=fn, x=x: fn(x)) for m, fn in fns.items()}, rounds)
+                medians, cpu_medians = timings.medians(), timings.medians("cpu")
+                for method, samples in timings.wall.items():
                     rows.append({
                         "model": name, "batch_size": batch, "method": method,
                         "median_ms": round(medians[method] * 1e3, 4), "min_ms": round(min(samples) * 1e3, 4),
@@ -204,21 +173,73 @@ def bench_quant_models(
     return rows
 
 
-def machine_info() -> dict[str, str]:
-    """:func:`~frugalvision.analysis.bench_quant.quant_machine_info` and the onnxruntime version."""
-    import onnxruntime
-
-    return {**quant_machine_info(), "onnxruntime": onnxruntime.__version__}
-
-
-def format_table(rows: Sequence[dict[str, object]]) -> str:
+def summary_table(rows: Sequence[dict[str, object]]) -> str:
     """Median wall and CPU ms per forward pass, and the ratios of the medians to fp32 CNN and to the best int8 CNN
     (time = wall clock; cpu = process CPU time of all threads, less sensitive to other load)."""
     head = ["model", "batch", "method", "median ms", "min ms", "cpu ms", "img/s", "time/fp32 CNN",
             "time/best int8 CNN", "cpu/fp32 CNN", "cpu/best int8 CNN"]
-    lines = [head] + [[str(r["model"]), str(r["batch_size"]), str(r["method"]), f"{r['median_ms']:.3f}",
-                       f"{r['min_ms']:.3f}", f"{r['cpu_median_ms']:.3f}", f"{r['images_per_s']:.0f}",
-                       str(r["time_vs_fp32_cnn"]), str(r["time_vs_best_int8_cnn"]), str(r["cpu_vs_fp32_cnn"]),
-                       str(r["cpu_vs_best_int8_cnn"])] for r in rows]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
-    return "\n".join("  ".join(cell.rjust(widths[i]) for i, cell in enumerate(line)) for line in lines)
+    return format_table(head, [[r["model"], r["batch_size"], r["method"], f"{r['median_ms']:.3f}", f"{r['min_ms']:.3f}",
+                                f"{r['cpu_median_ms']:.3f}", f"{r['images_per_s']:.0f}", r["time_vs_fp32_cnn"],
+                                r["time_vs_best_int8_cnn"], r["cpu_vs_fp32_cnn"], r["cpu_vs_best_int8_cnn"]]
+                               for r in rows])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Command
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma list (default {','.join(MODELS)})")
+    parser.add_argument("--batch-sizes", default="1,64", help="comma list (default 1,64)")
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma list out of {', '.join(METHODS)}")
+    parser.add_argument("--repeats-1", type=int, default=200, help="timed rounds at batch 1 (default 200)")
+    parser.add_argument("--repeats", type=int, default=30, help="timed rounds at larger batches (default 30)")
+    parser.add_argument("--calibration-images", type=int, default=256,
+                        help="synthetic images for BatchNorm statistics and every quantiser (default 256)")
+    parser.add_argument("--output", default=None,
+                        help="CSV path (default benchmarks/results/bench_quant_model_<date>.csv)")
+
+
+def _comma_list(text: str, option: str) -> list[str]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise ConfigError(f"{option} needs at least one entry")
+    return items
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..models import is_model
+
+    models = _comma_list(args.models, "--models")
+    unknown = [m for m in models if not is_model(m)]
+    if unknown:
+        raise ConfigError(f"--models: unknown model(s) {', '.join(unknown)}")
+    try:
+        batch_sizes = [int(b) for b in _comma_list(args.batch_sizes, "--batch-sizes")]
+    except ValueError:
+        raise ConfigError(f"--batch-sizes takes integers, got {args.batch_sizes!r}") from None
+    if min(batch_sizes) < 1 or args.repeats < 1 or args.repeats_1 < 1 or args.calibration_images < 1:
+        raise ConfigError("batch sizes, repeats and --calibration-images must be positive")
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ConfigError("bench quant-model needs onnxruntime (pip install 'frugalvision[export]')") from None
+    info_before = quant_machine_info()
+    rows = bench_quant_models(models, batch_sizes, _comma_list(args.methods, "--methods"),
+                              {b: args.repeats_1 if b == 1 else args.repeats for b in batch_sizes},
+                              args.calibration_images)
+    info = {**info_before, "onnxruntime": onnxruntime.__version__,
+            "load_average_1m_after": f"{os.getloadavg()[0]:.2f}"}
+    output = write_csv(rows, args.output or result_path("quant_model"), info)
+    print(summary_table(rows))
+    print(f"load average (1 min) before {info['load_average_1m']}, after {info['load_average_1m_after']}; "
+          f"{info['cpu']}, {info['torch_threads']} threads; wrote {output}")
+    return 0
+
+
+TARGET = Target(
+    name="quant-model", help="whole networks: int8 AdderNet vs fp32 AdderNet, fp32 CNN and int8 CNNs (FX, onnxruntime)",
+    description="Median forward time of each method on the same inputs, interleaved in a new random order every "
+                "round, at each batch size; prints a table with the ratios to the fp32 CNN twin and to the best int8 "
+                "CNN twin and writes a tidy CSV with machine information (needs the export extra).",
+    add_arguments=add_arguments, run=run)

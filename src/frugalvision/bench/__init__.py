@@ -1,0 +1,35 @@
+"""Benchmarks: one module per ``frugalvision bench`` target, each exposing a :class:`~frugalvision.bench.common.Target`
+(``TARGET``: name, help, ``add_arguments(parser)``, ``run(args)``), and :mod:`~frugalvision.bench.common` for what they
+share (machine information, tidy CSV, tables, shape sets, result paths, the interleaved-rounds timer).
+
+Targets (:data:`TARGETS`, in the order ``frugalvision bench --help`` lists them):
+
+* ``adder`` (:mod:`.adder`): the float adder layer against the reference op, the official formulation and
+  ``nn.Conv2d``, time and memory; a LeNet-5-BN training epoch.
+* ``epoch`` (:mod:`.epoch`): training epochs of LeNet-5-BN, AdderNet vs CNN twin, under the OpenMP wait policy in use.
+* ``quant`` (:mod:`.quant`): the integer adder layer against fp32 / int8 convolution and the SAD peak
+  (:mod:`.sad_peak`).
+* ``quant-model`` (:mod:`.quant_model`): whole int8 AdderNets against fp32 and int8 CNN twins.
+* ``model`` (:mod:`.model`): a model's latency, train-mode vs fused vs ResNet-50.
+* ``onnx`` (:mod:`.onnx`): a model exported to ONNX, onnxruntime vs PyTorch.
+
+This is a high layer: it may import ops, layers, models, quant, export and analysis; none of those imports it.
+"""
+
+from __future__ import annotations
+
+from . import adder, epoch, model, onnx, quant, quant_model
+from .common import Target
+
+__all__ = ["TARGETS", "Target", "target"]
+
+TARGETS: tuple[Target, ...] = (adder.TARGET, epoch.TARGET, quant.TARGET, quant_model.TARGET, model.TARGET,
+                               onnx.TARGET)
+
+
+def target(name: str) -> Target:
+    """The target called ``name`` (as on the command line)."""
+    for candidate in TARGETS:
+        if candidate.name == name:
+            return candidate
+    raise KeyError(f"no benchmark target {name!r}; targets: {', '.join(t.name for t in TARGETS)}")
