@@ -98,7 +98,8 @@ def _ort_int8(cnn: nn.Module, calibration: Tensor, workdir: Path) -> Callable[[T
 def build_methods(name: str, calibration: Tensor, methods: Sequence[str], workdir: Path,
                   ) -> dict[str, Callable[[Tensor], object]]:
     """One inference function per method for model ``name`` (see the module docstring)."""
-    from .. import create_model, quantize
+    from ..models import create_model
+    from ..quant import quantize
 
     torch.manual_seed(0)
     adder = with_batch_statistics(create_model(name, conv_type="adder"), calibration)
