@@ -20,6 +20,7 @@ import torch
 from frugalvision import count_ops, load_model
 from frugalvision.cli.common import human
 from frugalvision.cli.main import main
+from frugalvision.run_dir import RunDir
 
 FAKE = ["--dataset", "fake", "--epochs", "1", "--batch-size", "32", "--no-progress"]
 
@@ -54,7 +55,7 @@ def trained_run(tmp_path_factory):
 
 def test_train_prints_the_comparison_table_of_the_run_it_wrote(trained_run):
     run_dir, stdout = trained_run
-    history = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    history = list(csv.DictReader(RunDir(run_dir).metrics_file.open()))
     assert [row["epoch"] for row in history] == ["1"]
     costs = count_ops(load_model(run_dir), (1, 28, 28))
     table_row = next(line for line in stdout.splitlines() if line.startswith("│ lenet5_bn_conv"))
@@ -169,7 +170,7 @@ def test_killed_run_resumes(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("fake_size: 64\nfake_input_size: [1, 28, 28]\n")
     proc = subprocess.Popen([*cmd, "--config", str(recipe)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    last = tmp_path / "lenet5_bn_conv" / "last.safetensors"
+    last = RunDir(tmp_path / "lenet5_bn_conv").last_file
     deadline = time.time() + 120
     while not last.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
@@ -185,7 +186,7 @@ def test_killed_run_resumes(tmp_path):
 def test_results_table_tool_reports_the_run_as_its_metrics_and_count_ops_say(trained_run, load_tool):
     results_table = load_tool("results_table")
     run_dir, _ = trained_run
-    [epoch] = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    [epoch] = list(csv.DictReader(RunDir(run_dir).metrics_file.open()))
     costs = count_ops(load_model(run_dir), (1, 28, 28))
     row = results_table.describe(run_dir)
     assert row == {"run": "lenet5_bn_conv", "model": "lenet5_bn CNN", "seed": 0, "epochs": 1,
