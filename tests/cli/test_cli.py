@@ -108,6 +108,9 @@ def test_count_json_gives_lenet5_adder_costs(capsys):
         (["train", "--conv-type", "shift", *FAKE], "conv_type must be one of"),
         (["eval", "--checkpoint", "/nonexistent/run", "--dataset", "mnist5k"], "checkpoint not found"),
         (["count", "--model", "lenet5_bn", "--energy", "fp32", "--input-size", "1", "2", "2"], "does not fit"),
+        (["count", "--model", "vanillanet_test", "--model-option", "depth=3"],
+         r"model vanillanet_test has no option 'depth'; its options: act_num, .*strides$"),
+        (["count", "--model", "lenet5_bn", "--model-option", "widen=2"], r"Adder2d \(conv_type='adder'\) has no"),
     ],
 )
 def test_errors_are_one_line(argv, message, tmp_path, capsys):
@@ -147,6 +150,34 @@ def test_unexpected_exception_is_reported_as_a_bug_with_exit_1(monkeypatch, caps
     monkeypatch.setenv("FRUGALVISION_DEBUG", "1")
     with pytest.raises(ZeroDivisionError):
         main(["count", "--model", "lenet5_bn"])
+
+
+def test_unknown_model_option_in_a_recipe_exits_2(tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model: lenet5_bn\nmodel_kwargs: {conv_type: adder, widen: 2}\nfake_size: 8\n")
+    assert main(["train", "--config", str(recipe), "--output", str(tmp_path), *FAKE]) == 2
+    assert _error_line(capsys) == "frugalvision train: error: Adder2d (conv_type='adder') has no option 'widen'"
+    assert not (tmp_path / "lenet5_bn_adder").exists()
+
+
+def test_a_type_error_inside_a_model_constructor_is_a_bug_not_a_config_error(monkeypatch, capsys):
+    """Options are checked against the signatures before the model is built: a TypeError while building it is a
+    bug in the model (exit 1), not a user's bad option (exit 2)."""
+    from frugalvision.models import registry
+
+    monkeypatch.setattr(registry, "_ENTRIES", dict(registry._ENTRIES))
+
+    @registry.register_model
+    def broken_lenet(num_classes: int = 10, in_chans: int = 1) -> torch.nn.Module:
+        return torch.nn.Linear(in_chans, num_classes, bais=True)  # the bug: a misspelt argument
+
+    assert main(["count", "--model", "broken_lenet", "--input-size", "1", "1", "1"]) == 1
+    line = _error_line(capsys)
+    assert line.startswith("frugalvision count: internal error (a bug in frugalvision, please report it): TypeError: ")
+    assert "bais" in line
+    assert main(["count", "--model", "broken_lenet", "--model-option", "depth=2"]) == 2  # a real bad option still is
+    assert _error_line(capsys) == ("frugalvision count: error: model broken_lenet has no option 'depth'; its options: "
+                                   "in_chans, num_classes")
 
 
 def test_user_error_shows_its_traceback_with_debug(monkeypatch):

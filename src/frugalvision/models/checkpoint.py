@@ -24,7 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import Tensor, nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, one_line
 from ..run_dir import EMA_MODEL_FILE, MODEL_FILE, RunDir, atomic_write
 
 __all__ = [
@@ -128,8 +128,7 @@ def read_state_dict(path: str | os.PathLike, *, use_ema: bool = False) -> dict[s
             with torch.serialization.safe_globals([argparse.Namespace]):
                 obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # the unpickler raises many types; all mean the same to the user
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise CheckpointError(f"cannot read checkpoint {path} safely: {reason}") from None
+            raise CheckpointError(f"cannot read checkpoint {path} safely: {one_line(error)}") from None
         state = _unwrap(obj, path, use_ema)
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}

@@ -133,10 +133,7 @@ def build_model(config: TrainConfig, data: TrainingData, device: torch.device) -
     """The model, sized for the data (classes, input channels), seeded by ``config.seed``, on ``device``."""
     torch.manual_seed(config.seed)
     kwargs = {"num_classes": data.num_classes, "in_chans": data.input_size[0], **config.model_kwargs}
-    try:
-        model = create_model(config.model, **kwargs)
-    except TypeError as error:  # an option the model's constructor does not take
-        raise ConfigError(f"model {config.model}: {error}") from None
+    model = create_model(config.model, **kwargs)  # unknown options: ConfigError, checked before anything is built
     if data.data_config is not None:  # what the run stores: the preprocessing it trained with
         model.data_config = data.data_config
     return model.to(device)
