@@ -18,3 +18,4 @@ def test_one_line_cuts_long_messages_at_the_limit():
     assert text == "x" * 297 + "..." and len(text) == 300
     assert one_line(ValueError("abcdefghij"), limit=8) == "abcde..."
     assert one_line(ValueError("abcdefgh"), limit=8) == "abcdefgh"
+    assert one_line(ValueError("x" * 500), limit=None) == "x" * 500

@@ -86,7 +86,7 @@ def test_eval_json_on_mnist_t10k_files(trained_run, tmp_path, capsys):
     labels = torch.from_numpy(images_and_labels[1]).long()
     assert result["top1"] == pytest.approx(100 * (logits.argmax(1) == labels).float().mean().item())
     assert result["loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, labels).item(), rel=1e-5)
-    code = main(["eval", "--checkpoint", str(run_dir / "model.safetensors"), "--dataset", "mnist5k", "--json"])
+    code = main(["eval", "--checkpoint", str(RunDir(run_dir).model_file), "--dataset", "mnist5k", "--json"])
     assert code == 0
     assert json.loads(capsys.readouterr().out)["num_samples"] == 500
 
@@ -178,6 +178,18 @@ def test_a_type_error_inside_a_model_constructor_is_a_bug_not_a_config_error(mon
     assert main(["count", "--model", "broken_lenet", "--model-option", "depth=2"]) == 2  # a real bad option still is
     assert _error_line(capsys) == ("frugalvision count: error: model broken_lenet has no option 'depth'; its options: "
                                    "in_chans, num_classes")
+
+
+def test_a_long_user_error_is_printed_whole_on_one_line(monkeypatch, capsys):
+    import frugalvision.analysis.counting as counting
+    from frugalvision.errors import InputError
+
+    def refuse(*args, **kwargs):
+        raise InputError("layer " + "x" * 400 + " cannot be counted\n(second line)")
+
+    monkeypatch.setattr(counting, "count_ops", refuse)
+    assert main(["count", "--model", "lenet5_bn"]) == 2
+    assert _error_line(capsys) == f"frugalvision count: error: layer {'x' * 400} cannot be counted (second line)"
 
 
 def test_user_error_shows_its_traceback_with_debug(monkeypatch):

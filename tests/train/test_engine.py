@@ -105,15 +105,13 @@ def test_training_state_round_trip_keeps_tensor_group_entries(tmp_path):
     """timm's Lamb keeps a tensor 'step' in its param groups: it must survive the checkpoint."""
     from timm.optim import Lamb
 
-    from frugalvision.run_dir import read_training_state, write_training_state
-
     model = nn.Linear(3, 2)
     optimizer = Lamb(model.parameters(), lr=0.01)
     model(torch.randn(4, 3)).sum().backward()
     optimizer.step()
-    write_training_state(tmp_path / "last.safetensors", model_state=model.state_dict(),
-                         optimizer_state=optimizer.state_dict(), ema_state=None, metadata={"epoch": 1})
-    state = read_training_state(tmp_path / "last.safetensors")
+    RunDir(tmp_path).write_training_state(model_state=model.state_dict(), optimizer_state=optimizer.state_dict(),
+                                          ema_state=None, metadata={"epoch": 1})
+    state = RunDir(tmp_path).read_training_state()
     restored = Lamb(nn.Linear(3, 2).parameters(), lr=0.01)
     restored.load_state_dict(state["optimizer"])
     assert torch.equal(restored.param_groups[0]["step"], optimizer.param_groups[0]["step"])

@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FrugalVisionError as error:
         if os.environ.get("FRUGALVISION_DEBUG"):
             raise
-        print(f"frugalvision {args.command}: error: {one_line(error)}", file=sys.stderr)
+        print(f"frugalvision {args.command}: error: {one_line(error, limit=None)}", file=sys.stderr)
         return 2
     except Exception as error:  # not the user's fault: say so, and how to get the details
         if os.environ.get("FRUGALVISION_DEBUG"):
