@@ -12,6 +12,7 @@ import pytest
 
 from conftest import REPO_ROOT
 from frugalvision.cli.main import main
+from frugalvision.run_dir import RunDir
 
 RESULTS = REPO_ROOT / "results"
 RUNS = sorted(path.parent for path in RESULTS.glob("*/*/model.safetensors"))
@@ -19,25 +20,26 @@ RUNS = sorted(path.parent for path in RESULTS.glob("*/*/model.safetensors"))
 
 def test_result_runs_are_committed_with_their_config_and_metrics():
     assert {run.parent.name for run in RUNS} >= {"cifar10_10k", "mnist5k"}
-    for run in RUNS:
-        assert (run / "config.json").is_file() and (run / "metrics.csv").is_file(), run
-        assert not (run / "last.safetensors").exists(), f"{run}: only the model, config and metrics are committed"
+    for run in map(RunDir, RUNS):
+        assert run.config_file.is_file() and run.metrics_file.is_file(), run
+        assert not run.last_file.exists(), f"{run}: only the model, config and metrics are committed"
 
 
 def test_distilled_runs_record_the_committed_teacher():
-    distilled = [run for run in RUNS if "teacher" in json.loads((run / "config.json").read_text())]
-    assert {run.parent.name for run in distilled} == {"cifar10_10k", "mnist5k"}
+    distilled = [run for run in map(RunDir, RUNS) if run.teacher() is not None]
+    assert {run.path.parent.name for run in distilled} == {"cifar10_10k", "mnist5k"}
     for run in distilled:
-        teacher = json.loads((run / "config.json").read_text())["teacher"]
-        teacher_file = RESULTS.parent / teacher["path"] / "model.safetensors"  # recorded relative to the repository
-        assert hashlib.sha256(teacher_file.read_bytes()).hexdigest() == teacher["sha256"], run
+        # these runs were trained before teacher paths were stored absolute: theirs are relative to the repository
+        teacher = run.teacher(base=RESULTS.parent)
+        teacher_file = RunDir(teacher.path).model_file
+        assert hashlib.sha256(teacher_file.read_bytes()).hexdigest() == teacher.sha256, run
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("run", RUNS, ids=lambda run: f"{run.parent.name}/{run.name}")
 def test_committed_run_evaluates_to_its_reported_accuracy(run, shared_data, capsys):
-    train = json.loads((run / "config.json").read_text())["train"]
-    reported = float(list(csv.DictReader((run / "metrics.csv").open()))[-1]["val_top1"])
+    train = RunDir(run).read_config()["train"]
+    reported = float(list(csv.DictReader(RunDir(run).metrics_file.open()))[-1]["val_top1"])
     argv = ["eval", "--checkpoint", str(run), "--dataset", train["dataset"], "--split", train["val_split"], "--json"]
     if train["dataset"] == "folder":  # the CIFAR-10 sample beside the repository
         argv += ["--data-dir", str(shared_data(Path(train["data_dir"]).name))]

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 import frugalvision as fv
-from frugalvision.quant.report import compare_models
+from frugalvision.quant.compare import compare_models
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 OBSERVERS = ("auto", "minmax", "percentile", "mse")

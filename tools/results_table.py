@@ -10,20 +10,19 @@ run's input size (every layer, BatchNorm included).
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import sys
 from pathlib import Path
 
 import frugalvision as fv
 from frugalvision.cli.common import human
+from frugalvision.run_dir import RunDir
 
 CONV_TYPE_NAMES = {"conv": "CNN", "adder": "AdderNet", "binary": "BNN (XNOR)"}
 
 
 def describe(run_dir: Path) -> dict[str, object]:
-    config = json.loads((run_dir / "config.json").read_text())
-    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    run = RunDir(run_dir)
+    config, rows = run.read_config(), run.read_metrics()
     model = fv.load_model(run_dir)
     costs = fv.count_ops(model, model.data_config.input_size)
     train = config["train"]
@@ -34,9 +33,9 @@ def describe(run_dir: Path) -> dict[str, object]:
         + (" + KD from CNN" if config.get("teacher") else ""),
         "seed": train["seed"],
         "epochs": len(rows),
-        "val_top1": float(rows[-1]["val_top1"]),
-        "best_val_top1": max(float(r["val_top1"]) for r in rows),
-        "seconds_per_epoch": sum(float(r["epoch_seconds"]) for r in rows) / len(rows),
+        "val_top1": rows[-1]["val_top1"],
+        "best_val_top1": max(r["val_top1"] for r in rows),
+        "seconds_per_epoch": sum(r["epoch_seconds"] for r in rows) / len(rows),
         "params": costs["params"],
         "mul": costs["mul"],
         "add": costs["add"],

@@ -19,6 +19,7 @@ __all__ = [
     "InputTypeError",
     "OutputError",
     "RunExistsError",
+    "one_line",
 ]
 
 
@@ -56,3 +57,19 @@ class InputTypeError(FrugalVisionError, TypeError):
 
 class OutputError(FrugalVisionError, OSError):
     """A result file cannot be written (missing permission, full disk, a folder in the way)."""
+
+
+def one_line(error: BaseException, *, limit: int | None = 300, with_type: bool = False) -> str:
+    """``error``'s message on one line: runs of whitespace (newlines included) become one space, an empty message
+    becomes the exception's type name, and a message longer than ``limit`` characters is cut with ``...``.
+
+    Args:
+        limit: the longest text returned (``None``: no limit, for this package's own messages, which are written
+            to be read whole).
+        with_type: prefix the type name (``"RuntimeError: ..."``), for messages of third-party exceptions that do
+            not say what went wrong on their own.
+    """
+    text = " ".join(str(error).split())
+    if with_type or not text:
+        text = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import pytest
 
 from frugalvision.analysis.ablation import markdown_table, run_addernet_optim
 from frugalvision.cli.main import main
+from frugalvision.run_dir import RunDir
 
 TINY = {"dataset": "fake", "fake_input_size": [1, 28, 28], "fake_size": 32, "batch_size": 16, "eval_batch_size": 32,
         "bn_recalibration_batches": 2}
@@ -29,7 +29,7 @@ def test_ablation_writes_table_and_figure(tmp_path: Path) -> None:
     assert "![learning curves of the ablation](fig.png)" in text and "`fake`, 1 epochs" in text
     assert result.figure_path.read_bytes()[:4] == b"\x89PNG"
     # the sign-gradient run really used the sign gradient
-    config = json.loads((result.runs["sign_alr"] / "config.json").read_text())
+    config = RunDir(result.runs["sign_alr"]).read_config()
     assert config["model"]["kwargs"]["weight_grad"] == "sign" and config["train"]["alr"] == "alr"
     # a second call reuses the finished runs
     messages: list[str] = []

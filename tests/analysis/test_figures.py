@@ -14,6 +14,7 @@ from frugalvision import create_model
 from frugalvision.analysis import figures
 from frugalvision.cli.main import main
 from frugalvision.errors import CheckpointError
+from frugalvision.run_dir import RunDir
 from frugalvision.train.runs import train_twins
 
 TINY = {"dataset": "fake", "fake_input_size": [1, 28, 28], "fake_size": 32, "epochs": 1, "batch_size": 16,
@@ -110,7 +111,7 @@ def test_curves_from_runs(lenet_runs: dict[str, Path], tmp_path: Path) -> None:
 def test_curves_show_vanillanet_lambda(tmp_path: Path) -> None:
     run = tmp_path / "vanilla"
     run.mkdir()
-    (run / "metrics.csv").write_text("epoch,lr,train_loss,train_top1,epoch_seconds,val_top1,val_top5,val_loss,"
+    RunDir(run).metrics_file.write_text("epoch,lr,train_loss,train_top1,epoch_seconds,val_top1,val_top5,val_loss,"
                                      "act_learn\n1,0.1,2.0,20,1,30,70,1.9,0.5\n2,0.05,1.5,40,1,50,90,1.4,1.0\n")
     fig = figures.plot_curves([run])
     assert fig.axes[-1].get_title().startswith("VanillaNet λ")

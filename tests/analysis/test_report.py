@@ -10,6 +10,7 @@ import pytest
 
 from frugalvision.analysis.report import write_report
 from frugalvision.cli.main import main
+from frugalvision.run_dir import RunDir
 from frugalvision.train.runs import train_twins
 
 
@@ -52,6 +53,6 @@ def test_report_escapes_title(report: str) -> None:
 
 def test_report_cli(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", str(run_dir)]) == 0
-    assert (run_dir / "report.html").is_file()
+    assert RunDir(run_dir).report_file.is_file()
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert "run folder not found" in capsys.readouterr().err

@@ -20,6 +20,7 @@ import torch
 from frugalvision import count_ops, load_model
 from frugalvision.cli.common import human
 from frugalvision.cli.main import main
+from frugalvision.run_dir import RunDir
 
 FAKE = ["--dataset", "fake", "--epochs", "1", "--batch-size", "32", "--no-progress"]
 
@@ -54,7 +55,7 @@ def trained_run(tmp_path_factory):
 
 def test_train_prints_the_comparison_table_of_the_run_it_wrote(trained_run):
     run_dir, stdout = trained_run
-    history = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    history = list(csv.DictReader(RunDir(run_dir).metrics_file.open()))
     assert [row["epoch"] for row in history] == ["1"]
     costs = count_ops(load_model(run_dir), (1, 28, 28))
     table_row = next(line for line in stdout.splitlines() if line.startswith("│ lenet5_bn_conv"))
@@ -85,7 +86,7 @@ def test_eval_json_on_mnist_t10k_files(trained_run, tmp_path, capsys):
     labels = torch.from_numpy(images_and_labels[1]).long()
     assert result["top1"] == pytest.approx(100 * (logits.argmax(1) == labels).float().mean().item())
     assert result["loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, labels).item(), rel=1e-5)
-    code = main(["eval", "--checkpoint", str(run_dir / "model.safetensors"), "--dataset", "mnist5k", "--json"])
+    code = main(["eval", "--checkpoint", str(RunDir(run_dir).model_file), "--dataset", "mnist5k", "--json"])
     assert code == 0
     assert json.loads(capsys.readouterr().out)["num_samples"] == 500
 
@@ -107,6 +108,9 @@ def test_count_json_gives_lenet5_adder_costs(capsys):
         (["train", "--conv-type", "shift", *FAKE], "conv_type must be one of"),
         (["eval", "--checkpoint", "/nonexistent/run", "--dataset", "mnist5k"], "checkpoint not found"),
         (["count", "--model", "lenet5_bn", "--energy", "fp32", "--input-size", "1", "2", "2"], "does not fit"),
+        (["count", "--model", "vanillanet_test", "--model-option", "depth=3"],
+         r"model vanillanet_test has no option 'depth'; its options: act_num, .*strides$"),
+        (["count", "--model", "lenet5_bn", "--model-option", "widen=2"], r"Adder2d \(conv_type='adder'\) has no"),
     ],
 )
 def test_errors_are_one_line(argv, message, tmp_path, capsys):
@@ -148,6 +152,46 @@ def test_unexpected_exception_is_reported_as_a_bug_with_exit_1(monkeypatch, caps
         main(["count", "--model", "lenet5_bn"])
 
 
+def test_unknown_model_option_in_a_recipe_exits_2(tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model: lenet5_bn\nmodel_kwargs: {conv_type: adder, widen: 2}\nfake_size: 8\n")
+    assert main(["train", "--config", str(recipe), "--output", str(tmp_path), *FAKE]) == 2
+    assert _error_line(capsys) == "frugalvision train: error: Adder2d (conv_type='adder') has no option 'widen'"
+    assert not (tmp_path / "lenet5_bn_adder").exists()
+
+
+def test_a_type_error_inside_a_model_constructor_is_a_bug_not_a_config_error(monkeypatch, capsys):
+    """Options are checked against the signatures before the model is built: a TypeError while building it is a
+    bug in the model (exit 1), not a user's bad option (exit 2)."""
+    from frugalvision.models import registry
+
+    monkeypatch.setattr(registry, "_ENTRIES", dict(registry._ENTRIES))
+
+    @registry.register_model
+    def broken_lenet(num_classes: int = 10, in_chans: int = 1) -> torch.nn.Module:
+        return torch.nn.Linear(in_chans, num_classes, bais=True)  # the bug: a misspelt argument
+
+    assert main(["count", "--model", "broken_lenet", "--input-size", "1", "1", "1"]) == 1
+    line = _error_line(capsys)
+    assert line.startswith("frugalvision count: internal error (a bug in frugalvision, please report it): TypeError: ")
+    assert "bais" in line
+    assert main(["count", "--model", "broken_lenet", "--model-option", "depth=2"]) == 2  # a real bad option still is
+    assert _error_line(capsys) == ("frugalvision count: error: model broken_lenet has no option 'depth'; its options: "
+                                   "in_chans, num_classes")
+
+
+def test_a_long_user_error_is_printed_whole_on_one_line(monkeypatch, capsys):
+    import frugalvision.analysis.counting as counting
+    from frugalvision.errors import InputError
+
+    def refuse(*args, **kwargs):
+        raise InputError("layer " + "x" * 400 + " cannot be counted\n(second line)")
+
+    monkeypatch.setattr(counting, "count_ops", refuse)
+    assert main(["count", "--model", "lenet5_bn"]) == 2
+    assert _error_line(capsys) == f"frugalvision count: error: layer {'x' * 400} cannot be counted (second line)"
+
+
 def test_user_error_shows_its_traceback_with_debug(monkeypatch):
     from frugalvision.errors import ConfigError
 
@@ -169,7 +213,7 @@ def test_killed_run_resumes(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("fake_size: 64\nfake_input_size: [1, 28, 28]\n")
     proc = subprocess.Popen([*cmd, "--config", str(recipe)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    last = tmp_path / "lenet5_bn_conv" / "last.safetensors"
+    last = RunDir(tmp_path / "lenet5_bn_conv").last_file
     deadline = time.time() + 120
     while not last.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
@@ -185,7 +229,7 @@ def test_killed_run_resumes(tmp_path):
 def test_results_table_tool_reports_the_run_as_its_metrics_and_count_ops_say(trained_run, load_tool):
     results_table = load_tool("results_table")
     run_dir, _ = trained_run
-    [epoch] = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    [epoch] = list(csv.DictReader(RunDir(run_dir).metrics_file.open()))
     costs = count_ops(load_model(run_dir), (1, 28, 28))
     row = results_table.describe(run_dir)
     assert row == {"run": "lenet5_bn_conv", "model": "lenet5_bn CNN", "seed": 0, "epochs": 1,

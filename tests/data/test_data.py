@@ -350,3 +350,13 @@ def test_imagenet_uses_the_data_config(tmp_path: Path) -> None:
     expected = (torch.tensor([10, 200, 30]) / 255.0 - torch.tensor(dataset_info("imagenet").mean)) / torch.tensor(
         dataset_info("imagenet").std)
     assert torch.allclose(x[:, 20, 20], expected, atol=1e-5)
+
+
+def test_converting_images_to_an_unsupported_channel_count_is_a_config_error() -> None:
+    from PIL import Image
+
+    from frugalvision.data.transforms import to_channels
+    from frugalvision.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"1 \(greyscale\) or 3 \(RGB\) channels, not 2"):
+        to_channels(Image.new("RGB", (4, 4)), 2)

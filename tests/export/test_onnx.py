@@ -150,6 +150,18 @@ def _assert_one_line(err: pytest.ExceptionInfo, *fragments: str) -> None:
         assert fragment in message, message
 
 
+def test_an_unexpected_exception_in_the_exporter_stays_a_bug_and_writes_nothing(tmp_path: Path, monkeypatch) -> None:
+    """Only the exporter's own errors (a layer without an ONNX form) are the user's: anything else is not reworded."""
+
+    def broken_export(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(torch.onnx, "export", broken_export)
+    with pytest.raises(ZeroDivisionError, match="a bug"):
+        export_onnx(fv.create_model("lenet5_bn").eval(), tmp_path / "a.onnx", torch.randn(1, 1, 28, 28))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_unsupported_layer_is_one_line_and_writes_nothing(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
     model = fv.create_model("adaptive_lenet").eval()  # its custom op has no ONNX form
     path = tmp_path / "out" / "a.onnx"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from frugalvision.errors import ConfigError, InputError
 from frugalvision.quant.fold import QParams
 from frugalvision.quant.observers import RangeStats, minmax_range, percentile_range, search_range
 
@@ -60,5 +61,14 @@ def test_qparams_grid_holds_zero_exactly_and_rounds_within_half_a_step():
 
 
 def test_qparams_reject_non_finite_ranges():
-    with pytest.raises(ValueError, match="non-finite"):
+    with pytest.raises(InputError, match="non-finite"):
         QParams.from_range(0.0, float("inf"))
+
+
+def test_non_finite_values_name_the_tensor_and_a_bad_percentile_is_a_config_error():
+    stats = RangeStats("input of block.3")
+    with pytest.raises(InputError, match=r"activations at the input of block\.3 are not finite \(NaN or inf\)"):
+        stats.update(torch.tensor([0.0, float("nan")]))
+    stats.update(torch.tensor([0.0, 1.0]))
+    with pytest.raises(ConfigError, match=r"percentile must be in \(50, 100\], got 40"):
+        percentile_range(stats, 40.0)

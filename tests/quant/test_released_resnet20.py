@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import frugalvision as fv
-from frugalvision.quant.report import compare_models
+from frugalvision.quant.compare import compare_models
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 

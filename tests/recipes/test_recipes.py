@@ -20,6 +20,7 @@ from frugalvision.cli.main import build_parser
 from frugalvision.cli.train import build_configs
 from frugalvision.data import build_dataset
 from frugalvision.optim import AdaptiveLR, adder_weights
+from frugalvision.run_dir import RunDir
 from frugalvision.train.config import TrainConfig, load_recipe
 from frugalvision.train.engine import train
 from frugalvision.train.optimization import build_optimizer, lr_factor
@@ -103,7 +104,7 @@ def test_recipe_runs_through_the_engine(name: str, tmp_path: Path) -> None:
                           device="cpu")
     result = train(tiny, log=None)
     assert len(result.history) == 1 and math.isfinite(result.history[0]["train_loss"])
-    saved = load_model(result.run_dir / "model.safetensors").eval()
+    saved = load_model(RunDir(result.run_dir).model_file).eval()
     val = build_dataset("fake", tiny.val_split, fake_size=4, fake_input_size=tuple(tiny.fake_input_size))
     images, labels = torch.stack([val[i][0] for i in range(4)]), torch.tensor([val[i][1] for i in range(4)])
     with torch.no_grad():

@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from frugalvision import load_model
+from frugalvision.run_dir import RunDir
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not available")
 
@@ -104,14 +105,14 @@ def test_torchrun_two_cpu_ranks(tmp_path: Path) -> None:
     for rms in (probe0["rms"], probe1["rms"]):
         assert len(rms) == 20  # 18 3x3 adders + 2 adder shortcuts
         assert rms == pytest.approx([0.2] * 20, rel=1e-4)
-    assert (tmp_path / "resnet20_adder" / "model.safetensors").is_file()
+    assert (RunDir(tmp_path / "resnet20_adder").model_file).is_file()
 
     # the command line: rank 0 alone logs and writes one run folder with one model checkpoint
     assert result.stdout.count("resnet20_adder_kd epoch 1/1") == 1
     runs = list((tmp_path / "runs").iterdir())
     assert [r.name for r in runs] == ["resnet20_adder_kd"]
-    teacher_record = json.loads((runs[0] / "config.json").read_text())["teacher"]
-    teacher_file = tmp_path / "resnet20_adder" / "model.safetensors"
+    teacher_record = RunDir(runs[0]).read_config()["teacher"]
+    teacher_file = RunDir(tmp_path / "resnet20_adder").model_file
     assert teacher_record["sha256"] == hashlib.sha256(teacher_file.read_bytes()).hexdigest()
     assert len(list(runs[0].glob("model*.safetensors"))) == 1
     model = load_model(runs[0])

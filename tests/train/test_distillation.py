@@ -3,6 +3,8 @@ exact resume, and the one-line errors."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from frugalvision import create_model, load_model
 from frugalvision.cli.main import main
 from frugalvision.errors import CheckpointError, ConfigError
 from frugalvision.models import save_model
+from frugalvision.run_dir import RunDir
 from frugalvision.train.callbacks import Callback
 from frugalvision.train.config import TrainConfig
 from frugalvision.train.engine import train
@@ -88,10 +91,22 @@ def test_interrupted_and_resumed_distillation_equals_an_uninterrupted_one(tmp_pa
     assert [r["train_loss"] for r in straight.history] == [r["train_loss"] for r in resumed.history]
     # the student's checkpoint holds the student only; the teacher is named by path and hash
     assert set(load_model(resumed.run_dir).state_dict()) == set(load_model(teacher).state_dict())
-    import json
+    stored = RunDir(resumed.run_dir).teacher()
+    assert stored.path == teacher.resolve()
+    assert stored.sha256 == hashlib.sha256(RunDir(teacher).model_file.read_bytes()).hexdigest()
 
-    stored = json.loads((resumed.run_dir / "config.json").read_text())["teacher"]
-    assert stored["path"] == str(teacher) and len(stored["sha256"]) == 64
+
+def test_teacher_is_recorded_by_absolute_path_whatever_the_working_folder(tmp_path: Path, monkeypatch) -> None:
+    """A teacher given relative to the working folder is stored absolute: the record names the same file when read
+    from anywhere else."""
+    teacher = _teacher_run(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    relative = teacher.relative_to(tmp_path)
+    run = train(_student(tmp_path, relative, "rel", epochs=1), log=None).run_dir
+    monkeypatch.chdir(run)
+    raw = json.loads(RunDir(run).config_file.read_text())["teacher"]
+    assert raw["path"] == str(teacher.resolve()) and Path(raw["path"]).is_absolute()
+    assert RunDir(run).teacher().path == teacher.resolve()
 
 
 def test_resuming_with_a_changed_teacher_is_refused(tmp_path: Path) -> None:
@@ -118,7 +133,7 @@ def test_teacher_with_another_class_count_is_a_one_line_error(tmp_path: Path, ca
                  "--teacher", str(teacher), "--epochs", "1", "--output", str(tmp_path / "cli"), "--no-progress"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0 and "predicts 7 classes" in err
-    assert not (tmp_path / "cli" / "lenet5_bn_adder_kd" / "last.safetensors").exists()
+    assert not RunDir(tmp_path / "cli" / "lenet5_bn_adder_kd").last_file.exists()
 
 
 def test_teacher_options_are_validated_at_construction() -> None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 from torch import nn
 
 from frugalvision.models import load_model
+from frugalvision.run_dir import RunDir
 from frugalvision.train.batchnorm import recalibrate_batchnorm
 from frugalvision.train.callbacks import Callback
 from frugalvision.train.config import TrainConfig
@@ -40,7 +39,7 @@ def test_resume_after_interruption_is_exact(tmp_path, capsys):
     interrupted = _config(tmp_path, output=str(tmp_path / "b"))
     with pytest.raises(KeyboardInterrupt):
         train(interrupted, callbacks=[_Interrupt(2)], log=None)
-    assert json.loads((interrupted.run_dir / "config.json").read_text())["train"]["epochs"] == 3
+    assert RunDir(interrupted.run_dir).read_config()["train"]["epochs"] == 3
     result = train(interrupted, resume=True)
     assert result.resumed_from == 2
     assert "from epoch 3/3" in capsys.readouterr().out
@@ -48,8 +47,8 @@ def test_resume_after_interruption_is_exact(tmp_path, capsys):
     for key in a:
         assert torch.equal(a[key], b[key]), key
     assert [r["val_top1"] for r in straight.history] == [r["val_top1"] for r in result.history]
-    assert (result.run_dir / "metrics.csv").read_text().count("\n") == 4  # header + 3 epochs
-    assert any((result.run_dir / "tensorboard").iterdir())
+    assert RunDir(result.run_dir).metrics_file.read_text().count("\n") == 4  # header + 3 epochs
+    assert any(RunDir(result.run_dir).tensorboard_dir.iterdir())
 
 
 def test_existing_run_folder_is_protected(tmp_path):
@@ -92,7 +91,7 @@ def test_recalibration_replaces_stale_statistics_with_exact_means():
 def test_engine_recalibrates_only_adder_models_and_logs_the_drift(tmp_path):
     """(The re-estimated values themselves: tests/train/test_loop.py.)"""
     result = train(_config(tmp_path, epochs=1), log=None)
-    logged = (result.run_dir / "metrics.csv").read_text().splitlines()
+    logged = RunDir(result.run_dir).metrics_file.read_text().splitlines()
     assert logged[0].split(",").count("bn_drift") == 1
     drift = float(logged[1].split(",")[logged[0].split(",").index("bn_drift")])
     assert drift == pytest.approx(result.history[0]["bn_drift"])
@@ -104,15 +103,13 @@ def test_training_state_round_trip_keeps_tensor_group_entries(tmp_path):
     """timm's Lamb keeps a tensor 'step' in its param groups: it must survive the checkpoint."""
     from timm.optim import Lamb
 
-    from frugalvision.train.checkpointing import read_training_state, write_training_state
-
     model = nn.Linear(3, 2)
     optimizer = Lamb(model.parameters(), lr=0.01)
     model(torch.randn(4, 3)).sum().backward()
     optimizer.step()
-    write_training_state(tmp_path / "last.safetensors", model_state=model.state_dict(),
-                         optimizer_state=optimizer.state_dict(), ema_state=None, metadata={"epoch": 1})
-    state = read_training_state(tmp_path / "last.safetensors")
+    RunDir(tmp_path).write_training_state(model_state=model.state_dict(), optimizer_state=optimizer.state_dict(),
+                                          ema_state=None, metadata={"epoch": 1})
+    state = RunDir(tmp_path).read_training_state()
     restored = Lamb(nn.Linear(3, 2).parameters(), lr=0.01)
     restored.load_state_dict(state["optimizer"])
     assert torch.equal(restored.param_groups[0]["step"], optimizer.param_groups[0]["step"])

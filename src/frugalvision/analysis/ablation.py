@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..run_dir import RunDir
 
 __all__ = [
     "ABLATIONS",
@@ -88,7 +89,7 @@ def run_addernet_optim(
         config: further :class:`~frugalvision.train.config.TrainConfig` fields (``batch_size``, ``lr``, ``seed``...).
     """
     from ..train.runs import resolve_config, train_twins
-    from .figures import read_metrics, save_figure
+    from .figures import save_figure
 
     for grad in grads:
         if grad not in ADDERNET_OPTIM_GRADS:
@@ -105,7 +106,7 @@ def run_addernet_optim(
                               model_kwargs={"weight_grad": grad}, retrain=retrain, log=log, epochs=epochs,
                               dataset=dataset, alr=mode, **config)["adder"]
             runs[key] = run
-            history = read_metrics(run)
+            history = RunDir(run).read_metrics()
             rows.append({"weight_grad": grad, "lr_scaling": mode, **_summarise(history), "run_dir": str(run)})
     cfg = resolve_config("lenet5_bn", None, epochs=epochs, dataset=dataset, **config)
     settings = {"model": "lenet5_bn (every layer adder)", "dataset": dataset, "epochs": epochs,

@@ -18,7 +18,6 @@ The runs these figures compare are trained by :func:`frugalvision.train.runs.tra
 
 from __future__ import annotations
 
-import csv
 import io
 import math
 import os
@@ -32,7 +31,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from torch import nn
 
-from ..errors import CheckpointError, ConfigError
+from ..errors import ConfigError
+from ..run_dir import RunDir
 
 __all__ = [
     "CONV_TYPE_LABELS",
@@ -109,27 +109,10 @@ def resolve_models(sources: ModelSources) -> list[tuple[str, nn.Module, dict[str
 
 
 def read_metrics(run_dir: PathLike) -> list[dict[str, float]]:
-    """The rows of a run folder's ``metrics.csv`` as floats (empty cells are skipped)."""
+    """The rows of a run folder's metrics table as floats (empty cells are skipped); ``run_dir`` may also be a file
+    inside the folder (its ``metrics.csv``, say). See :meth:`frugalvision.run_dir.RunDir.read_metrics`."""
     path = Path(run_dir)
-    if path.is_file() and path.name != "metrics.csv":
-        path = path.parent
-    if path.is_dir():
-        path = path / "metrics.csv"
-    if not path.is_file():
-        raise CheckpointError(f"no metrics.csv in {Path(run_dir)}: is it a frugalvision run folder?")
-    rows = []
-    with path.open(newline="") as f:
-        for row in csv.DictReader(f):
-            parsed: dict[str, float] = {}
-            for key, value in row.items():
-                if key is None or value in (None, ""):
-                    continue
-                try:
-                    parsed[key] = float(value)
-                except ValueError:
-                    continue
-            rows.append(parsed)
-    return rows
+    return RunDir(path.parent if path.is_file() else path).read_metrics()
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError
+from ..run_dir import METRICS_FILE, RunDir, write_text
 from .counting import ENERGY_TABLES, human
 
 __all__ = ["build_report", "write_report"]
@@ -87,14 +88,14 @@ def build_report(run_dir: str | os.PathLike, *, title: str | None = None, dpi: i
     from ..models import load_model
     from ..version import __version__
     from .counting import count_ops
-    from .figures import figure_png, first_layer, plot_curves, plot_filters, plot_weights, read_metrics
+    from .figures import figure_png, first_layer, plot_curves, plot_filters, plot_weights
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"run folder not found: {run_dir}")
-    history = read_metrics(run_dir)
-    config_path = run_dir / "config.json"
-    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    run = RunDir(run_dir)
+    history = run.read_metrics()
+    config = run.read_config()
     train_cfg: dict[str, Any] = config.get("train", {})
     model_cfg: dict[str, Any] = config.get("model", {})
     model = load_model(run_dir)
@@ -123,7 +124,7 @@ def build_report(run_dir: str | os.PathLike, *, title: str | None = None, dpi: i
     figures_html = []
     if history:
         figures_html.append(_figure(figure_png(plot_curves({name: run_dir}), dpi=dpi),
-                                    "Learning curves (metrics.csv): loss, accuracy, learning rate"
+                                    f"Learning curves ({METRICS_FILE}): loss, accuracy, learning rate"
                                     + (", VanillaNet λ" if any("act_learn" in r for r in history) else "")))
     try:
         figures_html.append(_figure(figure_png(plot_weights({name: model}), dpi=dpi),
@@ -198,9 +199,7 @@ def build_report(run_dir: str | os.PathLike, *, title: str | None = None, dpi: i
 
 
 def write_report(run_dir: str | os.PathLike, output: str | os.PathLike | None = None, **kwargs: Any) -> Path:
-    """Write :func:`build_report` to ``output`` (default ``RUN_DIR/report.html``) and return the path."""
-    path = Path(output) if output else Path(run_dir) / "report.html"
-    text = build_report(run_dir, **kwargs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    """Write :func:`build_report` to ``output`` (default ``RUN_DIR/report.html``, atomically) and return the path."""
+    path = Path(output) if output else RunDir(run_dir).report_file
+    write_text(path, build_report(run_dir, **kwargs))
     return path

@@ -144,10 +144,7 @@ def load_model_from_args(args: argparse.Namespace, checkpoint: str | None = None
             raise ConfigError(f"{path} carries no frugalvision metadata: name its architecture with --model NAME "
                               "(and --conv-type, --num-classes as released)")
         return load_model(path)
-    try:
-        return create_model(args.model, checkpoint_path=path, checkpoint_ema=args.ema, **options).eval()
-    except TypeError as error:  # an option the model's constructor does not take
-        raise ConfigError(f"model {args.model}: {error}") from None
+    return create_model(args.model, checkpoint_path=path, checkpoint_ema=args.ema, **options).eval()
 
 
 def data_config_from_args(args: argparse.Namespace, model: nn.Module) -> Any:

@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from ..errors import FrugalVisionError
+from ..errors import FrugalVisionError, one_line
 
 __all__ = ["COMMANDS", "main"]
 
@@ -37,11 +37,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -59,13 +54,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FrugalVisionError as error:
         if os.environ.get("FRUGALVISION_DEBUG"):
             raise
-        print(f"frugalvision {args.command}: error: {_one_line(error)}", file=sys.stderr)
+        print(f"frugalvision {args.command}: error: {one_line(error, limit=None)}", file=sys.stderr)
         return 2
     except Exception as error:  # not the user's fault: say so, and how to get the details
         if os.environ.get("FRUGALVISION_DEBUG"):
             raise
         print(f"frugalvision {args.command}: internal error (a bug in frugalvision, please report it): "
-              f"{type(error).__name__}: {_one_line(error)}; rerun with FRUGALVISION_DEBUG=1 for the traceback",
+              f"{one_line(error, with_type=True)}; rerun with FRUGALVISION_DEBUG=1 for the traceback",
               file=sys.stderr)
         return 1
 

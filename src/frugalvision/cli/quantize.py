@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data import build_dataset
     from ..errors import ConfigError
     from ..quant import quantize, save_quantized
-    from ..quant.report import compare_models
+    from ..quant.compare import compare_models
 
     if not str(args.output).endswith(".safetensors"):
         raise ConfigError(f"--output must be a .safetensors file, got {args.output}")

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ..errors import one_line
 from .config import DataConfig
 from .folder import ImageFolderDataset
 from .idx import load_mnist_split
@@ -99,12 +100,6 @@ def load_mnist5k() -> dict[str, np.ndarray]:
     return arrays
 
 
-def _one_line(exc: BaseException, limit: int = 300) -> str:
-    """``"Type: message"`` squeezed onto one line (torchvision's download errors span several)."""
-    text = " ".join(f"{type(exc).__name__}: {exc}".split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _check_split(name: str, split: str, valid: Sequence[str]) -> None:
     if split not in valid:
         raise DataError(f"dataset {name!r} has no split {split!r}; valid splits: {', '.join(valid)}")
@@ -139,7 +134,7 @@ def _build_mnist(data_dir: Path, split: str, download: bool) -> tuple[np.ndarray
         # Downloads and unpacks the four idx files into data_dir/MNIST/raw.
         MNIST(str(data_dir), train=file_split == "train", download=True)
     except Exception as exc:  # network errors come in many types
-        raise DataError(f"MNIST download into {data_dir} failed: {_one_line(exc)}") from None
+        raise DataError(f"MNIST download into {data_dir} failed: {one_line(exc, with_type=True)}") from None
     return load_mnist_split(data_dir, file_split)
 
 
@@ -156,7 +151,7 @@ def _build_cifar(name: str, data_dir: Path, split: str, download: bool) -> tuple
         # torchvision unpickles the batch files: pickle is CIFAR's own distribution format.
         ds = cls(str(data_dir), train=split == "train", download=download)
     except Exception as exc:  # torchvision raises RuntimeError for corrupt data, URLError etc. when downloading
-        raise DataError(f"cannot load {name} from {folder}: {_one_line(exc)}") from None
+        raise DataError(f"cannot load {name} from {folder}: {one_line(exc, with_type=True)}") from None
     return ds.data, list(ds.targets)
 
 
@@ -277,4 +272,4 @@ def build_dataset(
     try:
         return ImageFolder(str(folder), transform=transform)
     except (OSError, FileNotFoundError) as exc:
-        raise DataError(f"cannot read imagenet {split} folder {folder}: {_one_line(exc)}") from None
+        raise DataError(f"cannot read imagenet {split} folder {folder}: {one_line(exc, with_type=True)}") from None

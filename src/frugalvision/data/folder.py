@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..errors import DataError
+from ..errors import DataError, one_line
 from .config import DataConfig
 from .memory import InMemoryImageDataset
 
@@ -112,11 +112,6 @@ def scan_split(data_dir: str | Path, split: str) -> FolderSplit:
     return FolderSplit(root, tuple(p.name for p in class_dirs), tuple(samples))
 
 
-def _describe(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
 def _oriented(image, size: tuple[int, int]) -> tuple[int, int]:
     """(height, width) after the EXIF rotation that :func:`read_image` applies."""
     w, h = size
@@ -135,7 +130,7 @@ def _header(path: Path) -> tuple[int, int, bool]:
             colour = image.mode not in ("1", "L", "LA", "La", "F") and not image.mode.startswith("I")
             return h, w, colour
     except Exception as exc:  # PIL raises many types (UnidentifiedImageError, SyntaxError, struct.error, ...)
-        raise DataError(f"cannot read image {path}: {_describe(exc)}") from None
+        raise DataError(f"cannot read image {path}: {one_line(exc, limit=200)}") from None
 
 
 def read_image(path: str | Path):
@@ -156,7 +151,7 @@ def read_image(path: str | Path):
             # A new image either way: closing the file destroys the decoded one.
             return ImageOps.exif_transpose(image) if image.format in _EXIF_FORMATS else image.copy()
     except Exception as exc:
-        raise DataError(f"cannot read image {path}: {_describe(exc)}") from None
+        raise DataError(f"cannot read image {path}: {one_line(exc, limit=200)}") from None
 
 
 def _detect_input_size(split: FolderSplit) -> tuple[int, int, int]:

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import ConfigError
+
 if TYPE_CHECKING:
     from PIL import Image as PILImage
 
@@ -175,7 +177,7 @@ def to_channels(image: PILImage.Image, channels: int) -> PILImage.Image:
     from PIL import Image
 
     if channels not in (1, 3):
-        raise ValueError(f"images can be converted to 1 (greyscale) or 3 (RGB) channels, not {channels}")
+        raise ConfigError(f"images can be converted to 1 (greyscale) or 3 (RGB) channels, not {channels}")
     mode = "L" if channels == 1 else "RGB"
     if image.mode == mode:
         return image

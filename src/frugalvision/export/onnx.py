@@ -48,17 +48,12 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..errors import ExportError
+from ..errors import ExportError, one_line
 
 __all__ = ["MAX_OPSET", "MIN_OPSET", "ExportError", "export_onnx", "register_onnx_symbolics", "relative_error"]
 
 MIN_OPSET = 11  # Pad and Slice take their bounds as inputs from opset 11 (10 for Slice)
 MAX_OPSET = 20  # the newest opset torch's TorchScript exporter writes
-
-
-def _one_line(exc: BaseException, limit: int = 300) -> str:
-    text = " ".join(f"{type(exc).__name__}: {exc}".split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def relative_error(output: Tensor, reference: Tensor) -> float:
@@ -177,7 +172,7 @@ def _check_graph(path: Path) -> None:
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
-        raise ExportError(f"the exported graph is not valid ONNX: {_one_line(exc)}") from None
+        raise ExportError(f"the exported graph is not valid ONNX: {one_line(exc, with_type=True)}") from None
     custom = sorted({f"{n.domain}::{n.op_type}" for n in model.graph.node if n.domain not in ("", "ai.onnx")})
     if custom:
         raise ExportError(f"the exported graph uses operators outside the standard ONNX set: {', '.join(custom)}")
@@ -192,11 +187,15 @@ def _verify(path: Path, model: nn.Module, example: Tensor) -> float | None:
     batch = torch.cat([example, example[:1]]).detach().cpu()
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+    rejected = (ort_errors.Fail, ort_errors.InvalidGraph, ort_errors.InvalidArgument, ort_errors.NotImplemented,
+                ort_errors.RuntimeException)  # onnxruntime's own types (not RuntimeError) for a graph it cannot run
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         (onnx_out,) = session.run(None, {session.get_inputs()[0].name: batch.numpy()})
-    except Exception as exc:  # onnxruntime raises its own exception types
-        raise ExportError(f"onnxruntime cannot run the exported model: {_one_line(exc)}") from None
+    except rejected as exc:
+        raise ExportError(f"onnxruntime cannot run the exported model: {one_line(exc, with_type=True)}") from None
     device = next(model.parameters(), torch.empty(0)).device
     with torch.no_grad():
         reference = model(batch.to(device)).float().cpu()
@@ -249,10 +248,9 @@ def export_onnx(model: nn.Module, path: str | Path, example: Tensor, opset: int 
                 torch.onnx.export(model, (example,), str(tmp), input_names=["input"], output_names=["logits"],
                                   opset_version=opset, dynamo=False,
                                   dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-        except ExportError:
-            raise
-        except Exception as exc:  # the exporter raises many types (UnsupportedOperatorError, RuntimeError, ...)
-            raise ExportError(f"ONNX export of {type(model).__name__} failed: {_one_line(exc)}") from None
+        except torch.onnx.errors.OnnxExporterError as exc:  # a layer without an ONNX form (UnsupportedOperatorError)
+            reason = one_line(exc, with_type=True)
+            raise ExportError(f"ONNX export of {type(model).__name__} failed: {reason}") from None
         _check_graph(tmp)
         error = _verify(tmp, model, example)
         if tolerance is not None and error is not None and error > tolerance:

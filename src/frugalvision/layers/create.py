@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from torch import nn
@@ -14,6 +15,8 @@ from .binary import BinaryConv2d
 __all__ = ["CONV_TYPES", "create_conv2d"]
 
 CONV_TYPES = ("conv", "adder", "binary", "adaptive")
+_LAYERS: dict[str, type[nn.Module]] = {"conv": nn.Conv2d, "adder": Adder2d, "binary": BinaryConv2d,
+                                       "adaptive": AdaptiveConv2d}
 
 
 def create_conv2d(
@@ -33,6 +36,12 @@ def create_conv2d(
     Extra keyword arguments go to the layer (e.g. ``weight_grad`` for adder layers).
     """
     args = (in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
+    layer = _LAYERS.get(conv_type)
+    if layer is not None:
+        unknown = sorted(set(kwargs) - set(inspect.signature(layer).parameters))
+        if unknown:
+            names = ", ".join(map(repr, unknown))
+            raise ConfigError(f"{layer.__name__} (conv_type={conv_type!r}) has no option {names}")
     if conv_type == "conv":
         return nn.Conv2d(*args, **kwargs)
     if conv_type == "adder":

@@ -6,7 +6,8 @@ unpickler builds only tensors and containers: no arbitrary code runs. Nested che
 ``state_dict``) and ``nn.DataParallel`` prefixes (``module.``) are unwrapped. Key conversions of official
 checkpoints are each model's ``checkpoint_filter`` (see :mod:`.registry`).
 
-Run folders hold the model as :data:`MODEL_FILE`; every file is written through :func:`atomic_write`.
+Run folders hold the model as :data:`~frugalvision.run_dir.MODEL_FILE` (see :class:`~frugalvision.run_dir.RunDir`);
+every file is written through :func:`~frugalvision.run_dir.atomic_write`.
 
 Checkpoints of other kinds plug in here: :func:`register_checkpoint_loader` maps a key of the stored config (e.g.
 ``"quantized"``, registered by :mod:`frugalvision.quant` when it is imported) to the function that rebuilds such a
@@ -19,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -30,12 +30,12 @@ from safetensors.torch import load_file, safe_open, save_file
 from torch import Tensor, nn
 
 from ..data import DataConfig
-from ..errors import CheckpointError, ConfigError, OutputError
+from ..errors import CheckpointError, ConfigError, one_line
+from ..run_dir import EMA_MODEL_FILE, MODEL_FILE, RunDir, atomic_write
 
 __all__ = [
     "MODEL_FILE",
     "CheckpointError",
-    "atomic_write",
     "check_state_dict_fits",
     "checkpoint_loader",
     "model_metadata",
@@ -48,7 +48,6 @@ __all__ = [
     "save_model_file",
 ]
 
-MODEL_FILE = "model.safetensors"  # the model of a run folder (weights + model config)
 _METADATA_KEY = "frugalvision"
 _NESTED_KEYS = ("model", "state_dict", "model_state_dict", "net")
 
@@ -104,41 +103,12 @@ def restore_data_config(model: nn.Module, config: Mapping[str, Any], path: str |
 def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.is_dir():
-        path = path / MODEL_FILE
+        path = RunDir(path).model_file
         if not path.is_file():
             raise CheckpointError(f"run folder {path.parent} has no {MODEL_FILE}")
     elif not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     return path
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` then rename over ``path``: readers see the old file or the new one, never half.
-
-    Raises:
-        OutputError: the file cannot be written (permission, full disk, a folder in the way); nothing is left behind.
-    """
-    path = Path(path)
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as error:
-        _remove(tmp)
-        raise OutputError(f"cannot write {path}: {error.strerror or error}") from None
-    except BaseException:
-        _remove(tmp)
-        raise
-
-
-def _remove(tmp: str | None) -> None:
-    if tmp is not None and os.path.exists(tmp):
-        os.unlink(tmp)
 
 
 def save_model_file(path: str | os.PathLike, state_dict: Mapping[str, Tensor], config: Mapping[str, Any]) -> None:
@@ -204,7 +174,7 @@ def read_state_dict(path: str | os.PathLike, *, use_ema: bool = False) -> dict[s
     path = resolve_checkpoint_path(path)
     if path.suffix == ".safetensors":
         if use_ema:
-            raise CheckpointError(f"{path} holds one set of weights; a run's EMA weights are in model_ema.safetensors")
+            raise CheckpointError(f"{path} holds one set of weights; a run's EMA weights are in {EMA_MODEL_FILE}")
         try:
             state = load_file(str(path), device="cpu")
         except (SafetensorError, OSError, ValueError) as error:
@@ -216,8 +186,7 @@ def read_state_dict(path: str | os.PathLike, *, use_ema: bool = False) -> dict[s
             with torch.serialization.safe_globals([argparse.Namespace]):
                 obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # the unpickler raises many types; all mean the same to the user
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise CheckpointError(f"cannot read checkpoint {path} safely: {reason}") from None
+            raise CheckpointError(f"cannot read checkpoint {path} safely: {one_line(error)}") from None
         state = _unwrap(obj, path, use_ema)
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}

@@ -19,7 +19,9 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import functools
+import inspect
 import sys
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +34,7 @@ from ..errors import ConfigError
 __all__ = [
     "CheckpointFilter",
     "ModelEntry",
+    "check_model_options",
     "fit_data_config",
     "is_model",
     "list_models",
@@ -80,6 +83,7 @@ def register_model(
 
         @functools.wraps(entrypoint)
         def build(**kwargs: Any) -> nn.Module:
+            check_model_options(name, entrypoint, kwargs)
             model = entrypoint(**kwargs)
             model.frugalvision_cfg = {"model": name, "kwargs": dict(kwargs)}
             model.data_config = fit_data_config(data_config, kwargs) if data_config is not None else None
@@ -93,6 +97,37 @@ def register_model(
         return build
 
     return register(fn) if fn is not None else register
+
+
+def _keyword_names(target: Callable[..., Any]) -> tuple[set[str], bool]:
+    """The keyword parameters of ``target`` and whether it also takes ``**kwargs``."""
+    params = inspect.signature(target).parameters.values()
+    names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return names, any(p.kind is p.VAR_KEYWORD for p in params)
+
+
+def check_model_options(name: str, entrypoint: Callable[..., nn.Module], options: Mapping[str, Any]) -> None:
+    """Refuse options that neither ``entrypoint`` nor, when it passes ``**kwargs`` on, the model class it returns
+    (its return annotation) takes. Options a class passes on in turn go to its layers, which check them
+    (:func:`~frugalvision.layers.create_conv2d`). Checked before the model is built, so that a ``TypeError`` raised
+    while building it is a bug, never a user's typo.
+
+    Raises:
+        ConfigError: an unknown option (the message lists the known ones).
+    """
+    accepted, forwards = _keyword_names(entrypoint)
+    if forwards:
+        returned = typing.get_type_hints(entrypoint).get("return")
+        if not isinstance(returned, type):
+            return
+        class_names, forwards = _keyword_names(returned)
+        accepted |= class_names
+        if forwards:
+            return
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise ConfigError(f"model {name} has no option {', '.join(map(repr, unknown))}; its options: "
+                          f"{', '.join(sorted(accepted))}")
 
 
 def fit_data_config(config: DataConfig, model_kwargs: Mapping[str, Any]) -> DataConfig | None:

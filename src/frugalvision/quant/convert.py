@@ -407,7 +407,8 @@ def _calibration_batches(data: Any, max_images: int) -> list[Tensor]:
 
 def _observe(model: nn.Module, plan: Plan, batches: list[Tensor], keep: int) -> tuple[dict, dict]:
     """Run the float model; per activation key: statistics and the first ``keep`` images' tensors (float)."""
-    stats = {key: RangeStats(seed=i) for i, key in enumerate(plan.captures)}
+    stats = {key: RangeStats(f"{where} of {key.split(':')[0]}", seed=i)
+             for i, (key, (_, where)) in enumerate(plan.captures.items())}
     kept: dict[str, list[Tensor]] = defaultdict(list)
 
     def record(key: str, value: Tensor) -> None:

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..errors import InputError
+
 __all__ = [
     "QMAX",
     "QParams",
@@ -55,7 +57,7 @@ class QParams:
         """The uint8 grid that covers ``[min(lo, 0), max(hi, 0)]`` (0 must be exact: it is the padding value)."""
         lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
         if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise ValueError(f"quantize: non-finite activation range [{lo}, {hi}]")
+            raise InputError(f"quantize: non-finite activation range [{lo}, {hi}]")
         scale = max((hi - lo) / QMAX, _MIN_SCALE)
         scale = float(torch.tensor(scale, dtype=torch.float32))
         zero_point = int(min(max(round(-lo / scale), 0), QMAX))
@@ -88,7 +90,7 @@ def batch_norm_affine(norm: nn.BatchNorm2d | None, channels: int) -> tuple[Tenso
     if norm is None:
         return torch.ones(channels, dtype=torch.float64), torch.zeros(channels, dtype=torch.float64)
     if norm.running_mean is None or norm.running_var is None:
-        raise ValueError("quantize: BatchNorm without running statistics (track_running_stats=False) cannot be folded")
+        raise InputError("quantize: BatchNorm without running statistics (track_running_stats=False) cannot be folded")
     var = norm.running_var.detach().double()
     mean = norm.running_mean.detach().double()
     gamma = norm.weight.detach().double() if norm.weight is not None else torch.ones_like(var)

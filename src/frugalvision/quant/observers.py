@@ -18,6 +18,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ..errors import ConfigError, InputError
 from .fold import QParams
 
 __all__ = ["OBSERVERS", "RangeStats", "minmax_range", "percentile_range", "search_range"]
@@ -29,10 +30,12 @@ class RangeStats:
     """Running minimum and maximum of a tensor stream plus a random sample of its values.
 
     Args:
+        name: what the tensors are (e.g. ``"input of layer1.0.conv1"``), for error messages.
         sample_per_update: values drawn (with replacement, from a seeded generator) from each tensor seen.
     """
 
-    def __init__(self, sample_per_update: int = 16384, seed: int = 0) -> None:
+    def __init__(self, name: str = "a calibrated tensor", sample_per_update: int = 16384, seed: int = 0) -> None:
+        self.name = name
         self.min = float("inf")
         self.max = float("-inf")
         self.count = 0
@@ -45,7 +48,8 @@ class RangeStats:
         if flat.numel() == 0:
             return
         if not torch.isfinite(flat).all():
-            raise ValueError("quantize: calibration produced non-finite activations (NaN or inf)")
+            raise InputError(f"quantize: the float model's activations at the {self.name} are not finite (NaN or inf) "
+                             "on the calibration data; check the model's weights and the images")
         self.min = min(self.min, float(flat.min()))
         self.max = max(self.max, float(flat.max()))
         self.count += flat.numel()
@@ -69,7 +73,7 @@ def minmax_range(stats: RangeStats) -> tuple[float, float]:
 def percentile_range(stats: RangeStats, percentile: float = 99.99) -> tuple[float, float]:
     """``[q_(100-p), q_p]`` of the sampled values (``lo = 0`` for non-negative tensors)."""
     if not 50.0 < percentile <= 100.0:
-        raise ValueError(f"quantize: percentile must be in (50, 100], got {percentile}")
+        raise ConfigError(f"quantize: percentile must be in (50, 100], got {percentile}")
     values = stats.samples.double()
     hi = float(torch.quantile(values, percentile / 100.0))
     lo = 0.0 if stats.nonnegative else float(torch.quantile(values, 1.0 - percentile / 100.0))

@@ -24,6 +24,7 @@ from ..errors import ConfigError
 from ..layers.adder import Adder2d
 from ..models import create_model
 from ..optim import AdaptiveLR, adder_weights
+from ..run_dir import TeacherRecord
 from .callbacks import Callback, TrainContext
 from .config import TrainConfig
 from .distributed import Distributed
@@ -132,10 +133,7 @@ def build_model(config: TrainConfig, data: TrainingData, device: torch.device) -
     """The model, sized for the data (classes, input channels), seeded by ``config.seed``, on ``device``."""
     torch.manual_seed(config.seed)
     kwargs = {"num_classes": data.num_classes, "in_chans": data.input_size[0], **config.model_kwargs}
-    try:
-        model = create_model(config.model, **kwargs)
-    except TypeError as error:  # an option the model's constructor does not take
-        raise ConfigError(f"model {config.model}: {error}") from None
+    model = create_model(config.model, **kwargs)  # unknown options: ConfigError, checked before anything is built
     if data.data_config is not None:  # what the run stores: the preprocessing it trained with
         model.data_config = data.data_config
     return model.to(device)
@@ -180,16 +178,12 @@ def build_mixup(config: TrainConfig, num_classes: int) -> Any:
 
 @dataclass
 class Teacher:
-    """A frozen distillation teacher and what identifies it: the checkpoint it came from and that file's SHA-256
-    (stored in the student's run instead of the teacher's weights, and checked on resume)."""
+    """A frozen distillation teacher and what identifies it (``record``): the absolute path of the checkpoint it came
+    from and that file's SHA-256 (stored in the student's run instead of the teacher's weights, checked on resume)."""
 
     model: nn.Module
-    path: str
-    sha256: str
+    record: TeacherRecord
     input_adapter: Callable[[torch.Tensor], torch.Tensor] | None = None
-
-    def describe(self) -> dict[str, str]:
-        return {"path": self.path, "sha256": self.sha256}
 
 
 def file_sha256(path: Path) -> str:
@@ -245,7 +239,9 @@ def build_teacher(config: TrainConfig, data: TrainingData, device: torch.device)
         raise ConfigError(f"the teacher {config.teacher} predicts {classes} classes, the student's data has "
                           f"{data.num_classes}")
     adapter = _normalisation_adapter(data.data_config, getattr(teacher, "data_config", None))
-    return Teacher(teacher, str(config.teacher), file_sha256(path), adapter)
+    # the absolute path: a relative one would name another file when read from another working folder
+    record = TeacherRecord(Path(config.teacher).resolve(), file_sha256(path))
+    return Teacher(teacher, record, adapter)
 
 
 def build_callbacks(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> list[Callback]:

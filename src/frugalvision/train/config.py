@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from ..data import DATASETS
-from ..errors import ConfigError
+from ..errors import ConfigError, one_line
 from ..layers import CONV_TYPES
 from ..models import is_model, model_entry, model_train_defaults
 from ..optim import ALR_MODES
@@ -331,7 +331,7 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
     try:
         values = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
-        raise ConfigError(f"config file {path} is not valid YAML: {str(error).splitlines()[0]}") from None
+        raise ConfigError(f"config file {path} is not valid YAML: {one_line(error)}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"config file {path} must hold a mapping of options, got {type(values).__name__}")
     try:

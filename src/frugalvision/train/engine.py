@@ -7,7 +7,7 @@ guarantees:
 - Deterministic on the CPU for a given seed. Every epoch reseeds torch's RNG and the shuffling generator from
   ``(seed, epoch)``, so a resumed run draws exactly the numbers the uninterrupted run would have drawn.
 - ``resume=True`` continues from the last finished epoch of the run folder (one atomically written file holds all
-  of the state: see :mod:`.checkpointing`).
+  of the state: see :mod:`frugalvision.run_dir`).
 - AdderNet's adaptive learning rate is applied to the final gradient: after gradient accumulation, loss-scale
   removal and DDP's all-reduce, right before the optimizer step (:mod:`frugalvision.optim.alr`).
 - BatchNorm statistics are re-estimated before validation and saving for models with adder layers (their
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RunExistsError
+from ..run_dir import RunDir
 from .builders import build_data, build_training
 from .callbacks import Callback
 from .config import TrainConfig
@@ -128,7 +129,7 @@ def _tensorboard(run_dir: Path, enabled: bool) -> Iterator[Any]:
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            writer = SummaryWriter(str(run_dir / "tensorboard"))
+            writer = SummaryWriter(str(RunDir(run_dir).tensorboard_dir))
         except ImportError:  # tensorboard is a dependency, but a broken install should not stop training
             writer = None
     try:

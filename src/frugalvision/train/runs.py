@@ -9,15 +9,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
-from ..models import MODEL_FILE, model_train_defaults
-from .checkpointing import LAST_FILE
+from ..errors import CheckpointError, ConfigError
+from ..models import model_train_defaults
+from ..run_dir import RunDir
 from .config import TrainConfig
 
 __all__ = ["resolve_config", "run_status", "train_or_reuse", "train_twins"]
@@ -39,27 +38,18 @@ def resolve_config(model: str, recipe: Mapping[str, Any] | None = None, **option
 def run_status(config: TrainConfig) -> tuple[str, list[str]]:
     """``("fresh" | "unfinished" | "finished" | "different", names of the settings that differ)`` of
     ``config.run_dir``. A folder without a finished epoch counts as fresh."""
-    run_dir = config.run_dir
-    path = run_dir / "config.json"
-    if not path.is_file() or not (run_dir / LAST_FILE).is_file():
+    run = RunDir(config.run_dir)
+    if not run.config_file.is_file() or not run.last_file.is_file():
         return "fresh", []
     try:
-        stored = json.loads(path.read_text())["train"]
-    except (OSError, ValueError, KeyError):
+        stored = run.read_config()["train"]
+    except (CheckpointError, KeyError):
         return "fresh", []
     changed = [k for k, v in config.to_dict().items() if k not in _PLACE_ONLY and stored.get(k) != v]
     if changed:
         return "different", changed
-    finished_epochs = _finished_epochs(run_dir)
-    done = finished_epochs >= config.epochs and (run_dir / MODEL_FILE).is_file()
+    done = run.finished_epochs() >= config.epochs and run.model_file.is_file()
     return ("finished" if done else "unfinished"), []
-
-
-def _finished_epochs(run_dir: Path) -> int:
-    metrics = run_dir / "metrics.csv"
-    if not metrics.is_file():
-        return 0
-    return max(0, len(metrics.read_text().strip().splitlines()) - 1)  # minus the header
 
 
 def train_or_reuse(config: TrainConfig, *, retrain: bool = False, log: Callable[[str], None] | None = print,

@@ -1,10 +1,11 @@
-"""Run state: saving a finished epoch and resuming from it.
+"""Run state: what a training run saves after each finished epoch and puts back when it resumes.
 
-After every epoch rank 0 writes, each file atomically (see :mod:`.checkpointing`): the resumable state
-(``last.safetensors``: model, EMA and optimizer tensors, epoch, schedule, loss scale, callback states by name,
-metrics history, and a distillation teacher's path and SHA-256, never its weights), the model file (weights + model
-config + the epoch's metrics), the EMA model file when there is one, and ``metrics.csv``. :func:`restore_run_state`
-puts all of it back, so that the resumed run continues exactly where the interrupted one stopped.
+After every epoch rank 0 writes, through :class:`~frugalvision.run_dir.RunDir` (which names the files and writes
+each atomically): the resumable state (model, EMA and optimizer tensors, epoch, schedule, loss scale, callback
+states by name, metrics history, and a distillation teacher's absolute path and SHA-256, never its weights), the
+model file (weights + model config + the epoch's metrics), the EMA model file when there is one, and the metrics
+table. :func:`restore_run_state` puts all of it back, so that the resumed run continues exactly where the interrupted
+one stopped.
 """
 
 from __future__ import annotations
@@ -14,52 +15,49 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError
-from ..models import MODEL_FILE, model_metadata, save_model
+from ..models import model_metadata, save_model
+from ..run_dir import RunDir
 from .builders import TrainingSetup
-from .checkpointing import LAST_FILE, read_state_for_resume, write_json, write_metrics_csv, write_training_state
 
-__all__ = ["EMA_MODEL_FILE", "restore_run_state", "save_run_state", "write_run_config"]
-
-EMA_MODEL_FILE = "model_ema.safetensors"
+__all__ = ["restore_run_state", "save_run_state", "write_run_config"]
 
 
 def write_run_config(run_dir: Path, setup: TrainingSetup) -> None:
-    """``config.json``: the training configuration and the model's (name and options)."""
-    teacher = {"teacher": setup.teacher.describe()} if setup.teacher is not None else {}
-    write_json(run_dir / "config.json", {"train": setup.config.to_dict(), "model": model_metadata(setup.model),
-                                         **teacher})
+    """The run's configuration: the training options, the model's (name and options) and the teacher's record."""
+    teacher = {"teacher": setup.teacher.record.to_dict()} if setup.teacher is not None else {}
+    RunDir(run_dir).write_config({"train": setup.config.to_dict(), "model": model_metadata(setup.model), **teacher})
 
 
 def save_run_state(run_dir: Path, setup: TrainingSetup, history: list[dict[str, Any]]) -> None:
     """Write the files of the epoch that just finished (``len(history)`` epochs done)."""
-    config, epoch = setup.config, len(history)
+    config, epoch, files = setup.config, len(history), RunDir(run_dir)
     metadata = {"epoch": epoch, "config": config.to_dict(), "scheduler": setup.scheduler.state_dict(),
                 "scaler": setup.precision.scaler.state_dict(),
                 "callbacks": {c.state_name: c.state_dict() for c in setup.callbacks}, "history": history,
-                "teacher": setup.teacher.describe() if setup.teacher is not None else None}
+                "teacher": setup.teacher.record.to_dict() if setup.teacher is not None else None}
     ema_model = setup.ema_model
-    write_training_state(run_dir / LAST_FILE, model_state=setup.model.state_dict(),
-                         optimizer_state=setup.optimizer.state_dict(),
-                         ema_state=ema_model.state_dict() if ema_model is not None else None, metadata=metadata)
+    files.write_training_state(model_state=setup.model.state_dict(), optimizer_state=setup.optimizer.state_dict(),
+                               ema_state=ema_model.state_dict() if ema_model is not None else None, metadata=metadata)
     info = {"epoch": epoch, "dataset": config.dataset, "metrics": history[-1]}
-    save_model(run_dir / MODEL_FILE, setup.model, **info)
+    save_model(files.model_file, setup.model, **info)
     if ema_model is not None:
-        save_model(run_dir / EMA_MODEL_FILE, ema_model, **info, ema=True)
-    write_metrics_csv(run_dir / "metrics.csv", history)
+        save_model(files.ema_model_file, ema_model, **info, ema=True)
+    files.write_metrics(history)
 
 
 def restore_run_state(run_dir: Path, setup: TrainingSetup, say: Callable[[str], None]) -> list[dict[str, Any]]:
     """Load the last finished epoch of ``run_dir`` into ``setup``; returns the metrics history (empty: nothing to
     resume, the run starts from epoch 1)."""
-    state = read_state_for_resume(run_dir)
+    state = RunDir(run_dir).read_training_state()
     config = setup.config
     if state is None:
         say(f"Nothing to resume in {run_dir}: starting from epoch 1")
         return []
     stored_teacher = state.get("teacher")
-    if setup.teacher is not None and stored_teacher and stored_teacher["sha256"] != setup.teacher.sha256:
-        raise CheckpointError(f"the teacher {setup.teacher.path} changed since {run_dir} started (sha256 "
-                              f"{stored_teacher['sha256'][:12]}... then, {setup.teacher.sha256[:12]}... now): resuming "
+    teacher = setup.teacher.record if setup.teacher is not None else None
+    if teacher is not None and stored_teacher and stored_teacher["sha256"] != teacher.sha256:
+        raise CheckpointError(f"the teacher {teacher.path} changed since {run_dir} started (sha256 "
+                              f"{stored_teacher['sha256'][:12]}... then, {teacher.sha256[:12]}... now): resuming "
                               "would distil from another model")
     setup.model.load_state_dict(state["model"])
     setup.optimizer.load_state_dict(state["optimizer"])

@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..errors import InputError
+
 __all__ = ["compare_models"]
 
 
@@ -39,7 +41,7 @@ def compare_models(float_model: nn.Module, int_model: nn.Module, data: Iterable[
         float_model.train(was_training)
     n = totals["n"]
     if n == 0:
-        raise ValueError("compare_models: no data")
+        raise InputError("compare_models: the data yielded no (images, labels) batch")
     return {
         "num_samples": n,
         "fp32_top1": 100.0 * totals["fp32"] / n,
