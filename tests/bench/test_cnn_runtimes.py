@@ -129,3 +129,15 @@ def test_a_worker_that_cannot_build_says_why():
     parent, child = multiprocessing.Pipe()
     cnn_runtimes._serve(child, _failing_builder, 1, {1: (1, 1, 4, 4)})
     assert parent.recv() == "error: ValueError: no such runtime"
+
+
+def test_runtime_versions_name_the_installed_packages():
+    from importlib import metadata
+
+    versions = cnn_runtimes.runtime_versions()
+    assert set(versions) == {"openvino", "nncf", "onnxruntime", "onnx"}
+    for package, version in versions.items():
+        try:
+            assert version == metadata.version(package)
+        except metadata.PackageNotFoundError:
+            assert version == ""

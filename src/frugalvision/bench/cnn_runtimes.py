@@ -9,12 +9,14 @@ so that a benchmark can time the runtimes side by side:
   the CPU per input shape (a static shape, as a user with a fixed batch size would compile) with
   ``INFERENCE_NUM_THREADS``, the ``LATENCY`` hint (one stream: one synchronous request uses every thread; the
   ``THROUGHPUT`` hint splits the threads into streams that only parallel requests use) and f32 inference precision
-  (without it OpenVINO 2026.4 runs the "fp32" model in bf16 on a CPU with AVX512-BF16 such as Zen 4); one infer
-  request per shape, reused.
+  (without it OpenVINO 2026.4 runs the "fp32" model in bf16 on a CPU with AMX, such as the Xeon this was measured
+  on: method ``default_openvino`` is that, what a user who leaves the defaults gets); one infer request per shape,
+  reused.
 * :func:`openvino_int8`: the same model quantised by ``nncf.quantize`` (OpenVINO backend, default ``PERFORMANCE``
   preset: symmetric int8 weights per channel and activations; full bias correction, see the function), calibrated
   on the given images one at a time (NNCF's statistics assume batch-1 items), compiled as above without the
-  precision hint (the int8 layers run in int8; OpenVINO 2026.4 picks bf16 for the rest on this Zen 4 CPU).
+  precision hint (the convolutions run in int8 - AMX-INT8 tiles where the CPU has them - and the rest in
+  OpenVINO's default precision).
 * :func:`onnxruntime_int8`: :func:`frugalvision.analysis.bench_quant_model._ort_int8` (ONNX export,
   ``quant_pre_process``, ``quantize_static`` QDQ with uint8 activations and int8 per-channel weights) with the given
   thread count and ``session.intra_op.allow_spinning = 0``.
@@ -46,14 +48,15 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 
-__all__ = ["HINTS", "METHODS", "MODELS", "InferenceFn", "build_method", "cnn_twin", "idle_cpu_after_call",
-           "int8_addernet", "onnxruntime_int8", "openvino_fp32", "openvino_int8", "time_in_processes"]
+__all__ = ["HINTS", "METHODS", "MODELS", "InferenceFn", "bench_runtimes", "build_method", "cnn_twin",
+           "idle_cpu_after_call", "int8_addernet", "method_builders", "onnxruntime_int8", "openvino_fp32",
+           "openvino_int8", "runtime_versions", "time_in_processes"]
 
 InferenceFn = Callable[[Any], Any]
 """A float32 NCHW batch (``torch.Tensor`` or numpy array) in, logits out."""
 
 HINTS = ("LATENCY", "THROUGHPUT")
-METHODS = ("int8_adder", "fp32_cnn", "fp32_openvino", "int8_openvino", "int8_onnxruntime")
+METHODS = ("int8_adder", "fp32_cnn", "fp32_openvino", "default_openvino", "int8_openvino", "int8_onnxruntime")
 INT8_CNN = ("int8_openvino", "int8_onnxruntime")
 MODELS = ("resnet20", "lenet5_bn", "resnet18")
 
@@ -107,9 +110,11 @@ def _to_openvino(model: nn.Module, example: Tensor) -> Any:
     return converted
 
 
-def openvino_fp32(model: nn.Module, example: Tensor, threads: int = 2, hint: str = "LATENCY") -> OpenVinoRunner:
-    """The float CNN in OpenVINO's CPU plugin, f32 precision (see the module docstring)."""
-    return OpenVinoRunner(_to_openvino(model, example), threads, hint, precision="f32")
+def openvino_fp32(model: nn.Module, example: Tensor, threads: int = 2, hint: str = "LATENCY",
+                  precision: str | None = "f32") -> OpenVinoRunner:
+    """The float CNN in OpenVINO's CPU plugin in f32 (``precision=None``: OpenVINO's default inference precision,
+    bf16 on CPUs with AMX; see the module docstring)."""
+    return OpenVinoRunner(_to_openvino(model, example), threads, hint, precision=precision)
 
 
 def openvino_int8(model: nn.Module, calibration: Tensor, threads: int = 2, hint: str = "LATENCY",
@@ -202,11 +207,25 @@ def build_method(model_name: str, method: str, threads: int = 2, calibration_ima
     cnn = cnn_twin(model_name, calibration)
     if method == "fp32_cnn":
         return _torch_fn(cnn)
-    if method == "fp32_openvino":
-        return openvino_fp32(cnn, calibration[:1], threads, hint)
+    if method in ("fp32_openvino", "default_openvino"):
+        precision = "f32" if method == "fp32_openvino" else None
+        return openvino_fp32(cnn, calibration[:1], threads, hint, precision)
     if method == "int8_openvino":
         return openvino_int8(cnn, calibration, threads, hint)
     return onnxruntime_int8(cnn, calibration, threads)
+
+
+def runtime_versions() -> dict[str, str]:
+    """Versions of the baseline runtimes that are installed (for the benchmark's machine information)."""
+    from importlib import metadata
+
+    versions = {}
+    for package in ("openvino", "nncf", "onnxruntime", "onnx"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = ""
+    return versions
 
 
 # ---------------------------------------------------------------------------------------------------- timing
@@ -251,7 +270,8 @@ def time_in_processes(builders: dict[str, Callable[[], InferenceFn]], input_size
                       batch_sizes: Iterable[int], rounds: int | dict[int, int], threads: int = 2, warmup: int = 3,
                       pause_s: float = 0.0, seed: int = 0) -> dict[int, dict[str, dict[str, list[float]]]]:
     """Time each method in its own worker process (spawned; ``builders`` must be picklable, e.g.
-    ``functools.partial(build_method, ...)``), interleaved: in every round each method runs once on the same
+    ``functools.partial(build_method, ...)``; a calling script needs the ``if __name__ == "__main__":`` guard),
+    interleaved: in every round each method runs once on the same
     seeded batch, in a new random order, with ``pause_s`` of sleep before each call (longer than the runtimes' idle
     polling, so none runs while another's threads still spin).
 
@@ -269,7 +289,10 @@ def time_in_processes(builders: dict[str, Callable[[], InferenceFn]], input_size
             process.start()
             workers[name] = (process, parent)
         for name, (_, conn) in workers.items():
-            answer = conn.recv()
+            try:
+                answer = conn.recv()
+            except EOFError:  # e.g. a script without the ``if __name__ == "__main__":`` guard that spawn needs
+                answer = "the worker process exited"
             if answer != "ready":
                 raise RuntimeError(f"{name}: the worker failed to build the method ({answer})")
         results: dict[int, dict[str, dict[str, list[float]]]] = {}
@@ -313,8 +336,9 @@ def bench_runtimes(model_name: str, batch_sizes: Sequence[int], methods: Sequenc
                    rounds: dict[int, int] | None = None, threads: int = 2, pause_s: float = 0.005,
                    checkpoint: str | Path | None = None, calibration_images: int = 256) -> list[dict[str, object]]:
     """Median wall and CPU ms per forward of each method (:func:`time_in_processes`), one row per batch x method,
-    with the ratios of the medians to the best int8 CNN runtime and to fp32 OpenVINO and the 1-minute load average
-    before and after (other processes on the machine)."""
+    with the ratios of the medians to the best int8 CNN runtime (wall time, and process CPU time of all threads,
+    which leaves out the time a thread waits for a core: steadier on a loaded machine) and to fp32 OpenVINO, and the
+    1-minute load average before and after (other processes on the machine)."""
     import os
     import statistics
 
@@ -332,12 +356,14 @@ def bench_runtimes(model_name: str, batch_sizes: Sequence[int], methods: Sequenc
         wall = {m: statistics.median(s["wall"]) for m, s in samples.items()}
         cpu = {m: statistics.median(s["cpu"]) for m, s in samples.items()}
         best_int8 = min((wall[m] for m in INT8_CNN if m in wall), default=None)
+        best_int8_cpu = min((cpu[m] for m in INT8_CNN if m in cpu), default=None)
         for method in samples:
             rows.append({
                 "model": model_name, "batch_size": batch, "method": method, "threads": threads,
                 "median_ms": round(wall[method] * 1e3, 4), "cpu_median_ms": round(cpu[method] * 1e3, 4),
                 "min_ms": round(min(samples[method]["wall"]) * 1e3, 4), "repeats": len(samples[method]["wall"]),
                 "time_vs_best_int8_cnn": round(wall[method] / best_int8, 3) if best_int8 else "",
+                "cpu_vs_best_int8_cnn": round(cpu[method] / best_int8_cpu, 3) if best_int8_cpu else "",
                 "time_vs_fp32_openvino": round(wall[method] / wall["fp32_openvino"], 3) if "fp32_openvino" in wall
                 else "",
                 "load_1m_before": round(load_before, 2), "load_1m_after": round(load_after, 2),
