@@ -1,0 +1,374 @@
+"""The CNN twin deployed the way CNNs are deployed on a CPU: OpenVINO (fp32, and int8 through NNCF post-training
+quantisation) and onnxruntime (int8 QDQ), as baselines for the integer AdderNet (issue 18, item 5).
+
+Each builder takes the float CNN (an ``nn.Module`` in eval mode) and returns an :data:`InferenceFn`: a callable
+that takes one float32 NCHW batch (a ``torch.Tensor`` or a numpy array) and returns the logits as a numpy array,
+so that a benchmark can time the runtimes side by side:
+
+* :func:`openvino_fp32`: ``openvino.convert_model`` (PyTorch frontend, batch dimension left dynamic), compiled for
+  the CPU per input shape (a static shape, as a user with a fixed batch size would compile) with
+  ``INFERENCE_NUM_THREADS``, the ``LATENCY`` hint (one stream: one synchronous request uses every thread; the
+  ``THROUGHPUT`` hint splits the threads into streams that only parallel requests use) and f32 inference precision
+  (without it OpenVINO 2026.4 runs the "fp32" model in bf16 on a CPU with AMX, such as the Xeon this was measured
+  on: method ``default_openvino`` is that, what a user who leaves the defaults gets); one infer request per shape,
+  reused.
+* :func:`openvino_int8`: the same model quantised by ``nncf.quantize`` (OpenVINO backend, default ``PERFORMANCE``
+  preset: symmetric int8 weights per channel and activations; full bias correction, see the function), calibrated
+  on the given images one at a time (NNCF's statistics assume batch-1 items), compiled as above without the
+  precision hint (the convolutions run in int8 - AMX-INT8 tiles where the CPU has them - and the rest in
+  OpenVINO's default precision).
+* :func:`onnxruntime_int8`: :func:`frugalvision.bench.quant_model._ort_int8` (ONNX export,
+  ``quant_pre_process``, ``quantize_static`` QDQ with uint8 activations and int8 per-channel weights) with the given
+  thread count and ``session.intra_op.allow_spinning = 0``.
+
+Idle threads. onnxruntime's intra-op workers spin after a run unless ``allow_spinning`` is 0; OpenVINO's CPU plugin
+runs on oneTBB, whose workers also keep polling for a while after a parallel region ends and which exposes no
+property to stop it (see ``CPU.SUPPORTED_PROPERTIES``). :func:`idle_cpu_after_call` measures how much CPU a
+runtime's threads burn while the caller sleeps right after a call: on ResNet-20 at batch 8 (2 threads, OpenVINO
+2026.4.1, onnxruntime 1.32) OpenVINO burnt 0.6-1.0 ms whether the caller slept 2, 20 or 100 ms (so its polling ends
+within ~2 ms), onnxruntime without spinning 0.03-0.05 ms, and torch 3-5 ms when it was imported before
+``OMP_WAIT_POLICY=PASSIVE`` was set (``import frugalvision`` first sets it; spawned workers inherit it). So that
+no runtime's pool steals the cores from the next one, :func:`time_in_processes` times every method in its own
+worker process, interleaved round by round from the parent (each call timed inside its worker), with a pause
+between calls that outlasts the polling (5 ms in :func:`bench_runtimes`).
+"""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing
+import random
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+
+__all__ = ["HINTS", "METHODS", "MODELS", "InferenceFn", "bench_runtimes", "build_method", "cnn_twin",
+           "idle_cpu_after_call", "int8_addernet", "method_builders", "onnxruntime_int8", "openvino_fp32",
+           "openvino_int8", "runtime_versions", "time_in_processes"]
+
+InferenceFn = Callable[[Any], Any]
+"""A float32 NCHW batch (``torch.Tensor`` or numpy array) in, logits out."""
+
+HINTS = ("LATENCY", "THROUGHPUT")
+METHODS = ("int8_adder", "fp32_cnn", "fp32_openvino", "default_openvino", "int8_openvino", "int8_onnxruntime")
+INT8_CNN = ("int8_openvino", "int8_onnxruntime")
+MODELS = ("resnet20", "lenet5_bn", "resnet18")
+
+
+def _as_numpy(x: Any) -> np.ndarray:
+    """``x`` as a C-contiguous float32 array (no copy for a contiguous float32 CPU tensor)."""
+    array = x.detach().numpy() if isinstance(x, Tensor) else np.asarray(x)
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+# ------------------------------------------------------------------------------------------------------- OpenVINO
+
+
+class OpenVinoRunner:
+    """An OpenVINO model compiled for the CPU once per input shape; one synchronous infer request per shape."""
+
+    def __init__(self, model: Any, threads: int, hint: str = "LATENCY", precision: str | None = None) -> None:
+        import openvino as ov
+
+        if hint not in HINTS:
+            raise ConfigError(f"OpenVINO performance hint must be one of {', '.join(HINTS)}, got {hint!r}")
+        self.core, self.model = ov.Core(), model
+        self.config: dict[str, Any] = {"INFERENCE_NUM_THREADS": int(threads), "PERFORMANCE_HINT": hint}
+        if precision is not None:
+            self.config["INFERENCE_PRECISION_HINT"] = precision
+        self.requests: dict[tuple[int, ...], Any] = {}
+
+    def request(self, shape: tuple[int, ...]) -> Any:
+        """The infer request of a model compiled for ``shape`` (compiled on first use)."""
+        if shape not in self.requests:
+            import openvino as ov
+
+            model = self.model.clone()
+            model.reshape({model.inputs[0]: ov.PartialShape(list(shape))})
+            self.requests[shape] = self.core.compile_model(model, "CPU", self.config).create_infer_request()
+        return self.requests[shape]
+
+    def __call__(self, x: Any) -> np.ndarray:
+        x = _as_numpy(x)
+        return self.request(x.shape).infer({0: x}, share_inputs=True)[0]
+
+
+def _to_openvino(model: nn.Module, example: Tensor) -> Any:
+    """The float model as an OpenVINO model with a dynamic batch dimension (PyTorch frontend)."""
+    import openvino as ov
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript tracing notices
+        converted = ov.convert_model(model.eval(), example_input=example[:1])
+    converted.reshape({converted.inputs[0]: ov.PartialShape([-1, *example.shape[1:]])})
+    return converted
+
+
+def openvino_fp32(model: nn.Module, example: Tensor, threads: int = 2, hint: str = "LATENCY",
+                  precision: str | None = "f32") -> OpenVinoRunner:
+    """The float CNN in OpenVINO's CPU plugin in f32 (``precision=None``: OpenVINO's default inference precision,
+    bf16 on CPUs with AMX; see the module docstring)."""
+    return OpenVinoRunner(_to_openvino(model, example), threads, hint, precision=precision)
+
+
+def openvino_int8(model: nn.Module, calibration: Tensor, threads: int = 2, hint: str = "LATENCY",
+                  preset: str = "performance", fast_bias_correction: bool = False) -> OpenVinoRunner:
+    """The float CNN quantised by NNCF's post-training quantisation on ``calibration`` (N, C, H, W), in OpenVINO.
+
+    ``fast_bias_correction=False`` (NNCF's full bias correction; NNCF's default is the fast one) changes only bias
+    values, not the graph or the speed: on the trained ResNet-20 CNN (results/cifar10_10k) it raised top-1 agreement
+    with fp32 on the 1,000 shared CIFAR-10 val images from 93.0 % to 97.1 % (onnxruntime QDQ: 99.1 %).
+    """
+    import nncf
+
+    presets = {"performance": nncf.QuantizationPreset.PERFORMANCE, "mixed": nncf.QuantizationPreset.MIXED}
+    if preset not in presets:
+        raise ConfigError(f"NNCF preset must be one of {', '.join(presets)}, got {preset!r}")
+    images = [_as_numpy(x) for x in calibration.split(1)]  # batch-1 items: (1, C, H, W) each
+    quantized = nncf.quantize(_to_openvino(model, calibration), nncf.Dataset(images), preset=presets[preset],
+                              subset_size=len(images), fast_bias_correction=fast_bias_correction)
+    return OpenVinoRunner(quantized, threads, hint)
+
+
+# ---------------------------------------------------------------------------------------------------- onnxruntime
+
+
+def onnxruntime_int8(model: nn.Module, calibration: Tensor, threads: int = 2) -> InferenceFn:
+    """The float CNN quantised by onnxruntime's static QDQ quantisation, ``threads`` intra-op threads, no spinning."""
+    from .quant_model import _ort_int8
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)  # _ort_int8 gives the session as many intra-op threads as torch has
+    try:
+        with tempfile.TemporaryDirectory() as workdir, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TorchScript ONNX exporter deprecation notices
+            run = _ort_int8(model.eval(), calibration, Path(workdir))  # the session holds the model in memory
+    finally:
+        torch.set_num_threads(previous)
+    return lambda x: run(torch.from_numpy(_as_numpy(x)))[0]
+
+
+# ---------------------------------------------------------------------------------------------------- the models
+
+
+def cnn_twin(name: str, calibration: Tensor, seed: int = 0) -> nn.Module:
+    """The zoo model ``name`` with ``conv_type="conv"``, random weights (``seed``) and BatchNorm statistics of
+    ``calibration`` (realistic activation ranges for every quantiser; time does not depend on the values)."""
+    from ..models import create_model
+    from .common import with_batch_statistics
+
+    torch.manual_seed(seed)
+    return with_batch_statistics(create_model(name, conv_type="conv"), calibration)
+
+
+def int8_addernet(name: str, calibration: Tensor, checkpoint: str | Path | None = None, seed: int = 0,
+                  ) -> nn.Module:
+    """:func:`frugalvision.quantize` (``observer="minmax"``, as ``bench quant-model``) of the AdderNet ``name``:
+    the released weights from ``checkpoint``, else random weights with BatchNorm statistics of ``calibration``."""
+    from .. import create_model, quantize
+    from .common import with_batch_statistics
+
+    torch.manual_seed(seed)
+    if checkpoint is not None:
+        adder = create_model(name, conv_type="adder", checkpoint_path=str(checkpoint)).eval()
+    else:
+        adder = with_batch_statistics(create_model(name, conv_type="adder"), calibration)
+    return quantize(adder, calibration.split(64), observer="minmax")
+
+
+def _torch_fn(model: nn.Module) -> InferenceFn:
+    def run(x: Any) -> Tensor:
+        with torch.inference_mode():
+            return model(x if isinstance(x, Tensor) else torch.from_numpy(_as_numpy(x)))
+
+    return run
+
+
+def build_method(model_name: str, method: str, threads: int = 2, calibration_images: int = 256,
+                 checkpoint: str | Path | None = None, hint: str = "LATENCY") -> InferenceFn:
+    """One method of :data:`METHODS` for the zoo model ``model_name``, calibrated on ``calibration_images`` seeded
+    N(0, 1) images (``checkpoint``: released AdderNet weights for ``int8_adder``). Module-level and picklable as a
+    ``functools.partial``, so that :func:`time_in_processes` can build it inside a worker process."""
+    from ..models import create_model
+
+    if method not in METHODS:
+        raise ConfigError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    torch.set_num_threads(threads)
+    input_size = create_model(model_name, conv_type="conv").default_input_size
+    calibration = torch.randn(calibration_images, *input_size, generator=torch.Generator().manual_seed(0))
+    if method == "int8_adder":
+        return _torch_fn(int8_addernet(model_name, calibration, checkpoint))
+    cnn = cnn_twin(model_name, calibration)
+    if method == "fp32_cnn":
+        return _torch_fn(cnn)
+    if method in ("fp32_openvino", "default_openvino"):
+        precision = "f32" if method == "fp32_openvino" else None
+        return openvino_fp32(cnn, calibration[:1], threads, hint, precision)
+    if method == "int8_openvino":
+        return openvino_int8(cnn, calibration, threads, hint)
+    return onnxruntime_int8(cnn, calibration, threads)
+
+
+def runtime_versions() -> dict[str, str]:
+    """Versions of the baseline runtimes that are installed (for the benchmark's machine information)."""
+    from importlib import metadata
+
+    versions = {}
+    for package in ("openvino", "nncf", "onnxruntime", "onnx"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = ""
+    return versions
+
+
+# ---------------------------------------------------------------------------------------------------- timing
+
+
+def idle_cpu_after_call(fn: InferenceFn, x: Any, window_s: float = 0.02, calls: int = 20) -> float:
+    """Median process CPU seconds (all threads) burnt while the caller sleeps ``window_s`` right after ``fn(x)``:
+    about 0 for pools that block when idle, up to ``threads * window_s`` for pools that keep spinning."""
+    fn(x)
+    burnt = []
+    for _ in range(calls):
+        fn(x)
+        start = time.process_time()
+        time.sleep(window_s)
+        burnt.append(time.process_time() - start)
+    return float(np.median(burnt))
+
+
+def _serve(conn: Any, builder: Callable[[], InferenceFn], threads: int, inputs: dict[int, tuple[int, ...]]) -> None:
+    """Worker process: build the method, then answer ``(batch, calls)`` with [(wall s, cpu s)] per call."""
+    try:
+        torch.set_num_threads(threads)
+        fn = builder()
+        batches = {b: torch.randn(*shape, generator=torch.Generator().manual_seed(1)) for b, shape in inputs.items()}
+        for x in batches.values():
+            fn(x)  # compile per shape, fill caches
+        conn.send("ready")
+    except BaseException as error:  # the parent reports it; a worker has no one else to tell
+        conn.send(f"error: {type(error).__name__}: {error}")
+        return
+    while (message := conn.recv()) is not None:
+        batch, calls = message
+        x, samples = batches[batch], []
+        for _ in range(calls):
+            start, start_cpu = time.perf_counter(), time.process_time()
+            fn(x)
+            samples.append((time.perf_counter() - start, time.process_time() - start_cpu))
+        conn.send(samples)
+
+
+def time_in_processes(builders: dict[str, Callable[[], InferenceFn]], input_size: Sequence[int],
+                      batch_sizes: Iterable[int], rounds: int | dict[int, int], threads: int = 2, warmup: int = 3,
+                      pause_s: float = 0.0, seed: int = 0) -> dict[int, dict[str, dict[str, list[float]]]]:
+    """Time each method in its own worker process (spawned; ``builders`` must be picklable, e.g.
+    ``functools.partial(build_method, ...)``; a calling script needs the ``if __name__ == "__main__":`` guard),
+    interleaved: in every round each method runs once on the same
+    seeded batch, in a new random order, with ``pause_s`` of sleep before each call (longer than the runtimes' idle
+    polling, so none runs while another's threads still spin).
+
+    Returns ``{batch: {method: {"wall": [s, ...], "cpu": [s, ...]}}}``: each call's wall time and its worker's
+    process CPU time (all threads), timed inside the worker; ``warmup`` untimed rounds first.
+    """
+    batch_sizes = list(batch_sizes)
+    inputs = {b: (b, *input_size) for b in batch_sizes}
+    context = multiprocessing.get_context("spawn")  # no fork of a process whose thread pools already run
+    workers: dict[str, tuple[Any, Any]] = {}
+    try:
+        for name, builder in builders.items():
+            parent, child = context.Pipe()
+            process = context.Process(target=_serve, args=(child, builder, threads, inputs), daemon=True)
+            process.start()
+            workers[name] = (process, parent)
+        for name, (_, conn) in workers.items():
+            try:
+                answer = conn.recv()
+            except EOFError:  # e.g. a script without the ``if __name__ == "__main__":`` guard that spawn needs
+                answer = "the worker process exited"
+            if answer != "ready":
+                raise RuntimeError(f"{name}: the worker failed to build the method ({answer})")
+        results: dict[int, dict[str, dict[str, list[float]]]] = {}
+        shuffle = random.Random(seed).shuffle
+        for batch in batch_sizes:
+            count = rounds[batch] if isinstance(rounds, dict) else rounds
+            samples: dict[str, dict[str, list[float]]] = {n: {"wall": [], "cpu": []} for n in workers}
+            order = list(workers)
+            for round_index in range(warmup + count):
+                shuffle(order)  # no method always runs right after the same one
+                for name in order:
+                    if pause_s:
+                        time.sleep(pause_s)
+                    conn = workers[name][1]
+                    conn.send((batch, 1))
+                    (wall, cpu), = conn.recv()
+                    if round_index >= warmup:
+                        samples[name]["wall"].append(wall)
+                        samples[name]["cpu"].append(cpu)
+            results[batch] = samples
+        return results
+    finally:
+        for process, conn in workers.values():
+            try:
+                conn.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+            process.join(timeout=10)
+            if process.is_alive():
+                process.kill()
+
+
+def method_builders(model_name: str, methods: Sequence[str] = METHODS, threads: int = 2,
+                    checkpoint: str | Path | None = None, **options: Any) -> dict[str, Callable[[], InferenceFn]]:
+    """Picklable builders of ``methods`` for ``model_name`` (:func:`build_method`) for :func:`time_in_processes`."""
+    return {m: functools.partial(build_method, model_name, m, threads, checkpoint=checkpoint, **options)
+            for m in methods}
+
+
+def bench_runtimes(model_name: str, batch_sizes: Sequence[int], methods: Sequence[str] = METHODS,
+                   rounds: dict[int, int] | None = None, threads: int = 2, pause_s: float = 0.005,
+                   checkpoint: str | Path | None = None, calibration_images: int = 256) -> list[dict[str, object]]:
+    """Median wall and CPU ms per forward of each method (:func:`time_in_processes`), one row per batch x method,
+    with the ratios of the medians to the best int8 CNN runtime (wall time, and process CPU time of all threads,
+    which leaves out the time a thread waits for a core: steadier on a loaded machine) and to fp32 OpenVINO, and the
+    1-minute load average before and after (other processes on the machine)."""
+    import os
+    import statistics
+
+    from ..models import create_model
+
+    input_size = create_model(model_name, conv_type="conv").default_input_size
+    rounds = rounds or {b: 200 if b == 1 else 100 if b <= 8 else 30 for b in batch_sizes}
+    load_before = os.getloadavg()[0]
+    builders = method_builders(model_name, methods, threads, checkpoint=checkpoint,
+                               calibration_images=calibration_images)
+    results = time_in_processes(builders, input_size, batch_sizes, rounds, threads, pause_s=pause_s)
+    load_after = os.getloadavg()[0]
+    rows: list[dict[str, object]] = []
+    for batch, samples in results.items():
+        wall = {m: statistics.median(s["wall"]) for m, s in samples.items()}
+        cpu = {m: statistics.median(s["cpu"]) for m, s in samples.items()}
+        best_int8 = min((wall[m] for m in INT8_CNN if m in wall), default=None)
+        best_int8_cpu = min((cpu[m] for m in INT8_CNN if m in cpu), default=None)
+        for method in samples:
+            rows.append({
+                "model": model_name, "batch_size": batch, "method": method, "threads": threads,
+                "median_ms": round(wall[method] * 1e3, 4), "cpu_median_ms": round(cpu[method] * 1e3, 4),
+                "min_ms": round(min(samples[method]["wall"]) * 1e3, 4), "repeats": len(samples[method]["wall"]),
+                "time_vs_best_int8_cnn": round(wall[method] / best_int8, 3) if best_int8 else "",
+                "cpu_vs_best_int8_cnn": round(cpu[method] / best_int8_cpu, 3) if best_int8_cpu else "",
+                "time_vs_fp32_openvino": round(wall[method] / wall["fp32_openvino"], 3) if "fp32_openvino" in wall
+                else "",
+                "load_1m_before": round(load_before, 2), "load_1m_after": round(load_after, 2),
+            })
+    return rows
