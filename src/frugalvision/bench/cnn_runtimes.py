@@ -174,7 +174,8 @@ def int8_addernet(name: str, calibration: Tensor, checkpoint: str | Path | None 
                   ) -> nn.Module:
     """:func:`frugalvision.quantize` (``observer="minmax"``, as ``bench quant-model``) of the AdderNet ``name``:
     the released weights from ``checkpoint``, else random weights with BatchNorm statistics of ``calibration``."""
-    from .. import create_model, quantize
+    from ..models import create_model
+    from ..quant import quantize
     from .common import with_batch_statistics
 
     torch.manual_seed(seed)
