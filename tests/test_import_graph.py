@@ -177,6 +177,15 @@ def test_no_lower_layer_imports_a_higher_one() -> None:
     assert upward == [], "imports running up the layers:\n" + "\n".join(upward)
 
 
+def test_nothing_in_the_library_imports_the_executable_spec() -> None:
+    """``ops/reference.py`` is the executable spec, for the tests and the docs; the library runs the backends that
+    the tests compare with it (a library module importing it would compare code with itself)."""
+    spec = "frugalvision.ops.reference"
+    assert spec in MODULES
+    importers = sorted(name for name, targets in GRAPH.items() if spec in targets and name.startswith(PACKAGE))
+    assert importers == [], f"{spec} imported by: {', '.join(importers)}"
+
+
 @pytest.mark.parametrize("layer", LOWER_LAYERS)
 def test_lower_layers_are_below_every_engine(layer: str) -> None:
     """The order above keeps the issue's rule: ops, data, layers, models, optim below train, quant, export, ..."""

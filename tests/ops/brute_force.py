@@ -4,7 +4,9 @@ written out loop by loop.
 Nothing here uses frugalvision, ``unfold``/``fold``, convolutions or matmuls: each oracle loops over the output
 channel, input channel and kernel tap, and reads the padded input through a strided slice (one tap of every output
 position at once), so a mistake in the library's im2col, grouping, padding or tiling cannot be repeated here.
-These are the only oracles of the op tests (tests/ops); every kernel is compared with them, never with itself.
+Every float kernel is compared with them, never with itself; so is the executable spec
+(:mod:`frugalvision.ops.reference`), which in turn is the oracle of the integer kernels (checked against the loop
+formula of test_adder_u8.py) and, chunk by chunk, of the portable ``torch`` backend.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Every CPU adder2d backend (reference, numba) against the float64 loop oracle; dispatch, opcheck, torch.compile.
+"""Every CPU adder2d backend (torch, numba) against the float64 loop oracle; dispatch, opcheck, torch.compile.
 
 Each backend is run through the public op with ``use_backend(name)`` (so its *registered* forward, input-gradient
 and weight-gradient kernels are the ones tested) and compared with :func:`.brute_force.brute_force_adder` on every
@@ -21,7 +21,7 @@ from frugalvision.ops.cpu import adder_numba
 from .brute_force import brute_force_adder
 from .cases import EXTRA_CASES, GRID, ConvCase, assert_rel_close, check_backend_against_oracle, make_inputs
 
-CPU_BACKENDS = ["reference", "numba"]
+CPU_BACKENDS = ["torch", "numba"]
 
 
 @pytest.mark.parametrize("case", GRID + EXTRA_CASES, ids=lambda c: c.id)
@@ -83,7 +83,7 @@ def test_forced_backend_errors_name_the_problem() -> None:
     with use_backend("numba"), pytest.raises(ConfigError, match="backend 'numba' cannot run these inputs: numba "
                                                                 "kernels run on CPU tensors, got meta"):
         dispatch.select(ADDER_OP, x, weight)
-    with use_backend("fpga"), pytest.raises(ConfigError, match=r"unknown backend 'fpga' \(available: .*reference"):
+    with use_backend("fpga"), pytest.raises(ConfigError, match=r"unknown backend 'fpga' \(available: .*torch"):
         dispatch.select(ADDER_OP, x, weight)
 
 

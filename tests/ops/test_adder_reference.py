@@ -1,8 +1,10 @@
-"""The adder2d oracle and the reference op: a hand-computed example, AdderNet identities, chunking, input errors.
+"""The adder2d oracle, the executable spec and the portable ``torch`` backend; properties of the public op.
 
-The comparison of every backend (the reference one included) with the loop oracle on the odd-shape grid is in
-tests/ops/test_adder_kernels.py; this file checks the oracle itself against values computed by hand and by
-autograd, and the properties of the public op that do not depend on the backend.
+The loop oracle (:mod:`.brute_force`) is checked against values computed by hand and by autograd; the spec
+(:mod:`frugalvision.ops.reference`) against the loop oracle on every odd-shape case; the ``torch`` backend's
+chunked kernels against the spec on the same cases, with chunk budgets that force many chunks. The comparison of
+every registered backend (``torch`` included) with the loop oracle through the public op is in
+tests/ops/test_adder_kernels.py.
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from frugalvision.ops import adder2d, use_backend
+from frugalvision.ops import adder2d, adder_torch, use_backend
 from frugalvision.ops import reference as ref
 
 from .brute_force import brute_force_adder
-from .cases import GRID, ConvCase, assert_rel_close, make_inputs
+from .cases import EXTRA_CASES, GRID, ConvCase, assert_rel_close, make_inputs
+
+ALL_CASES = GRID + EXTRA_CASES
 
 X_HAND = torch.tensor([[[[1.0, -2.0], [3.0, 0.5]]]], dtype=torch.float64)  # (1, 1, 2, 2)
 W_HAND = torch.tensor([[[[0.5]]]], dtype=torch.float64)  # (1, 1, 1, 1)
@@ -32,7 +36,7 @@ def test_oracle_matches_hand_computed_values(weight_grad: str) -> None:
     assert torch.equal(grad_w, GRAD_W_HAND if weight_grad == "full" else GRAD_W_SIGN_HAND)
 
 
-@pytest.mark.parametrize("backend", ["reference", "numba"])
+@pytest.mark.parametrize("backend", ["torch", "numba"])
 def test_op_matches_hand_computed_values(backend: str) -> None:
     x, weight = X_HAND.clone().requires_grad_(True), W_HAND.clone().requires_grad_(True)
     with use_backend(backend):
@@ -47,7 +51,7 @@ def test_oracle_padding_contributes_abs_weight() -> None:
     assert y.item() == -18.0  # -sum |w| = -3 * (1 + 2 + 3)
 
 
-@pytest.mark.parametrize("backend", ["reference", "numba"])
+@pytest.mark.parametrize("backend", ["torch", "numba"])
 def test_sign_weight_gradient_is_autograd_of_the_l1_distance(backend: str) -> None:
     """weight_grad="sign" is the true gradient of Eq. 2: autograd through an explicit unfold form gives it, and so
     does the oracle."""
@@ -75,21 +79,51 @@ def test_bias_is_added_after_the_sum() -> None:
     torch.testing.assert_close(y.double(), expected + 0.5, rtol=1e-6, atol=1e-5)
 
 
-@pytest.mark.parametrize("weight_grad", ["full", "sign"])
-def test_reference_chunking_keeps_results(weight_grad: str) -> None:
-    """Chunk budgets small enough to force several batch and column chunks give the oracle's values."""
-    case = ConvCase(3, 4, 6, 9, 9, padding=(1, 1), groups=2)
-    x, weight, grad_out = make_inputs(case, torch.float64)
-    geometry = ((1, 1), (1, 1), (1, 1), 2)
-    tiny = 3 * 6 * 18 * 8
-    y, grad_x, grad_w = brute_force_adder(x, weight, grad_output=grad_out, weight_grad=weight_grad,
-                                          **case.conv_kwargs())
-    assert_rel_close(ref.adder2d_forward(x, weight, *geometry, chunk_bytes=tiny), y, 1e-12, "forward")
-    assert_rel_close(ref.adder2d_grad_input(grad_out, x, weight, *geometry, chunk_bytes=tiny), grad_x, 1e-12,
-                     "input gradient")
-    if weight_grad == "sign":  # the full weight gradient is a convolution, it has no chunks
-        assert_rel_close(ref.adder2d_grad_weight_sign(grad_out, x, weight, *geometry, chunk_bytes=tiny), grad_w,
-                         1e-12, "sign weight gradient")
+def _spec(case: ConvCase, x, weight, grad_output) -> dict[str, torch.Tensor]:
+    """Y, dX, dW and the sign dW of the executable spec."""
+    args = (grad_output, x, weight, *case.conv_kwargs().values())
+    return {"forward": ref.adder2d_forward(x, weight, **case.conv_kwargs()),
+            "input gradient": ref.adder2d_grad_input(*args),
+            "weight gradient": ref.adder2d_grad_weight(*args),
+            "sign weight gradient": ref.adder2d_grad_weight_sign(*args)}
+
+
+@pytest.mark.parametrize("case", ALL_CASES, ids=lambda c: c.id)
+def test_spec_matches_loop_oracle(case: ConvCase) -> None:
+    """The executable spec equals the independent float64 loop formula on every odd shape and memory layout."""
+    x, weight, grad_output = make_inputs(case, torch.float64)
+    spec = _spec(case, x, weight, grad_output)
+    for weight_grad, key in (("full", "weight gradient"), ("sign", "sign weight gradient")):
+        y, grad_x, grad_w = brute_force_adder(x, weight, grad_output=grad_output, weight_grad=weight_grad,
+                                              **case.conv_kwargs())
+        assert_rel_close(spec[key], grad_w, 1e-12, key)
+    assert_rel_close(spec["forward"], y, 1e-12, "forward")
+    assert_rel_close(spec["input gradient"], grad_x, 1e-12, "input gradient")
+
+
+def _torch_backend(case: ConvCase, x, weight, grad_output, chunk_bytes: int) -> dict[str, torch.Tensor]:
+    """Y, dX, dW and the sign dW of the ``torch`` backend's kernels with this chunk budget."""
+    geometry = (case.stride, case.padding, case.dilation, case.groups)
+    return {"forward": adder_torch.adder2d_forward(x, weight, *geometry, chunk_bytes=chunk_bytes),
+            "input gradient": adder_torch.adder2d_grad_input(grad_output, x, weight, *geometry,
+                                                             chunk_bytes=chunk_bytes),
+            "weight gradient": adder_torch.adder2d_grad_weight(grad_output, x, weight, *geometry, False,
+                                                               chunk_bytes=chunk_bytes),
+            "sign weight gradient": adder_torch.adder2d_grad_weight(grad_output, x, weight, *geometry, True,
+                                                                    chunk_bytes=chunk_bytes)}
+
+
+@pytest.mark.parametrize("case", ALL_CASES, ids=lambda c: c.id)
+@pytest.mark.parametrize("chunk_bytes", [adder_torch.DEFAULT_CHUNK_BYTES, 1], ids=["one_chunk", "smallest_chunks"])
+def test_torch_backend_matches_spec(case: ConvCase, chunk_bytes: int) -> None:
+    """The portable backend equals the spec in float64, forward and all three gradients, on every odd shape and
+    memory layout (a non-contiguous grad_output too); ``chunk_bytes=1`` makes every sample and column a chunk."""
+    x, weight, grad_output = make_inputs(case, torch.float64)
+    grad_output = grad_output.transpose(2, 3).contiguous().transpose(2, 3)  # same values, other strides
+    spec = _spec(case, x, weight, grad_output)
+    for what, got in _torch_backend(case, x, weight, grad_output, chunk_bytes).items():
+        assert got.dtype == torch.float64, what
+        assert_rel_close(got, spec[what], 1e-12, what)
 
 
 def test_weight_gradient_equals_conv_gradient_under_batchnorm() -> None:

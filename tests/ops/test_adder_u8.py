@@ -1,6 +1,6 @@
-"""The integer adder op (frugalvision::adder2d_u8): reference against a loop formula, every backend this CPU runs
-(plus the portable one) against the reference, exactly, on odd shapes and every output mode; argument errors;
-opcheck and torch.compile."""
+"""The integer adder op (frugalvision::adder2d_u8): the executable spec (:mod:`frugalvision.ops.reference`) against a
+loop formula; every backend this CPU runs (the SAD kernels, the portable one, the plain-PyTorch ``torch`` one)
+against the spec, exactly, on odd shapes and every output mode; argument errors; opcheck and torch.compile."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from frugalvision.ops.dispatch import select
 
 SAD_BACKENDS = ("sad512", "sad256", "portable")
 RUNNABLE = [name for name, width in adder_u8_numba.WIDTHS.items() if adder_u8_numba.width_rejects(width) is None]
+COMPARED = [*RUNNABLE, "torch"]  # every backend compared with the spec
 MODES = [("int32", False), ("float32", False), ("float32", True), ("uint8", False), ("uint8", True)]
 
 
@@ -132,7 +133,7 @@ CHANNELS = {1: [(8, 16), (5, 6)], 2: [(16, 16), (6, 10)]}
 GRID = list(itertools.product((1, 2), (0, 1, 2), (1, 2), (1, 2)))
 
 
-@pytest.mark.parametrize("backend", RUNNABLE)
+@pytest.mark.parametrize("backend", COMPARED)
 @pytest.mark.parametrize(("stride", "padding", "dilation", "groups"), GRID)
 def test_kernels_equal_reference_on_the_grid(backend, stride, padding, dilation, groups):
     for c_in, c_out in CHANNELS[groups]:
@@ -159,7 +160,7 @@ ODD_SHAPES = {
 }
 
 
-@pytest.mark.parametrize("backend", RUNNABLE)
+@pytest.mark.parametrize("backend", COMPARED)
 @pytest.mark.parametrize("name", list(ODD_SHAPES))
 def test_kernels_equal_reference_on_odd_shapes(backend, name):
     n, h, w, c_in, c_out, k, stride, padding, dilation, groups = ODD_SHAPES[name]
@@ -177,7 +178,7 @@ def test_kernels_equal_reference_on_odd_shapes(backend, name):
             assert bool((got[..., :8] == 255 * 5 * 5 * 64).all())
 
 
-@pytest.mark.parametrize("backend", RUNNABLE)
+@pytest.mark.parametrize("backend", COMPARED)
 def test_rounding_ties_go_to_even_and_clamp(backend):
     # scale 0.5 puts every odd sum exactly on a tie; qmin/qmax cut both tails
     x, weight, _, _ = _inputs(1, 4, 4, 8, 8, 1, 1)

@@ -5,7 +5,7 @@ CNN.
 Methods (one layer, forward and forward+backward):
 
 * ``frugalvision``: :func:`frugalvision.ops.adder2d` with automatic backend selection (numba on CPU, Triton on GPU).
-* ``reference``: the same op forced to the chunked plain-PyTorch backend.
+* ``reference``: the same op forced to the chunked plain-PyTorch backend (``use_backend("torch")``).
 * ``official``: the formulation of the official AdderNet code, re-implemented here from its equations: the whole
   batch im2col ``X_col`` (K, P) broadcast against ``W`` (O, K) into an (O, K, P) tensor, and the AdderNet backward
   (full-precision ``dW``, HardTanh ``dX``) computed on the same broadcast, folded back with ``F.fold``.
@@ -133,7 +133,7 @@ def _layer_fns(shape: LayerShape, method: str, device: torch.device) -> tuple[Ca
         if method == "official":
             return official_adder2d(x, w, s, p)
         if method == "reference":
-            with use_backend("reference"):
+            with use_backend("torch"):
                 return adder2d(x, w, stride=s, padding=p)
         return adder2d(x, w, stride=s, padding=p)
 

@@ -10,7 +10,8 @@ Three ops, each dispatching to the fastest backend that accepts its tensors (see
 backward, ``opcheck`` can check the registration, and :func:`frugalvision.count_ops` sees one adder op per layer
 (its cost formula is registered here, :mod:`.cost`). The formulas are AdderNet's (Chen et al., CVPR 2020): Eq. 2
 forward, Eq. 5 full-precision weight gradient (or the sign gradient for the ablation), Eq. 6 HardTanh input
-gradient; see :mod:`.reference`.
+gradient; :mod:`.reference` states them literally (for the tests and the docs), :mod:`.backends` registers the
+kernels (numba, Triton, and the portable plain-PyTorch :mod:`.adder_torch`).
 
 Dtypes: float32 and float64 compute in their own precision; float16 / bfloat16 inputs are accepted and accumulate
 in float32, and the output is float32 (adder outputs reach ~1e3 with a spread of ~1, which half precision cannot
@@ -25,9 +26,8 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError, InputTypeError
-from . import reference
 from .cost import WEIGHT_LAYER, register_cost
-from .dispatch import Backend, register_backend, select
+from .dispatch import select
 from .utils import conv_output_size, to_pair
 
 __all__ = ["ADDER_OP", "adder2d", "adder2d_macs", "compute_dtype"]
@@ -38,37 +38,6 @@ ADDER_OP = "adder2d"
 def compute_dtype(*tensors: Tensor) -> torch.dtype:
     """float64 when every tensor is float64, else float32 (half-precision inputs accumulate in float32)."""
     return torch.float64 if all(t.dtype == torch.float64 for t in tensors) else torch.float32
-
-
-def _reference_forward(x, weight, stride, padding, dilation, groups):
-    dtype = compute_dtype(x, weight)
-    return reference.adder2d_forward(x.to(dtype), weight.to(dtype), stride, padding, dilation, groups)
-
-
-def _reference_grad_input(grad_output, x, weight, stride, padding, dilation, groups):
-    dtype = compute_dtype(x, weight)
-    args = (grad_output.to(dtype), x.to(dtype), weight.to(dtype), stride, padding, dilation, groups)
-    return reference.adder2d_grad_input(*args)
-
-
-def reference_grad_weight(grad_output, x, weight, stride, padding, dilation, groups, sign):
-    dtype = compute_dtype(x, weight)
-    args = (grad_output.to(dtype), x.to(dtype), weight.to(dtype), stride, padding, dilation, groups)
-    return reference.adder2d_grad_weight_sign(*args) if sign else reference.adder2d_grad_weight(*args)
-
-
-register_backend(
-    ADDER_OP,
-    Backend(
-        name="reference",
-        kernels={
-            "forward": _reference_forward,
-            "grad_input": _reference_grad_input,
-            "grad_weight": reference_grad_weight,
-        },
-        priority=-100,
-    ),
-)
 
 
 def _output_shape(x: Tensor, weight: Tensor, stride, padding, dilation) -> tuple[int, int, int, int]:

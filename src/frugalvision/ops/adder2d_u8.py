@@ -14,13 +14,12 @@ Definitions (``Xq_pad`` = ``input_q`` padded with the byte ``zero_point``, ``g =
     "uint8":   clamp(round_half_to_even(y), qmin, qmax)
 
 The op has no gradient (``scale`` and ``bias`` are used detached). The float32 expression is evaluated one rounded
-operation at a time (no fused multiply-add), so that the plain PyTorch evaluation in
-:func:`frugalvision.ops.reference.adder2d_u8_reference` is bit-identical; every backend equals that reference
-exactly.
+operation at a time (no fused multiply-add), so that a plain PyTorch evaluation is bit-identical: every backend
+equals the executable spec :func:`frugalvision.ops.reference.adder2d_u8_reference` exactly (tested).
 
-Backends (:mod:`.dispatch`, forceable with ``use_backend(name)`` / ``FRUGALVISION_BACKEND``): ``sad512``
-(AVX-512BW), ``sad256`` (AVX2), ``portable`` (generic LLVM vector code, any CPU numba supports), see
-:mod:`.cpu.adder_u8_numba`; and ``reference``.
+Backends (registered in :mod:`.backends`, forceable with ``use_backend(name)`` / ``FRUGALVISION_BACKEND``):
+``sad512`` (AVX-512BW), ``sad256`` (AVX2), ``portable`` (generic LLVM vector code, any CPU numba supports), see
+:mod:`.cpu.adder_u8_numba`; and ``torch``, the plain-PyTorch fallback of :mod:`.adder_torch`.
 """
 
 from __future__ import annotations
@@ -33,9 +32,8 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError, InputTypeError
-from . import reference
 from .cost import NORM, WEIGHT_LAYER, register_cost
-from .dispatch import Backend, register_backend, select
+from .dispatch import select
 from .utils import conv_output_size, to_pair
 
 __all__ = [
@@ -122,18 +120,7 @@ def pack_adder_weight_u8(weight_q: Tensor, groups: int = 1) -> PackedAdderWeight
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Backends: the plain-PyTorch reference here; sad512 / sad256 / portable in .backends
-
-
-def _reference_forward(input_q, weight_data, out_channels, kernel_size, stride, padding, dilation, zero_point,
-                       scale, bias, residual, residual_zero_point, residual_scale, output, qmin, qmax):
-    groups = weight_data.shape[0]
-    packed = PackedAdderWeight(weight_data, tuple(kernel_size), groups, input_q.shape[3], out_channels)
-    return reference.adder2d_u8_reference(
-        input_q, packed, tuple(stride), tuple(padding), tuple(dilation), zero_point=zero_point, scale=scale,
-        bias=bias, residual=residual, residual_zero_point=residual_zero_point, residual_scale=residual_scale,
-        output=output, qmin=qmin, qmax=qmax,
-    )
+# Backends (registered in .backends): what a CPU uint8 kernel accepts
 
 
 def cpu_uint8_rejects(*tensors: Tensor) -> str | None:
@@ -144,9 +131,6 @@ def cpu_uint8_rejects(*tensors: Tensor) -> str | None:
         if t.dtype != torch.uint8:
             return f"uint8 kernels, got {t.dtype}"
     return None
-
-
-register_backend(ADDER_U8_OP, Backend(name="reference", kernels={"forward": _reference_forward}, priority=-100))
 
 
 # --------------------------------------------------------------------------------------------------------------

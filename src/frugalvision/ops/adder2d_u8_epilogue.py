@@ -1,6 +1,6 @@
-"""The output modes of ``frugalvision::adder2d_u8`` on its int32 sums, in plain PyTorch: used by the reference
-(:func:`frugalvision.ops.reference.adder2d_u8_reference`) and by integer modules that reduce the sums before the
-epilogue (a max pool in :mod:`frugalvision.quant.modules`); the compiled kernels fuse the same arithmetic."""
+"""The output modes of ``frugalvision::adder2d_u8`` on its int32 sums, in plain PyTorch: used by the ``torch``
+backend (:func:`frugalvision.ops.adder_torch.adder2d_u8_forward`) and by integer modules that reduce the sums before
+the epilogue (a max pool in :mod:`frugalvision.quant.modules`); the compiled kernels fuse the same arithmetic."""
 
 from __future__ import annotations
 

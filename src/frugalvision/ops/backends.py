@@ -1,13 +1,13 @@
-"""Registers the fast adder2d backends with :mod:`.dispatch` (imported by :mod:`frugalvision.ops`).
+"""Registers the adder2d and adder2d_u8 backends with :mod:`.dispatch` (imported by :mod:`frugalvision.ops`).
 
+* ``torch`` (priority -100, both ops): portable plain PyTorch, any device and dtype, see :mod:`.adder_torch`; the
+  fallback for whatever no faster backend accepts.
 * ``numba`` (priority 10): CPU tensors of any float dtype, see :mod:`.cpu.adder_numba`.
 * ``triton`` (priority 20): CUDA tensors, registered only when CUDA is available and triton imports, see
   :mod:`.triton.adder_triton`.
 
 and the adder2d_u8 backends (uint8 CPU tensors, see :mod:`.cpu.adder_u8_numba`): ``sad512`` (priority 30, needs
 AVX-512BW), ``sad256`` (20, needs AVX2), ``portable`` (10, generic LLVM vector code).
-
-The plain-PyTorch ``reference`` backends (priority -100) stay the fallback for everything else.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .adder2d import ADDER_OP, reference_grad_weight
+from . import adder_torch
+from .adder2d import ADDER_OP
 from .adder2d_u8 import ADDER_U8_OP, cpu_uint8_rejects
 from .dispatch import Backend, register_backend
 
@@ -45,6 +46,14 @@ numba_rejects = _rejects_unless("cpu", "numba")
 triton_rejects = _rejects_unless("cuda", "triton")
 
 
+def _register_torch() -> None:
+    kernels = {"forward": adder_torch.adder2d_forward, "grad_input": adder_torch.adder2d_grad_input,
+               "grad_weight": adder_torch.adder2d_grad_weight}
+    register_backend(ADDER_OP, Backend(name="torch", kernels=kernels, priority=-100))
+    register_backend(ADDER_U8_OP, Backend(name="torch", kernels={"forward": adder_torch.adder2d_u8_forward},
+                                          priority=-100))
+
+
 def _register_numba() -> None:
     if importlib.util.find_spec("numba") is None:
         return
@@ -57,7 +66,7 @@ def _register_numba() -> None:
             kernels={
                 "forward": adder_numba.adder2d_forward,
                 "grad_input": adder_numba.adder2d_grad_input,
-                "grad_weight": reference_grad_weight,  # oneDNN conv weight gradient minus the rank-1 term
+                "grad_weight": adder_torch.adder2d_grad_weight,  # oneDNN conv weight gradient minus the rank-1 term
             },
             rejects=numba_rejects,
             priority=10,
@@ -108,6 +117,7 @@ def _register_sad() -> None:
         )
 
 
+_register_torch()
 _register_numba()
 _register_triton()
 _register_sad()

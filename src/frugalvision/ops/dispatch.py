@@ -1,7 +1,7 @@
 """Kernel selection for the frugalvision ops.
 
 Each op has an ordered list of backends. A backend says, for given tensors, either ``None`` (it can run them) or a
-short reason why not. ``select`` returns the first backend that accepts, so the plain-PyTorch reference, which
+short reason why not. ``select`` returns the first backend that accepts, so the plain-PyTorch ``torch`` backend, which
 accepts everything, is always the last resort. ``FRUGALVISION_BACKEND`` (``auto`` or a backend name) or
 :func:`use_backend` force one backend; a forced backend that cannot run the tensors raises with its reason.
 """
@@ -27,7 +27,7 @@ class Backend:
     """A set of kernels for one op.
 
     Attributes:
-        name: short name (``reference``, ``numba``, ``triton``).
+        name: short name (``torch``, ``numba``, ``triton``).
         kernels: mapping from kernel role (``forward``, ``grad_input``, ...) to the function implementing it.
         rejects: ``rejects(*tensors)`` returns ``None`` when the backend can run these tensors, else the reason.
         priority: higher runs first.

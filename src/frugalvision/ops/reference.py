@@ -1,23 +1,25 @@
-"""Executable specification of the AdderNet operator, in plain PyTorch.
+"""Executable specification of the adder ops: the paper's equations transcribed literally, in plain PyTorch.
+
+For the tests and the documentation only: nothing in ``src/frugalvision`` imports this module (a test checks it);
+the library runs the backends registered in :mod:`.backends`, which the tests compare with these functions. Each
+function builds the whole broadcast at once (no chunking, readability before memory), so it is meant for tiny
+shapes.
 
 AdderNet: H. Chen et al., "AdderNet: Do We Really Need Multiplications in Deep Learning?", CVPR 2020,
-arXiv 1912.13200. Every fast kernel in :mod:`frugalvision.ops` is tested against these functions, and they are
-the fallback on devices and dtypes that have no fast kernel.
+arXiv 1912.13200.
 
-Notation (one group; groups repeat it per block of channels):
+Notation (per group g of ``groups``; the kernels' docstrings use the same):
     X_col  (K, P)  zero-padded im2col of the input, K = C_in/groups * kh * kw, P = N * H_out * W_out
     W      (O, K)  weights, O = C_out/groups
     G      (O, P)  gradient of the loss with respect to the output
 
     forward (Eq. 2):      Y[o, p]      = - sum_k |X_col[k, p] - W[o, k]|        (padding counts as x = 0)
     weight grad (Eq. 5):  dW[o, k]     =   sum_p (X_col[k, p] - W[o, k]) * G[o, p]
-                                       =   (G @ X_col^T)[o, k] - W[o, k] * sum_p G[o, p]
     input grad (Eq. 6):   dX_col[k, p] =   sum_o HardTanh(W[o, k] - X_col[k, p]) * G[o, p], folded back (col2im)
-    sign ablation:        dW[o, k]     =   sum_p sign(X_col[k, p] - W[o, k]) * G[o, p]   (the true gradient)
+    sign ablation:        dW[o, k]     =   sum_p sign(X_col[k, p] - W[o, k]) * G[o, p]   (the true gradient of Eq. 2)
 
-Memory: no function here materialises the (O, K, P) broadcast for the whole batch. Work is split into batch
-chunks (bounding the im2col buffer) and column chunks (bounding the broadcast temporary), each kept under
-``chunk_bytes``.
+The integer op (:func:`adder2d_u8_reference`) is Eq. 2 on bytes that share one scale and zero point, followed by
+the float32 requantisation of :mod:`frugalvision.ops.adder2d_u8`.
 """
 
 from __future__ import annotations
@@ -26,11 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .adder2d_u8_epilogue import adder_u8_epilogue
-from .utils import conv_output_size, to_pair
-
 __all__ = [
-    "DEFAULT_CHUNK_BYTES",
     "adder2d_forward",
     "adder2d_grad_input",
     "adder2d_grad_weight",
@@ -38,168 +36,72 @@ __all__ = [
     "adder2d_u8_reference",
 ]
 
-DEFAULT_CHUNK_BYTES = 64 * 2**20  # budget of one temporary: 64 MiB
-
-Pair = tuple[int, int]
+IntPair = int | tuple[int, int]
 
 
-def _batch_chunk(num_samples: int, bytes_per_sample: int, chunk_bytes: int) -> int:
-    return max(1, min(num_samples, chunk_bytes // max(1, bytes_per_sample)))
+def _pair(value: IntPair) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
 
-def _im2col(x: Tensor, kernel_size: Pair, stride: Pair, padding: Pair, dilation: Pair, groups: int) -> Tensor:
-    """Zero-padded im2col of a batch chunk, columns ordered (n, l): returns (groups, K, n * L)."""
-    n = x.shape[0]
-    cols = F.unfold(x, kernel_size, dilation=dilation, padding=padding, stride=stride)  # (n, C*kh*kw, L)
-    length = cols.shape[-1]
-    cols = cols.view(n, groups, -1, length)  # (n, G, K, L)
-    return cols.permute(1, 2, 0, 3).reshape(groups, -1, n * length)  # (G, K, n*L)
+def _x_col(x: Tensor, kernel: tuple[int, int], stride: IntPair, padding: IntPair, dilation: IntPair,
+           groups: int) -> Tensor:
+    """X_col of every group and sample: (N, C, H, W) -> (N, groups, K, L), L = H_out * W_out."""
+    cols = F.unfold(x, kernel, dilation=dilation, padding=padding, stride=stride)  # (N, C * kh * kw, L)
+    return cols.view(x.shape[0], groups, -1, cols.shape[-1])
 
 
-def _group_rows(t: Tensor, groups: int) -> Tensor:
-    """(n, G*O, Ho, Wo) -> (G, O, n*Ho*Wo) with the same (n, l) column order as :func:`_im2col`."""
-    n = t.shape[0]
-    t = t.reshape(n, groups, t.shape[1] // groups, -1)  # (n, G, O, L)
-    return t.permute(1, 2, 0, 3).reshape(groups, t.shape[2], -1)  # (G, O, n*L)
+def _difference(x: Tensor, weight: Tensor, stride: IntPair, padding: IntPair, dilation: IntPair,
+                groups: int) -> Tensor:
+    """X_col[k, p] - W[o, k] for every sample, group, output channel, k and position: (N, groups, O, K, L)."""
+    x_col = _x_col(x, weight.shape[2:], stride, padding, dilation, groups)  # (N, groups, K, L)
+    w = weight.reshape(groups, weight.shape[0] // groups, -1)  # (groups, O, K)
+    return x_col[:, :, None, :, :] - w[None, :, :, :, None]
 
 
-def _ungroup_rows(t: Tensor, n: int, out_hw: Pair) -> Tensor:
-    """Inverse of :func:`_group_rows`: (G, O, n*L) -> (n, G*O, Ho, Wo)."""
-    groups, rows = t.shape[0], t.shape[1]
-    t = t.view(groups, rows, n, out_hw[0] * out_hw[1]).permute(2, 0, 1, 3)  # (n, G, O, L)
-    return t.reshape(n, groups * rows, out_hw[0], out_hw[1])
+def _grad_rows(grad_output: Tensor, groups: int) -> Tensor:
+    """G of every sample and group, broadcast over k: (N, groups * O, H_out, W_out) -> (N, groups, O, 1, L)."""
+    n, out_channels = grad_output.shape[:2]
+    return grad_output.reshape(n, groups, out_channels // groups, 1, -1)
 
 
-def adder2d_forward(
-    x: Tensor,
-    weight: Tensor,
-    stride: Pair = (1, 1),
-    padding: Pair = (0, 0),
-    dilation: Pair = (1, 1),
-    groups: int = 1,
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-) -> Tensor:
-    """Y = -sum |X_col - W| (AdderNet Eq. 2) for x (N, C, H, W) and weight (O, C/groups, kh, kw)."""
-    n, _, height, width = x.shape
-    out_channels, _, kh, kw = weight.shape
-    out_hw = conv_output_size(height, width, (kh, kw), stride, padding, dilation)
-    length = out_hw[0] * out_hw[1]
-    w_col = weight.reshape(groups, out_channels // groups, -1)  # (G, O, K)
-    rows, k = w_col.shape[1], w_col.shape[2]
-    item = x.element_size()
-    out = x.new_empty(n, out_channels, out_hw[0], out_hw[1])
-    batch = _batch_chunk(n, groups * k * length * item, chunk_bytes)
-    cols_per_chunk = max(1, chunk_bytes // (rows * k * item))
-    for n0 in range(0, n, batch):
-        x_col = _im2col(x[n0 : n0 + batch], (kh, kw), stride, padding, dilation, groups)  # (G, K, P)
-        y = x_col.new_empty(groups, rows, x_col.shape[-1])  # (G, O, P)
-        for g in range(groups):
-            for p0 in range(0, x_col.shape[-1], cols_per_chunk):
-                block = x_col[g, None, :, p0 : p0 + cols_per_chunk]  # (1, K, p)
-                y[g, :, p0 : p0 + cols_per_chunk] = -(block - w_col[g, :, :, None]).abs().sum(1)  # (O, K, p) -> (O, p)
-        out[n0 : n0 + batch] = _ungroup_rows(y, y.shape[-1] // length, out_hw)
-    return out
+def adder2d_forward(x: Tensor, weight: Tensor, stride: IntPair = 1, padding: IntPair = 0, dilation: IntPair = 1,
+                    groups: int = 1) -> Tensor:
+    """Eq. 2: ``Y = -sum_k |X_col - W|``; x (N, C, H, W), weight (C_out, C/groups, kh, kw) -> (N, C_out, Ho, Wo)."""
+    y = -_difference(x, weight, stride, padding, dilation, groups).abs().sum(3)  # (N, groups, O, L)
+    (sh, _), (ph, _), (dh, _) = _pair(stride), _pair(padding), _pair(dilation)
+    h_out = (x.shape[2] + 2 * ph - dh * (weight.shape[2] - 1) - 1) // sh + 1  # the rows of nn.Conv2d's output
+    return y.reshape(x.shape[0], weight.shape[0], h_out, -1)  # (N, groups * O, Ho, Wo)
 
 
-def adder2d_grad_weight(
-    grad_output: Tensor,
-    x: Tensor,
-    weight: Tensor,
-    stride: Pair = (1, 1),
-    padding: Pair = (0, 0),
-    dilation: Pair = (1, 1),
-    groups: int = 1,
-) -> Tensor:
-    """Full-precision weight gradient (Eq. 5) through the GEMM identity dW = G X_col^T - W * rowsum(G).
-
-    ``G X_col^T`` is exactly the convolution weight gradient (zero padding), so the backend's conv kernel does the
-    heavy part; the rank-1 correction needs one reduction of G per output channel.
-    """
-    conv_grad = torch.nn.grad.conv2d_weight(x, weight.shape, grad_output, stride, padding, dilation, groups)
-    row_sum = grad_output.sum(dim=(0, 2, 3))  # (O,)
-    return conv_grad - weight * row_sum.view(-1, 1, 1, 1)
+def adder2d_grad_weight(grad_output: Tensor, x: Tensor, weight: Tensor, stride: IntPair = 1, padding: IntPair = 0,
+                        dilation: IntPair = 1, groups: int = 1) -> Tensor:
+    """Eq. 5, the full-precision weight gradient: ``dW = sum_p (X_col - W) * G``."""
+    diff = _difference(x, weight, stride, padding, dilation, groups)  # (N, groups, O, K, L)
+    return (diff * _grad_rows(grad_output, groups)).sum((0, 4)).reshape(weight.shape)
 
 
-def adder2d_grad_weight_sign(
-    grad_output: Tensor,
-    x: Tensor,
-    weight: Tensor,
-    stride: Pair = (1, 1),
-    padding: Pair = (0, 0),
-    dilation: Pair = (1, 1),
-    groups: int = 1,
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-) -> Tensor:
-    """True (sign) weight gradient dW = sum_p sign(X_col - W) G, used only by the optimisation ablation."""
-    n = x.shape[0]
-    out_channels, _, kh, kw = weight.shape
-    w_col = weight.reshape(groups, out_channels // groups, -1)  # (G, O, K)
-    rows, k = w_col.shape[1], w_col.shape[2]
-    item = x.element_size()
-    length = grad_output.shape[2] * grad_output.shape[3]
-    grad_w = torch.zeros_like(w_col)
-    batch = _batch_chunk(n, groups * (k + rows) * length * item, chunk_bytes)
-    cols_per_chunk = max(1, chunk_bytes // (rows * k * item))
-    for n0 in range(0, n, batch):
-        x_col = _im2col(x[n0 : n0 + batch], (kh, kw), stride, padding, dilation, groups)  # (G, K, P)
-        g_rows = _group_rows(grad_output[n0 : n0 + batch], groups)  # (G, O, P)
-        for g in range(groups):
-            for p0 in range(0, x_col.shape[-1], cols_per_chunk):
-                block = x_col[g, None, :, p0 : p0 + cols_per_chunk]  # (1, K, p)
-                sign = torch.sign(block - w_col[g, :, :, None])  # (O, K, p)
-                grad_w[g] += (sign * g_rows[g, :, None, p0 : p0 + cols_per_chunk]).sum(-1)
-    return grad_w.view_as(weight)
+def adder2d_grad_weight_sign(grad_output: Tensor, x: Tensor, weight: Tensor, stride: IntPair = 1,
+                             padding: IntPair = 0, dilation: IntPair = 1, groups: int = 1) -> Tensor:
+    """The sign ablation, the true gradient of Eq. 2: ``dW = sum_p sign(X_col - W) * G``."""
+    diff = _difference(x, weight, stride, padding, dilation, groups)  # (N, groups, O, K, L)
+    return (torch.sign(diff) * _grad_rows(grad_output, groups)).sum((0, 4)).reshape(weight.shape)
 
 
-def adder2d_grad_input(
-    grad_output: Tensor,
-    x: Tensor,
-    weight: Tensor,
-    stride: Pair = (1, 1),
-    padding: Pair = (0, 0),
-    dilation: Pair = (1, 1),
-    groups: int = 1,
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-) -> Tensor:
-    """Input gradient (Eq. 6): dX_col = sum_o HardTanh(W - X_col) G, folded back; padded positions are dropped."""
-    n, _, height, width = x.shape
-    out_channels, _, kh, kw = weight.shape
-    w_col = weight.reshape(groups, out_channels // groups, -1)  # (G, O, K)
-    rows, k = w_col.shape[1], w_col.shape[2]
-    item = x.element_size()
-    length = grad_output.shape[2] * grad_output.shape[3]
-    grad_x = torch.empty_like(x, memory_format=torch.contiguous_format)
-    batch = _batch_chunk(n, groups * (2 * k + rows) * length * item, chunk_bytes)
-    cols_per_chunk = max(1, chunk_bytes // (rows * k * item))
-    for n0 in range(0, n, batch):
-        chunk = x[n0 : n0 + batch]
-        x_col = _im2col(chunk, (kh, kw), stride, padding, dilation, groups)  # (G, K, P)
-        g_rows = _group_rows(grad_output[n0 : n0 + batch], groups)  # (G, O, P)
-        grad_col = torch.empty_like(x_col)
-        for g in range(groups):
-            for p0 in range(0, x_col.shape[-1], cols_per_chunk):
-                block = x_col[g, None, :, p0 : p0 + cols_per_chunk]  # (1, K, p)
-                hard_tanh = (w_col[g, :, :, None] - block).clamp_(-1.0, 1.0)  # (O, K, p)
-                g_block = g_rows[g, :, None, p0 : p0 + cols_per_chunk]  # (O, 1, p)
-                grad_col[g, :, p0 : p0 + cols_per_chunk] = (hard_tanh * g_block).sum(0)
-        nb = chunk.shape[0]
-        grad_col = grad_col.view(groups, k, nb, length).permute(2, 0, 1, 3).reshape(nb, groups * k, length)
-        grad_x[n0 : n0 + nb] = F.fold(
-            grad_col, (height, width), (kh, kw), dilation=dilation, padding=padding, stride=stride
-        )
-    return grad_x
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Integer adder (AdderNet Eq. 2 on uint8 with one shared scale and zero point; see frugalvision.ops.adder2d_u8)
+def adder2d_grad_input(grad_output: Tensor, x: Tensor, weight: Tensor, stride: IntPair = 1, padding: IntPair = 0,
+                       dilation: IntPair = 1, groups: int = 1) -> Tensor:
+    """Eq. 6: ``dX_col = sum_o HardTanh(W - X_col) * G``, folded back onto x (padded positions are dropped)."""
+    diff = _difference(x, weight, stride, padding, dilation, groups)  # (N, groups, O, K, L)
+    grad_col = (F.hardtanh(-diff) * _grad_rows(grad_output, groups)).sum(2)  # (N, groups, K, L)
+    grad_col = grad_col.reshape(x.shape[0], -1, grad_col.shape[-1])  # (N, C * kh * kw, L)
+    return F.fold(grad_col, x.shape[2:], weight.shape[2:], dilation=dilation, padding=padding, stride=stride)
 
 
 def adder2d_u8_reference(
     input_q: Tensor,
-    weight,
-    stride: int | tuple[int, int] = 1,
-    padding: int | tuple[int, int] = 0,
-    dilation: int | tuple[int, int] = 1,
+    weight: Tensor,
+    stride: IntPair = 1,
+    padding: IntPair = 0,
+    dilation: IntPair = 1,
     *,
     zero_point: int,
     scale: Tensor | None = None,
@@ -210,46 +112,37 @@ def adder2d_u8_reference(
     output: str = "int32",
     qmin: int = 0,
     qmax: int = 255,
-    groups: int | None = None,
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    groups: int = 1,
 ) -> Tensor:
-    """Executable specification of ``frugalvision::adder2d_u8`` in plain PyTorch int32 arithmetic.
+    """``frugalvision::adder2d_u8`` on a uint8 (N, H, W, C) input and uint8 (O, C/groups, kh, kw) weights.
 
-    ``S[n, h, w, o] = sum_{i, j, c} |Xq_pad[n, h*s_h + i*d_h, w*s_w + j*d_w, g*Cg + c] - Wq[o, c, i, j]|`` with
-    ``Xq_pad`` the NHWC uint8 input padded with the byte ``zero_point`` and ``g = o // (O/G)`` (AdderNet Eq. 2 on
-    quantized values sharing one scale and zero point), then the output mode of :func:`adder_u8_epilogue`.
+    ``S[n, h, w, o] = sum_{i, j, c} |Xq_pad[n, h*s_h + i*d_h, w*s_w + j*d_w, g*Cg + c] - Wq[o, c, i, j]|`` (Eq. 2 on
+    the bytes; ``Xq_pad`` is the input padded with the byte ``zero_point``, i.e. x = 0; ``g = o // (O/groups)``),
+    then, in float32 one rounded operation at a time:
 
-    ``weight`` is a uint8 (O, C/G, kh, kw) tensor (``groups`` gives G, default 1) or a packed weight (anything with
-    ``unpack()`` and ``groups``, e.g. :class:`frugalvision.ops.adder2d_u8.PackedAdderWeight`).
-    Returns (N, Ho, Wo, O): int32, float32 or uint8.
+        "int32":   S
+        "float32": y = S * scale[o] + bias[o] (+ (residual - residual_zero_point) * residual_scale)
+        "uint8":   clamp(round_half_to_even(y), qmin, qmax)
+
+    Returns (N, Ho, Wo, O) of the output's dtype.
     """
-    if hasattr(weight, "unpack"):
-        groups = weight.groups if groups is None else groups
-        weight = weight.unpack()
-    groups = 1 if groups is None else groups
-    sh, sw = to_pair(stride, "adder2d_u8_reference", "stride")
-    ph, pw = to_pair(padding, "adder2d_u8_reference", "padding")
-    dh, dw = to_pair(dilation, "adder2d_u8_reference", "dilation")
-    n, height, width, channels = input_q.shape
+    (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
     out_channels, cg, kh, kw = weight.shape
-    og = out_channels // groups
-    h_out, w_out = conv_output_size(height, width, (kh, kw), (sh, sw), (ph, pw), (dh, dw))
-    x_pad = torch.full((n, height + 2 * ph, width + 2 * pw, channels), zero_point, dtype=torch.int32)
-    x_pad[:, ph : ph + height, pw : pw + width] = input_q.to(torch.int32)
-    # (O, Cg, kh, kw) -> (G, Og, kh, kw, Cg) -> (G, Og, K), K ordered (i, j, c)
-    w_col = weight.to(torch.int32).view(groups, og, cg, kh, kw).permute(0, 1, 3, 4, 2).reshape(groups, og, -1)
-    k = w_col.shape[-1]
-    sums = torch.empty((n, h_out, w_out, out_channels), dtype=torch.int32)
-    per_image = h_out * w_out * out_channels * k * 4
-    batch = _batch_chunk(n, per_image, chunk_bytes)
-    for n0 in range(0, n, batch):
-        # taps (i, j): (nb, Ho, Wo, C) slices of the padded input -> (nb, Ho, Wo, kh, kw, C)
-        taps = [x_pad[n0 : n0 + batch, i * dh : i * dh + sh * (h_out - 1) + 1 : sh,
-                      j * dw : j * dw + sw * (w_out - 1) + 1 : sw] for i in range(kh) for j in range(kw)]
-        patches = torch.stack(taps, dim=3).view(-1, h_out, w_out, kh, kw, groups, cg)
-        for g in range(groups):
-            cols = patches[..., g, :].reshape(-1, h_out, w_out, 1, k)  # (nb, Ho, Wo, 1, K), K ordered (i, j, c)
-            sums[n0 : n0 + batch, ..., g * og : (g + 1) * og] = (cols - w_col[g]).abs().sum(-1, dtype=torch.int32)
+    x_pad = F.pad(input_q.to(torch.int64), (0, 0, pw, pw, ph, ph), value=zero_point)  # (N, H + 2ph, W + 2pw, C)
+    # sliding windows of the dilated kernel's span, then every d-th row and column of each: (N, Ho, Wo, C, kh, kw)
+    windows = x_pad.unfold(1, dh * (kh - 1) + 1, sh).unfold(2, dw * (kw - 1) + 1, sw)[..., ::dh, ::dw]
+    n, h_out, w_out = windows.shape[:3]
+    patches = windows.reshape(n, h_out, w_out, groups, 1, cg, kh, kw)
+    w = weight.to(torch.int64).reshape(groups, out_channels // groups, cg, kh, kw)
+    sums = (patches - w).abs().sum((5, 6, 7)).reshape(n, h_out, w_out, out_channels).to(torch.int32)
     if output == "int32":
         return sums
-    return adder_u8_epilogue(sums, scale, bias, residual, residual_zero_point, residual_scale, output, qmin, qmax)
+    y = sums.to(torch.float32) * scale
+    if bias is not None:
+        y = y + bias
+    if residual is not None:
+        residual_scale_f32 = torch.tensor(residual_scale, dtype=torch.float32)
+        y = y + (residual.to(torch.float32) - float(residual_zero_point)) * residual_scale_f32
+    if output == "float32":
+        return y
+    return torch.round(y).clamp(qmin, qmax).to(torch.uint8)

@@ -30,7 +30,7 @@ Kernels:
   whose output is much smaller than their input (stride 2, a 5 x 5 kernel on a 5 x 5 map) would mostly multiply
   zeros that way; for them :func:`_grad_input_sparse_kernel` reduces each position over its runs of valid taps only.
 * weight gradient: none here. Eq. 5 through the identity ``dW = G X_col^T - W * rowsum(G)`` is a convolution weight
-  gradient (oneDNN) minus a rank-1 term, which the reference backend already computes that way; the numba backend
+  gradient (oneDNN) minus a rank-1 term, which the ``torch`` backend already computes that way; the numba backend
   registers that function (see :mod:`frugalvision.ops.backends`).
 
 Thread count: :func:`sync_threads` sets numba's pool to ``torch.get_num_threads()`` (bounded by numba's maximum) on

@@ -31,7 +31,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .. import reference
+from .. import adder_torch
 from ..utils import conv_output_size
 
 __all__ = ["adder2d_forward", "adder2d_grad_input", "adder2d_grad_weight", "interpreted"]
@@ -221,15 +221,16 @@ def adder2d_grad_weight(
 ) -> Tensor:
     """Eq. 5 through ``dW = conv2d_weight(X, G) - W * sum_p G`` with cuDNN, TF32 off (strict float32 parity).
 
-    ``sign=True`` (ablation only) runs the chunked reference.
+    ``sign=True`` (ablation only) runs the chunked plain-PyTorch kernel of :mod:`..adder_torch`.
     """
     acc = _acc_dtype(x, weight)
-    args = (grad_output.detach().to(acc), x.detach().to(acc), weight.detach().to(acc))
+    args = (grad_output.detach().to(acc), x.detach().to(acc), weight.detach().to(acc), stride, padding, dilation,
+            groups, sign)
     if sign:
-        return reference.adder2d_grad_weight_sign(*args, stride, padding, dilation, groups)
+        return adder_torch.adder2d_grad_weight(*args)
     saved = torch.backends.cudnn.allow_tf32
     torch.backends.cudnn.allow_tf32 = False
     try:
-        return reference.adder2d_grad_weight(*args, stride, padding, dilation, groups)
+        return adder_torch.adder2d_grad_weight(*args)
     finally:
         torch.backends.cudnn.allow_tf32 = saved
