@@ -13,7 +13,7 @@ import torch
 import frugalvision as fv
 from frugalvision.cli.main import main
 from frugalvision.errors import CheckpointError
-from frugalvision.models import save_model
+from frugalvision.models import read_state_dict, save_model
 from frugalvision.models.resnet import official_state_dict
 
 OFFICIAL = "official/ResNet20-AdderNet.pth"
@@ -125,3 +125,29 @@ def test_a_deploy_vanillanet_file_is_refused_by_a_train_mode_model_and_train_wei
     for path in (deploy_path, train_path):  # a train-mode file into a deploy model is fused on loading
         loaded = fv.create_model("vanillanet_test", deploy=True, checkpoint_path=path).eval()
         torch.testing.assert_close(loaded(x), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(("run", "model"), [("mnist5k/lenet5_bn_conv", "lenet5_bn"),
+                                            ("cifar10_10k/resnet20_conv", "resnet20"),
+                                            ("cifar10_10k/resnet20_binary", "resnet20")])
+def test_plain_state_dicts_of_trained_twins_are_refused_by_an_adder_model(repo_root, tmp_path, run, model):
+    """No config and frugalvision's key names: the BatchNorm statistics still tell. An adder layer outputs
+    -sum |x - w| <= 0, so the running mean of the norm it feeds stays <= 0; the shipped trained twins' do not."""
+    path = tmp_path / "twin.pth"
+    torch.save(read_state_dict(repo_root / "results" / run), path)
+    with pytest.raises(CheckpointError, match=rf"^checkpoint {path} does not fit {model}: its weights were not "
+                                              r"trained as adder layers \(\S+\.running_mean, fed by adder layer \S+, "
+                                              r"is positive .*\(--conv-type conv / --conv-type binary\)$"):
+        fv.create_model(model, checkpoint_path=path)
+    fv.create_model(model, conv_type=run.rsplit("_", 1)[1], checkpoint_path=path)
+
+
+@pytest.mark.parametrize(("run", "model", "norm_after_adder"), [("mnist5k/lenet5_bn_adder", "lenet5_bn", "features.5"),
+                                                                ("cifar10_10k/resnet20_adder_kd", "resnet20",
+                                                                 "layer1.0.bn1")])
+def test_plain_state_dicts_of_trained_addernets_load(repo_root, tmp_path, run, model, norm_after_adder):
+    path = tmp_path / "adder.pth"
+    torch.save(read_state_dict(repo_root / "results" / run), path)
+    loaded = fv.create_model(model, checkpoint_path=path)
+    mean = loaded.state_dict()[f"{norm_after_adder}.running_mean"]
+    assert mean.max() <= 0 and mean.min() < 0  # trained (not all zero) and never positive

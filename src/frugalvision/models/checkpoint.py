@@ -98,8 +98,9 @@ def check_state_dict_fits(
 # ---- layer kinds ---------------------------------------------------------------------------------------------
 # A conv, binary or frugalvision adder layer stores one ``weight`` of the same shape, so the numbers alone do not say
 # which kind of layer they were trained for (loaded into the wrong kind they compute garbage, silently). What does
-# say it: a frugalvision file's stored config (``conv_type``, ...), and key names: the official AdderNet release
-# calls an adder weight ``adder`` (Adder2d calls it ``weight``), an adaptive layer has a ``kernel_bias``.
+# say it: a frugalvision file's stored config (``conv_type``, ...); key names: the official AdderNet release calls an
+# adder weight ``adder`` (Adder2d calls it ``weight``), an adaptive layer has a ``kernel_bias``; and the statistics
+# of the BatchNorm after an adder layer, whose input -sum |x - w| is never positive.
 KIND_OPTIONS = ("conv_type", "stem_type")  # model options that choose the kind of layers (checked between files)
 _KIND_LEAVES = {"adder": "adder", "kernel_bias": "adaptive"}  # state-dict leaf name -> the layer kind it reveals
 
@@ -115,21 +116,27 @@ def layer_kind(module: nn.Module) -> str | None:
     return "conv" if isinstance(module, nn.Conv2d) else None
 
 
-def _option_hint(option: str, value: Any) -> str:
-    """How to ask for ``option=value``, in Python and on the command line."""
+def _flag(option: str, value: Any) -> str:
+    """The command-line spelling of ``option=value``."""
     text = value if isinstance(value, str) else json.dumps(value)
-    flag = f"--conv-type {text}" if option == "conv_type" else f"--model-option {option}={text}"
-    return f"build it with {option}={value!r} ({flag})"
+    return f"--conv-type {text}" if option == "conv_type" else f"--model-option {option}={text}"
 
 
-def _kind_hint(model: nn.Module, kind: str) -> str:
-    """What builds ``model`` with layers of ``kind``: the option of its registered name that chooses them."""
+def _option_hint(option: str, *values: Any) -> str:
+    """How to ask for ``option=value`` (one of ``values``), in Python and on the command line."""
+    python = " or ".join(f"{option}={value!r}" for value in values)
+    return f"build it with {python} ({' / '.join(_flag(option, value) for value in values)})"
+
+
+def _kind_hint(model: nn.Module, *kinds: str) -> str:
+    """What builds ``model`` with layers of (one of) ``kinds``: the option of its registered name that chooses
+    them."""
     name = getattr(model, "frugalvision_cfg", {}).get("model")
     defaults = model_option_defaults(name) if name and is_model(name) else {}
     option = next((o for o in KIND_OPTIONS if o in defaults), None)
     if option is None:
-        return f"load it into a model with {kind} layers"
-    return _option_hint(option, kind)
+        return f"load it into a model with {' or '.join(kinds)} layers"
+    return _option_hint(option, *kinds)
 
 
 def check_layer_kinds(state: Mapping[str, Tensor], model: nn.Module, what: str,
@@ -140,8 +147,9 @@ def check_layer_kinds(state: Mapping[str, Tensor], model: nn.Module, what: str,
 
     Evidence used: ``config``, a frugalvision file's stored config (its registered name and its :data:`KIND_OPTIONS`
     and ``deploy`` must match the model's; a train-mode file may load into a ``deploy`` model, which fuses it), then
-    per layer the key names that reveal a kind (:data:`_KIND_LEAVES`). A plain state dict with frugalvision's key
-    names cannot be told apart from its conv / binary / adder twins: only keys or a stored config can be checked.
+    per layer the key names that reveal a kind (:data:`_KIND_LEAVES`), then the running means of the BatchNorms fed
+    by the model's adder layers, which adder weights never make positive. Adder weights in a conv or binary twin with
+    frugalvision's key names and no stored config leave no such trace and load.
     ``what`` opens the message and names file and model (see :func:`check_state_dict_fits`).
     """
     if config is not None:
@@ -158,6 +166,56 @@ def check_layer_kinds(state: Mapping[str, Tensor], model: nn.Module, what: str,
             key, found_kind = found
             raise CheckpointError(f"{what}: it holds {found_kind} layers (e.g. {key}) where the model has {kind} "
                                   f"layers; {_kind_hint(model, found_kind)}")
+    _check_adder_norm_statistics(state, model, what)
+
+
+def _norms_after_adder_layers(model: nn.Module) -> dict[str, str]:
+    """``{norm name: adder layer name}`` for each BatchNorm whose input is the output of a bias-free adder layer,
+    found by one forward on the meta device (no numbers computed); empty when the model has no such layer or no
+    known input size."""
+    adder_names = {m: n for n, m in model.named_modules() if isinstance(m, Adder2d) and m.bias is None}
+    size = getattr(getattr(model, "data_config", None), "input_size", None) or getattr(model, "default_input_size",
+                                                                                        None)
+    if not adder_names or size is None:
+        return {}
+    produced: dict[int, tuple[str, Tensor]] = {}  # id(output) -> (adder layer, output kept alive so ids stay unique)
+    pairs: dict[str, str] = {}
+
+    def after_adder(module: nn.Module, inputs: Any, output: Tensor) -> None:
+        produced[id(output)] = (adder_names[module], output)
+
+    def before_norm(name: str) -> Callable[[nn.Module, tuple[Any, ...]], None]:
+        def hook(module: nn.Module, inputs: tuple[Any, ...]) -> None:
+            if inputs and id(inputs[0]) in produced:
+                pairs[name] = produced[id(inputs[0])][0]
+        return hook
+
+    handles = [m.register_forward_hook(after_adder) for m in adder_names]
+    handles += [m.register_forward_pre_hook(before_norm(n)) for n, m in model.named_modules()
+                if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    meta = {k: torch.empty_like(v, device="meta") for k, v in [*model.named_parameters(), *model.named_buffers()]}
+    try:
+        with torch.no_grad():
+            torch.func.functional_call(model, meta, (torch.empty(2, *size, device="meta"),), strict=False)
+    except Exception:  # a model that cannot run on the meta device: no evidence from it, the other checks stand
+        return {}
+    finally:
+        for handle in handles:
+            handle.remove()
+    return pairs
+
+
+def _check_adder_norm_statistics(state: Mapping[str, Tensor], model: nn.Module, what: str) -> None:
+    """An adder layer without bias outputs ``-sum |x - w| <= 0`` (AdderNet Eq. 2), so the running mean of a
+    BatchNorm fed by it never turns positive: a positive one proves weights trained in a conv or binary layer."""
+    for norm, layer in _norms_after_adder_layers(model).items():
+        mean = state.get(f"{norm}.running_mean")
+        if mean is not None and mean.is_floating_point() and bool((mean > 0).any()):
+            raise CheckpointError(
+                f"{what}: its weights were not trained as adder layers ({norm}.running_mean, fed by adder layer "
+                f"{layer}, is positive up to {float(mean.max()):.3g}; an adder layer outputs -sum |x - w| <= 0); "
+                f"{_kind_hint(model, 'conv', 'binary')}"
+            )
 
 
 def _check_stored_config(config: Mapping[str, Any], model: nn.Module, what: str) -> None:
