@@ -9,6 +9,8 @@ from torch import nn
 
 from ..errors import CheckpointError, ConfigError
 from .checkpoint import (
+    KIND_OPTIONS,
+    check_layer_kinds,
     check_state_dict_fits,
     checkpoint_loader,
     read_checkpoint_config,
@@ -59,14 +61,26 @@ def create_model(
 
 def load_checkpoint(model: nn.Module, checkpoint_path: str | os.PathLike, *, use_ema: bool = False) -> nn.Module:
     """Load weights into ``model`` (strict), converting an official checkpoint's key names with the model's
-    registered ``checkpoint_filter`` (models built by a registered entrypoint carry their name)."""
+    registered ``checkpoint_filter`` (models built by a registered entrypoint carry their name).
+
+    Raises:
+        CheckpointError: one line naming the file and the model: an unreadable file, weights of another layer kind
+            or a stored config that disagrees with the model (:func:`~.checkpoint.check_layer_kinds`, with the
+            option that fits), missing / unexpected keys or other shapes.
+    """
     state = read_state_dict(checkpoint_path, use_ema=use_ema)
-    name = getattr(model, "frugalvision_cfg", {}).get("model")
+    model_cfg = getattr(model, "frugalvision_cfg", {})
+    name = model_cfg.get("model")
+    kinds = ", ".join(f"{k}={v!r}" for k, v in model_cfg.get("kwargs", {}).items() if k in (*KIND_OPTIONS, "deploy"))
+    what = f"checkpoint {checkpoint_path} does not fit {name or type(model).__name__}{f' ({kinds})' if kinds else ''}"
+    check_layer_kinds(state, model, what, read_checkpoint_config(checkpoint_path))
     checkpoint_filter = model_entry(name).checkpoint_filter if name else None
     if checkpoint_filter is not None:
-        state = checkpoint_filter(state, model)
-    check_state_dict_fits(state, model.state_dict(),
-                          f"checkpoint {checkpoint_path} does not fit {name or type(model).__name__}")
+        try:
+            state = checkpoint_filter(state, model)
+        except CheckpointError as error:  # a filter's finding about the file, e.g. a VanillaNet in the other form
+            raise CheckpointError(f"{what}: {error}") from None
+    check_state_dict_fits(state, model.state_dict(), what)
     model.load_state_dict(state, strict=True)
     return model
 

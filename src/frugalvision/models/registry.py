@@ -40,6 +40,7 @@ __all__ = [
     "list_models",
     "model_entry",
     "model_entrypoint",
+    "model_option_defaults",
     "model_train_defaults",
     "register_model",
     "train_defaults",
@@ -167,6 +168,16 @@ def model_entry(name: str) -> ModelEntry:
 
 def model_entrypoint(name: str) -> Callable[..., nn.Module]:
     return model_entry(name).entrypoint
+
+
+def model_option_defaults(name: str) -> dict[str, Any]:
+    """The defaults of the options a registered entrypoint names in its signature, e.g. ``{"num_classes": 10,
+    "in_chans": 3, "conv_type": "adder"}`` for ``resnet20``: what a model built without them uses. Options that
+    only reach the model class through ``**kwargs`` are not listed (an entrypoint may fix them, as ``small_cnn``
+    does)."""
+    params = inspect.signature(inspect.unwrap(model_entrypoint(name))).parameters.values()
+    return {p.name: p.default for p in params
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is not p.empty}
 
 
 def train_defaults(**options: object) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:

@@ -35,6 +35,7 @@ from ..data import dataset_info
 from ..errors import CheckpointError, ConfigError
 from ..layers.activations import BN_EPS, SeriesActivation, deep_training_act
 from ..layers.reparam import fold_bn, merge_1x1_after, to_conv
+from .checkpoint import check_state_dict_fits
 from .registry import register_model
 
 __all__ = ["VanillaBlock", "VanillaNet", "official_checkpoint_filter"]
@@ -297,14 +298,13 @@ def official_checkpoint_filter(state: dict[str, Tensor], model: nn.Module) -> di
     if model.deploy and is_train_state:
         # a train-mode checkpoint into a deploy model: load it into a train-mode twin and fuse
         twin = VanillaNet(**model.arch_args, deploy=False)
-        try:
-            twin.load_state_dict(state, strict=True)
-        except RuntimeError as error:
-            raise CheckpointError(f"train-mode checkpoint does not fit this VanillaNet: {error}") from None
+        check_state_dict_fits(state, twin.state_dict(), "its train-mode weights do not fit the train-mode twin")
+        twin.load_state_dict(state, strict=True)
         twin.eval().switch_to_deploy()
         return twin.state_dict()
     if not model.deploy and not is_train_state and "stem.0.weight" in state:
-        raise CheckpointError("this is a deploy-mode (fused) checkpoint; create the model with deploy=True")
+        raise CheckpointError("it holds the fused (deploy) form (stem.0.weight, no stem1); build it with "
+                              "deploy=True (--model-option deploy=true)")
     return state
 
 
