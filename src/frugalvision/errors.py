@@ -19,6 +19,7 @@ __all__ = [
     "InputTypeError",
     "OutputError",
     "RunExistsError",
+    "TrainingDivergedError",
 ]
 
 
@@ -56,3 +57,8 @@ class InputTypeError(FrugalVisionError, TypeError):
 
 class OutputError(FrugalVisionError, OSError):
     """A result file cannot be written (missing permission, full disk, a folder in the way)."""
+
+
+class TrainingDivergedError(FrugalVisionError, ArithmeticError):
+    """A training run's loss or weights stopped being finite (usually a learning rate too high); the run stops
+    without saving the non-finite state."""
