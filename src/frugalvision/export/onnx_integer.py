@@ -55,20 +55,12 @@ __all__ = [
     "build_integer_graph",
     "compare_with_onnxruntime",
     "export_integer_onnx",
-    "is_integer_model",
     "onnx_session",
     "sad_accumulator",
 ]
 
 FLOAT32_EXACT_LIMIT = 2**24  # every integer up to this is exact in float32
 MIN_INTEGER_OPSET = 13  # ReduceSum's axes as an input, Pad's constant value as an input
-
-
-def is_integer_model(model: nn.Module) -> bool:
-    """Whether ``model`` is an integer model (any of its modules is one of :mod:`frugalvision.quant`'s)."""
-    from ..quant.modules import InferenceOnly
-
-    return any(isinstance(m, InferenceOnly) for m in model.modules())
 
 
 def sad_accumulator(reduction_length: int) -> str:
@@ -287,6 +279,7 @@ def _batch_norm(g: _Graph, x: str, norm: nn.modules.batchnorm._BatchNorm) -> str
 def _module(g: _Graph, module: nn.Module, x: str) -> str:
     """Append ``module``'s forward on ``x`` (the tensor PyTorch would hand it) and return its output."""
     from ..quant.modules import (
+        AdderUnit,
         FloatConvStem,
         FloatLinearHead,
         Int8ConvStem,
@@ -338,6 +331,9 @@ def _module(g: _Graph, module: nn.Module, x: str) -> str:
         if module.pool is not None:
             y = _module(g, module.pool, y)
         return _quantize(g, y, module.quant.scale, module.quant.zero_point)
+    if isinstance(module, AdderUnit):
+        raise ExportError("ONNX export of integer models covers the resnet and chain layouts; this model was "
+                          "quantized with the generic layout (AdderUnit layers)")
     if isinstance(module, Int8ConvStem):
         raise ExportError("ONNX export of an int8 stem (quantize --stem int8) is not supported; quantize with "
                           "--stem fp32")
@@ -425,11 +421,13 @@ def build_integer_graph(model: nn.Module, input_shape: tuple[int, int, int], ops
 
 
 def export_integer_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, int, int], opset: int = 17, *,
-                        accumulator: str | None = None) -> None:
+                        accumulator: str | None = None, example: torch.Tensor | None = None,
+                        tolerance: float | None = None) -> dict[str, float] | None:
     """Write integer ``model`` as an ONNX file in the standard operator set (atomic: a failure leaves nothing).
 
-    The graph is checked with ``onnx.checker`` (full check, shapes included). Comparing it with the integer model is
-    :func:`frugalvision.export.onnx.verify_integer_onnx`'s job (the deploy command does it).
+    The graph is checked with ``onnx.checker`` (full check, shapes included). With ``example`` images (N, C, H, W),
+    onnxruntime runs the file before it is put in place and :func:`compare_with_onnxruntime`'s numbers are returned;
+    with ``tolerance`` too, a relative error above it or a different predicted class is an ``ExportError``.
     """
     try:
         import onnx
@@ -446,7 +444,14 @@ def export_integer_onnx(model: nn.Module, path: str | Path, input_shape: tuple[i
     os.close(handle)
     try:
         onnx.save(proto, tmp_name)
+        report = compare_with_onnxruntime(tmp_name, model, example) if example is not None else None
+        if report is not None and tolerance is not None and (
+                report["relative_error"] > tolerance or report["argmax_agreement"] < 1.0):
+            raise ExportError(f"the ONNX graph differs from the integer model: relative error "
+                              f"{report['relative_error']:.2e} (tolerance {tolerance:g}), same class on "
+                              f"{report['argmax_agreement']:.0%} of the examples")
         os.replace(tmp_name, path)
+        return report
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
