@@ -19,6 +19,7 @@ __all__ = [
     "InputTypeError",
     "OutputError",
     "RunExistsError",
+    "TrainingDivergedError",
     "one_line",
 ]
 
@@ -57,6 +58,11 @@ class InputTypeError(FrugalVisionError, TypeError):
 
 class OutputError(FrugalVisionError, OSError):
     """A result file cannot be written (missing permission, full disk, a folder in the way)."""
+
+
+class TrainingDivergedError(FrugalVisionError, ArithmeticError):
+    """A training run's loss or weights stopped being finite (usually a learning rate too high); the run stops
+    without saving the non-finite state."""
 
 
 def one_line(error: BaseException, *, limit: int | None = 300, with_type: bool = False) -> str:

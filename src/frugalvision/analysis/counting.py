@@ -33,7 +33,7 @@ from ..errors import ConfigError
 from ..layers.binary import BinaryConv2d
 from ..ops.cost import NORM, WEIGHT_LAYER, cost_formula, register_cost
 
-__all__ = ["ENERGY_SOURCE", "ENERGY_TABLES", "LATENCY_SOURCE", "EnergyTable", "count_ops", "human"]
+__all__ = ["ENERGY_SOURCE", "ENERGY_TABLES", "LATENCY_SOURCE", "EnergyTable", "count_ops", "human", "parameter_count"]
 
 
 # Where the rates come from, short, for the captions under cost tables (EnergyTable.source has the long form)
@@ -154,8 +154,9 @@ def _run_counted(model: nn.Module, stack: list[tuple[str, nn.Module]], x: Tensor
     return counter.records
 
 
-def _parameter_count(model: nn.Module) -> int:
-    """Trainable parameters; an integer model's weights are buffers (uint8 / int8), counted by its own rule."""
+def parameter_count(model: nn.Module) -> int:
+    """The model's parameters as ``count`` reports them: its parameters; an integer model's weights are buffers
+    (uint8 / int8), counted by its own rule (:func:`frugalvision.quant.modules.weight_count`)."""
     from ..quant import is_quantized, weight_count
 
     return weight_count(model) if is_quantized(model) else sum(p.numel() for p in model.parameters())
@@ -224,7 +225,7 @@ def count_ops(
         entry["add"] += r["add"] // batch_size
     priced = {name: ENERGY_TABLES[name] for name in by_precision}
     return {
-        "params": _parameter_count(model),
+        "params": parameter_count(model),
         **totals,
         "energy_pj": sum(c["mul"] * priced[p].mul_pj + c["add"] * priced[p].add_pj for p, c in by_precision.items()),
         "latency_cycles": sum(c["mul"] * priced[p].mul_cycles + c["add"] * priced[p].add_cycles

@@ -267,7 +267,15 @@ class FloatConvStem(InferenceOnly):
         self.quant = QuantizeInput()
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.conv(x.float().contiguous(memory_format=torch.channels_last))
+        # Accumulated in float64 and rounded once to float32: products of float32 numbers are exact in float64 and
+        # the sums of a stem's few terms (27 for 3x3 on RGB) keep ~2**-50 relative accuracy, so this is the
+        # correctly rounded float32 convolution for all but a vanishing fraction of outputs, whatever the summation
+        # order. Any other float64 implementation (the ONNX export) then quantises to the same bytes, which a float32
+        # convolution cannot promise (oneDNN's and onnxruntime's orders differ: 56 of 16.4M stem bytes of the
+        # released ResNet-20 on 1,000 CIFAR images moved by one, and one prediction changed).
+        conv = self.conv
+        y = F.conv2d(x.double(), conv.weight.double(), conv.bias.double(), conv.stride, conv.padding, conv.dilation,
+                     conv.groups).float()
         if self.relu and (self.pool is not None or self.quant.zero_point != 0):
             y = y.relu_()  # with zero point 0 and no pool, the quantiser's clamp at byte 0 is the ReLU
         if self.pool is not None:

@@ -25,12 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import RunExistsError
+from ..errors import RunExistsError, TrainingDivergedError
 from ..run_dir import RunDir
 from .builders import build_data, build_training
 from .callbacks import Callback
 from .config import TrainConfig
 from .distributed import Distributed, setup_distributed
+from .divergence import check_model_finite
 from .loop import evaluate, train_one_epoch, validate_epoch
 from .objectives import Objective
 from .state import restore_run_state, save_run_state, write_run_config
@@ -82,8 +83,14 @@ def train(
     started = time.perf_counter()
     with _tensorboard(run_dir, dist.is_main) as writer, _progress(progress and dist.is_main) as bar:
         for epoch in range(len(history), config.epochs):
-            row = train_one_epoch(setup, data, epoch, progress=bar)
-            row.update(validate_epoch(setup, data, dist))
+            try:
+                row = train_one_epoch(setup, data, epoch, progress=bar)
+                row.update(validate_epoch(setup, data, dist))
+                for net in (setup.model, setup.ema_model):
+                    if net is not None:  # never save a non-finite model (BN statistics re-estimated included)
+                        check_model_finite(net, epoch=epoch, base_lr=config.lr)
+            except TrainingDivergedError as error:
+                raise TrainingDivergedError(f"{error}; {_kept(run_dir, len(history))}") from None
             for callback in setup.callbacks:
                 callback.on_epoch_end(setup.context, row)
             row.update(setup.context.extra_metrics)
@@ -97,6 +104,14 @@ def train(
     dist.barrier()  # every rank returns once rank 0 has written the run's files (a later step may read them)
     return TrainResult(run_dir=run_dir, metrics=history[-1] if history else {}, history=history,
                        resumed_from=resumed_from, train_seconds=time.perf_counter() - started)
+
+
+def _kept(run_dir: Path, finished_epochs: int) -> str:
+    """What a stopped run leaves: the last finished (finite) epoch, or nothing to resume."""
+    if finished_epochs:
+        return (f"{run_dir} keeps epoch {finished_epochs} (finite): continue with --resume and a lower --lr, "
+                "which rescales the stored schedule")
+    return f"no epoch finished, so {run_dir} holds no model: run again with a lower --lr and --overwrite"
 
 
 def _check_run_dir(config: TrainConfig, *, resume: bool, overwrite: bool) -> None:

@@ -7,6 +7,7 @@ step or one epoch can be tested without a whole run.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -20,6 +21,7 @@ from torch.utils.data import DataLoader
 from .batchnorm import recalibrate_batchnorm
 from .builders import TrainingData, TrainingSetup, epoch_seed
 from .distributed import Distributed, sync_buffers
+from .divergence import all_finite, check_step
 
 __all__ = ["evaluate", "train_one_epoch", "train_step", "validate_epoch"]
 
@@ -65,6 +67,9 @@ def train_one_epoch(setup: TrainingSetup, data: TrainingData, epoch: int, *, pro
     started = time.perf_counter()
     setup.train_model.train()
     loss_sum, correct, seen = 0.0, 0, 0
+    losses_finite = True  # of the micro-batches of the current optimizer step
+    batches = len(data.train_loader)
+    steps = math.ceil(batches / config.grad_accum)  # a trailing partial accumulation counts as a step here
     setup.optimizer.zero_grad(set_to_none=True)
     for step, (images, target) in enumerate(data.train_loader):
         images, target = images.to(setup.device, non_blocking=True), target.to(setup.device, non_blocking=True)
@@ -72,11 +77,21 @@ def train_one_epoch(setup: TrainingSetup, data: TrainingData, epoch: int, *, pro
         if setup.mixup is not None:
             images, target = setup.mixup(images, target)
         last_micro_batch = (step + 1) % config.grad_accum == 0
+        lr = setup.optimizer.param_groups[0]["lr"]  # of this step (the schedule advances after it)
         loss, logits = train_step(setup, images, target, last_micro_batch=last_micro_batch)
+        if last_micro_batch or step == batches - 1:  # the loss and the parameters' verdict in one host transfer
+            loss_value, params_finite = torch.stack([loss.float(), all_finite(setup.model.parameters())]).tolist()
+            losses_finite = losses_finite and math.isfinite(loss_value)
+            check_step(losses_finite, bool(params_finite), epoch=epoch, step=step // config.grad_accum, steps=steps,
+                       lr=lr, base_lr=config.lr)
+            losses_finite = True
+        else:
+            loss_value = float(loss)
+            losses_finite = losses_finite and math.isfinite(loss_value)
         if last_micro_batch:
             for callback in setup.callbacks:
                 callback.on_step_end(ctx, step // config.grad_accum)
-        loss_sum += float(loss) * hard_target.numel()
+        loss_sum += loss_value * hard_target.numel()
         correct += int((logits.argmax(1) == hard_target).sum())
         seen += hard_target.numel()
         if task is not None:

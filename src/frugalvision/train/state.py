@@ -74,6 +74,22 @@ def restore_run_state(run_dir: Path, setup: TrainingSetup, say: Callable[[str], 
     changed = sorted(k for k, v in config.to_dict().items() if state["config"].get(k, v) != v)
     if changed:
         say(f"Note: resuming with changed options: {', '.join(changed)} (the stored schedule state is kept)")
+    stored_lr = state["config"].get("lr", config.lr)
+    if stored_lr != config.lr:  # e.g. after a divergence: the schedule continues, scaled to the new --lr
+        _rescale_learning_rate(setup, config.lr / stored_lr)
+        say(f"Note: learning rate {stored_lr:g} -> {config.lr:g}: the stored schedule is scaled by "
+            f"{config.lr / stored_lr:g}")
     epoch = state["epoch"]
     say(f"Resuming {run_dir} from epoch {epoch + 1}/{config.epochs} ({epoch} finished)")
     return list(state["history"])
+
+
+def _rescale_learning_rate(setup: TrainingSetup, factor: float) -> None:
+    """Multiply every learning rate of the restored optimizer and schedule by ``factor`` (groups keep their ratios,
+    the schedule its position)."""
+    setup.scheduler.base_lrs = [lr * factor for lr in setup.scheduler.base_lrs]
+    for group in setup.optimizer.param_groups:
+        group["lr"] *= factor
+        if "initial_lr" in group:
+            group["initial_lr"] *= factor
+    setup.scheduler._last_lr = [group["lr"] for group in setup.optimizer.param_groups]
