@@ -13,7 +13,7 @@ raises.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +32,7 @@ __all__ = [
     "FloatLinearHead",
     "InferenceOnly",
     "Int8ConvStem",
+    "PlannedForward",
     "PooledEpilogue",
     "QuantizeInput",
     "QuantizedAdder2d",
@@ -61,6 +62,21 @@ class InferenceOnly(nn.Module):
         if mode:
             raise InputError("quantized frugalvision models are inference only; train the float model instead")
         return super().train(False)
+
+
+class PlannedForward(InferenceOnly):
+    """An integer network whose ``forward`` runs its compiled plan (:mod:`frugalvision.quant.plan`, which sets
+    ``planner``) where it can, else ``forward_modules``, its modules one by one."""
+
+    planner: Callable[[nn.Module, Tensor], Tensor | None] | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        if PlannedForward.planner is not None and (out := PlannedForward.planner(self, x)) is not None:
+            return out
+        return self.forward_modules(x)
+
+    def forward_modules(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
 
 
 def _scalars(module: nn.Module, names: Sequence[str]) -> None:
@@ -358,7 +374,7 @@ class FloatLinearHead(InferenceOnly):
         return self.fc(x.mean((1, 2)))  # (N, H, W, C) -> (N, C) -> (N, classes)
 
 
-class AdderUnit(InferenceOnly):
+class AdderUnit(PlannedForward):
     """Drop-in integer replacement of an ``Adder2d`` (and the BatchNorm folded into it) inside any float model:
     float (N, C, H, W) -> uint8 -> ``adder2d_u8`` -> float (N, O, H', W')."""
 
@@ -368,5 +384,5 @@ class AdderUnit(InferenceOnly):
         self.adder = QuantizedAdder2d(adder.in_channels, adder.out_channels, adder.kernel_size, adder.stride,
                                       adder.padding, adder.dilation, adder.groups, output="float32")
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward_modules(self, x: Tensor) -> Tensor:
         return self.adder(self.quant(x)).permute(0, 3, 1, 2)  # (N, H', W', O) -> (N, O, H', W')

@@ -63,6 +63,8 @@ __all__ = [
     "WIDTHS",
     "adder2d_u8_forward",
     "cpu_features",
+    "kernel_arguments",
+    "per_group_padded",
     "run_layout",
     "sad_peak_run",
     "width_rejects",
@@ -786,8 +788,9 @@ def _num_chunks(num_tasks: int, threads: int) -> int:
     return max(1, min(num_tasks, threads * _TASKS_PER_THREAD))
 
 
-def _per_group_padded(values: Tensor | None, groups: int, blocks: int, fill: float) -> np.ndarray:
-    """(O,) float32 -> (G * 8B,) with each group's channels padded to 8B."""
+def per_group_padded(values: Tensor | None, groups: int, blocks: int, fill: float) -> np.ndarray:
+    """A layer's (O,) scale or bias as the kernels read it: float32 (G * 8B,), each group's channels padded to 8B
+    with ``fill`` (``None``: all ``fill``)."""
     if values is None:
         return np.full(groups * blocks * LANES, fill, dtype=np.float32)
     array = values.detach().to(torch.float32).contiguous().numpy()
@@ -807,6 +810,28 @@ _FLOAT_ARGS = ("residual_zero_point", "residual_scale", "qmin", "qmax")
 _OUTPUT_DTYPES = {"int32": torch.int32, "float32": torch.float32, "uint8": torch.uint8}
 
 
+def kernel_arguments(width: int, input_shape: tuple[int, int, int, int], packed_shape: tuple[int, ...],
+                     out_channels: int, kernel_size: tuple[int, int], stride: tuple[int, int],
+                     padding: tuple[int, int], dilation: tuple[int, int], zero_point: int, has_residual: bool,
+                     residual_zero_point: int, residual_scale: float, output: str, qmin: int, qmax: int,
+                     threads: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
+    """The forward kernel's scalar arguments for one call: ``ints`` (int64, in the order of :data:`_INT_ARGS`),
+    ``floats`` (float32, :data:`_FLOAT_ARGS`) and the output shape (N, Ho, Wo, O), for an (N, H, W, C) input and
+    packed weights of shape (G, B, S, 8, 8) run on ``threads`` threads."""
+    n, height, width_in, channels = input_shape
+    groups = packed_shape[0]
+    kh, kw = kernel_size
+    h_out, w_out = conv_output_size(height, width_in, kernel_size, stride, padding, dilation)
+    layout = run_layout(kernel_size, channels // groups, groups, dilation[1])
+    ints = np.array([
+        n, height, width_in, channels, out_channels, h_out, w_out, kh, kw, *stride, *padding, *dilation, zero_point,
+        *layout, _buffer_bytes(layout[0], packed_shape[2] * STEP, kh, kw, stride[1], channels), OUTPUT_MODES[output],
+        has_residual, *TILES[width], _num_chunks(-(-n * h_out * w_out // POS_BLOCK), threads),
+    ], dtype=np.int64)
+    floats = np.array([residual_zero_point, residual_scale, qmin, qmax], dtype=np.float32)
+    return ints, floats, (n, h_out, w_out, out_channels)
+
+
 def adder2d_u8_forward(
     width: int, x: Tensor, packed: Tensor, out_channels: int, kernel_size: tuple[int, int],
     stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int], zero_point: int,
@@ -816,22 +841,14 @@ def adder2d_u8_forward(
     """The ``frugalvision::adder2d_u8`` forward (arguments checked by :func:`frugalvision.ops.adder2d_u8.adder2d_u8`)
     with the kernels of vector ``width`` (64, 32 or 0, see :data:`WIDTHS`): ``x`` uint8 (N, H, W, C) contiguous,
     ``packed`` uint8 (G, B, S, 8, 8); returns (N, Ho, Wo, O) int32 / float32 / uint8."""
-    n, height, width_in, channels = x.shape
     groups, blocks = packed.shape[0], packed.shape[1]
-    kh, kw = kernel_size
-    h_out, w_out = conv_output_size(height, width_in, kernel_size, stride, padding, dilation)
-    out = torch.empty((n, h_out, w_out, out_channels), dtype=_OUTPUT_DTYPES[output])
-    layout = run_layout(kernel_size, channels // groups, groups, dilation[1])
-    threads = sync_threads()
-    ints = np.array([
-        n, height, width_in, channels, out_channels, h_out, w_out, kh, kw, *stride, *padding, *dilation, zero_point,
-        *layout, _buffer_bytes(layout[0], packed.shape[2] * STEP, kh, kw, stride[1], channels), OUTPUT_MODES[output],
-        residual is not None, *TILES[width], _num_chunks(-(-n * h_out * w_out // POS_BLOCK), threads),
-    ], dtype=np.int64)
-    floats = np.array([residual_zero_point, residual_scale, qmin, qmax], dtype=np.float32)
+    ints, floats, out_shape = kernel_arguments(
+        width, tuple(x.shape), tuple(packed.shape), out_channels, kernel_size, stride, padding, dilation, zero_point,
+        residual is not None, residual_zero_point, residual_scale, output, qmin, qmax, sync_threads())
+    out = torch.empty(out_shape, dtype=_OUTPUT_DTYPES[output])
     _FORWARD_KERNELS[width](
         x.view(-1).numpy(), packed.numpy(), out.view(-1).view(torch.uint8).numpy(),
-        _per_group_padded(scale, groups, blocks, 1.0), _per_group_padded(bias, groups, blocks, 0.0),
+        per_group_padded(scale, groups, blocks, 1.0), per_group_padded(bias, groups, blocks, 0.0),
         _NO_BYTES if residual is None else residual.view(-1).numpy(), ints, floats,
     )
     return out
