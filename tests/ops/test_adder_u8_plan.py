@@ -83,3 +83,28 @@ def test_driver_runs_adder_pool_adder_like_the_reference(width, n, size, c_in, c
     assert torch.equal(torch.from_numpy(arena[:a_bytes]).view(a.shape), a)
     assert torch.equal(torch.from_numpy(arena[b_at : b_at + b_bytes]).view(b.shape), b)
     assert torch.equal(out, expected)
+
+
+@pytest.mark.parametrize("width", RUNNABLE)
+@pytest.mark.parametrize("threads", [2, 3, 7])
+def test_small_batches_split_channel_tiles_between_tasks(width, threads):
+    """One block of positions (batch 1, 6x6 map) and 40 output channels: the channel tiles are dealt to several
+    parallel tasks (as many as the threads need, at most one tile each); the result is the reference's."""
+    gen = torch.Generator().manual_seed(threads)
+    x = torch.randint(0, 256, (1, 6, 6, 24), generator=gen, dtype=torch.uint8)
+    packed = pack_adder_weight_u8(torch.randint(0, 256, (40, 24, 3, 3), generator=gen, dtype=torch.uint8))
+    scale, bias = torch.rand(40, generator=gen) * 0.01, torch.randn(40, generator=gen) * 50 + 128
+    residual = torch.randint(0, 256, (1, 6, 6, 40), generator=gen, dtype=torch.uint8)
+    expected = ref.adder2d_u8_reference(x, packed, (1, 1), (1, 1), (1, 1), zero_point=9, scale=scale, bias=bias,
+                                        residual=residual, residual_zero_point=3, residual_scale=0.5, output="uint8")
+    ints, floats, shape = adder_u8_numba.kernel_arguments(
+        width, tuple(x.shape), tuple(packed.data.shape), 40, (3, 3), (1, 1), (1, 1), (1, 1), 9, True, 3, 0.5, "uint8",
+        0, 255, threads)
+    tiles = -(-5 // adder_u8_numba.TILES[width][1])  # 5 rows of 8 channels, NR rows per tile
+    assert ints[-1] == min(threads, tiles) and ints[-2] == ints[-1]  # channel_splits, num_chunks
+    out = torch.empty(shape, dtype=torch.uint8)
+    adder_u8_numba._FORWARD_KERNELS[width](
+        x.view(-1).numpy(), packed.data.numpy(), out.view(-1).numpy(),
+        adder_u8_numba.per_group_padded(scale, 1, 5, 1.0), adder_u8_numba.per_group_padded(bias, 1, 5, 0.0),
+        residual.view(-1).numpy(), ints, floats)
+    assert torch.equal(out, expected)

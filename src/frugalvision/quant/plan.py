@@ -374,7 +374,9 @@ class IntegerPlan:
             if step is not None:
                 self.program.append(step)
         self._check_values()
-        self._watched = [(layer, name, getattr(layer, name), getattr(layer, name)._version)
+        # (a layer's buffer dict, name, the tensor packed, its version): a replaced or modified buffer (in place,
+        # e.g. by load_state_dict) makes the plan stale; _buffers rather than getattr: this runs on every forward
+        self._watched = [(layer._buffers, name, layer._buffers[name], layer._buffers[name]._version)
                          for layer in self._layers() for name in ("weight_packed", "scale", "bias", "qconfig")]
 
     def _layers(self) -> list[QuantizedAdder2d]:
@@ -406,7 +408,7 @@ class IntegerPlan:
 
     def is_current(self) -> bool:
         """Whether the integer layers' buffers are those the plan was packed from, unmodified."""
-        return all(getattr(layer, name) is t and t._version == version for layer, name, t, version in self._watched)
+        return all(buffers[name] is t and t._version == version for buffers, name, t, version in self._watched)
 
     def __call__(self, x: Tensor, width: int) -> Tensor:
         threads = sync_threads()

@@ -607,6 +607,7 @@ def _make_forward_kernel(width: int):
         sw, ph, pw, dh, dw = ints[10], ints[11], ints[12], ints[13], ints[14]
         zero_point, layout, runs, run_steps, buf_bytes = np.uint8(ints[15]), ints[16], ints[17], ints[18], ints[19]
         mode, has_res, mr, nr, num_chunks = ints[20], ints[21], ints[22], ints[23], ints[24]
+        channel_splits = ints[25]  # parallel tasks share a block of positions by channel tiles (small batches)
         res_zp, res_scale, qmin, qmax = floats[0], floats[1], floats[2], floats[3]
         groups, num_blocks, steps = w.shape[0], w.shape[1], w.shape[2]
         row_bytes = steps * STEP
@@ -620,6 +621,8 @@ def _make_forward_kernel(width: int):
         num_tasks = (num_pos + POS_BLOCK - 1) // POS_BLOCK
         x_base = np.int64(x.ctypes.data)
         x_end = x_base + x.shape[0]
+        channel_tiles = (num_blocks + nr - 1) // nr
+        position_chunks = num_chunks // channel_splits
         for chunk in prange(num_chunks):
             buf = np.zeros(buf_bytes, dtype=np.uint8)  # copied kernel rows or patch rows
             zrun = np.full(kw * channels + _SLACK, zero_point, dtype=np.uint8)  # a run of padding
@@ -627,7 +630,11 @@ def _make_forward_kernel(width: int):
             stage = np.zeros(mr * nr * LANES, dtype=np.int32)
             buf_base = np.int64(buf.ctypes.data)
             zrun_base = np.int64(zrun.ctypes.data)
-            for task in range(chunk * num_tasks // num_chunks, (chunk + 1) * num_tasks // num_chunks):
+            pos_chunk, split = chunk // channel_splits, chunk % channel_splits
+            tile_lo = split * channel_tiles // channel_splits
+            tile_hi = (split + 1) * channel_tiles // channel_splits
+            first_task = pos_chunk * num_tasks // position_chunks
+            for task in range(first_task, (pos_chunk + 1) * num_tasks // position_chunks):
                 p0 = task * POS_BLOCK
                 count = min(POS_BLOCK, num_pos - p0)
                 for g in range(groups):
@@ -638,7 +645,7 @@ def _make_forward_kernel(width: int):
                         for r in range(runs):
                             addr[r * POS_BLOCK + q] = addr[r * POS_BLOCK + count - 1]
                     # tiles: channel rows outside (their weights stay in L1), positions inside
-                    for b0 in range(0, num_blocks, nr):
+                    for b0 in range(tile_lo * nr, tile_hi * nr, nr):
                         rows = min(nr, num_blocks - b0)
                         w_off = (g * num_blocks + b0) * steps * ROW_BYTES
                         c_first = b0 * LANES
@@ -784,8 +791,15 @@ def _buffer_bytes(layout: int, row_bytes: int, kh: int, kw: int, stride_w: int, 
     return POS_BLOCK * row_bytes + _SLACK
 
 
-def _num_chunks(num_tasks: int, threads: int) -> int:
-    return max(1, min(num_tasks, threads * _TASKS_PER_THREAD))
+def _parallel_split(num_tasks: int, channel_tiles: int, threads: int) -> tuple[int, int]:
+    """``(num_chunks, channel_splits)``: the parallel tasks of a call. Blocks of positions are dealt out to at most
+    ``threads * 8`` chunks; where there are fewer blocks than threads (a small batch on a late stage: ResNet-20's
+    8x8 maps at batch 1 are one block), each block's channel tiles are split between ``channel_splits`` chunks so
+    that every thread has work."""
+    if num_tasks == 0 or num_tasks >= threads or channel_tiles < 2:
+        return max(1, min(num_tasks, threads * _TASKS_PER_THREAD)), 1
+    splits = min(channel_tiles, -(-threads // num_tasks))
+    return num_tasks * splits, splits
 
 
 def per_group_padded(values: Tensor | None, groups: int, blocks: int, fill: float) -> np.ndarray:
@@ -805,7 +819,7 @@ def per_group_padded(values: Tensor | None, groups: int, blocks: int, fill: floa
 _NO_BYTES = np.zeros(ROW_BYTES, dtype=np.uint8)
 _INT_ARGS = ("n", "height", "width", "channels", "out_channels", "h_out", "w_out", "kh", "kw", "sh", "sw", "ph",
              "pw", "dh", "dw", "zero_point", "layout", "runs", "run_steps", "buf_bytes", "mode", "has_residual", "mr",
-             "nr", "num_chunks")
+             "nr", "num_chunks", "channel_splits")
 _FLOAT_ARGS = ("residual_zero_point", "residual_scale", "qmin", "qmax")
 _OUTPUT_DTYPES = {"int32": torch.int32, "float32": torch.float32, "uint8": torch.uint8}
 
@@ -826,7 +840,8 @@ def kernel_arguments(width: int, input_shape: tuple[int, int, int, int], packed_
     ints = np.array([
         n, height, width_in, channels, out_channels, h_out, w_out, kh, kw, *stride, *padding, *dilation, zero_point,
         *layout, _buffer_bytes(layout[0], packed_shape[2] * STEP, kh, kw, stride[1], channels), OUTPUT_MODES[output],
-        has_residual, *TILES[width], _num_chunks(-(-n * h_out * w_out // POS_BLOCK), threads),
+        has_residual, *TILES[width],
+        *_parallel_split(-(-n * h_out * w_out // POS_BLOCK), -(-packed_shape[1] // TILES[width][1]), threads),
     ], dtype=np.int64)
     floats = np.array([residual_zero_point, residual_scale, qmin, qmax], dtype=np.float32)
     return ints, floats, (n, h_out, w_out, out_channels)

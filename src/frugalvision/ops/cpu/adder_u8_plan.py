@@ -48,7 +48,7 @@ BUFFER_INPUT, BUFFER_OUTPUT, BUFFER_ARENA = 0, 1, 2
 STEP_FIELDS = ("kind", "in_buffer", "in_offset", "in_bytes", "out_buffer", "out_offset", "out_bytes", "res_buffer",
                "res_offset", "res_bytes", "weight_offset", "weight_bytes", "groups", "blocks", "steps",
                "vector_offset", "vector_length")
-PARAM_COUNT = 25  # the adder kernel's integer arguments (adder_u8_numba._INT_ARGS)
+PARAM_COUNT = 26  # the adder kernel's integer arguments (adder_u8_numba._INT_ARGS)
 POOL_PARAMS = ("n", "height", "width", "channels", "h_out", "w_out", "kh", "kw", "sh", "sw", "ph", "pw", "dh", "dw")
 _POOL_ROWS_PER_TASK = 8
 
