@@ -19,6 +19,7 @@ from frugalvision.ops.cpu.adder_u8_plan import (
     STEP_ADDER,
     STEP_FIELDS,
     STEP_MAX_POOL,
+    _patches_u8,
     run_steps,
 )
 
@@ -107,4 +108,28 @@ def test_small_batches_split_channel_tiles_between_tasks(width, threads):
         x.view(-1).numpy(), packed.data.numpy(), out.view(-1).numpy(),
         adder_u8_numba.per_group_padded(scale, 1, 5, 1.0), adder_u8_numba.per_group_padded(bias, 1, 5, 0.0),
         residual.view(-1).numpy(), ints, floats)
+    assert torch.equal(out, expected)
+
+
+@pytest.mark.parametrize("n, h, w, k, stride, padding, dilation", [
+    (2, 28, 28, 5, 1, 2, 1),  # LeNet-5's first layer: 8-byte moves inside, taps one by one at the borders
+    (1, 7, 9, 3, 2, 1, 2),  # strided, dilated: taps one by one
+    (3, 6, 11, (2, 9), 1, (0, 4), 1),  # a kernel row longer than 8 taps
+])
+def test_patch_rows_of_a_one_channel_map_equal_unfold(n, h, w, k, stride, padding, dilation):
+    kh, kw = (k, k) if isinstance(k, int) else k
+    ph, pw = (padding, padding) if isinstance(padding, int) else padding
+    zero_point = 17
+    x = torch.randint(0, 256, (n, h, w, 1), generator=torch.Generator().manual_seed(h), dtype=torch.uint8)
+    padded = F.pad(x[..., 0].float(), (pw, pw, ph, ph), value=zero_point)  # (N, H + 2ph, W + 2pw)
+    cols = F.unfold(padded[:, None], (kh, kw), dilation=dilation, stride=stride)  # (N, kh * kw, Ho * Wo), (i, j)
+    h_out = (h + 2 * ph - dilation * (kh - 1) - 1) // stride + 1
+    w_out = (w + 2 * pw - dilation * (kw - 1) - 1) // stride + 1
+    row_bytes = -(-kh * kw // 8) * 8
+    expected = torch.zeros(n, h_out, w_out, row_bytes, dtype=torch.uint8)
+    expected[..., : kh * kw] = cols.transpose(1, 2).reshape(n, h_out, w_out, kh * kw).to(torch.uint8)
+    out = torch.full((n, h_out, w_out, row_bytes), 0xAB, dtype=torch.uint8)
+    params = np.zeros(PARAM_COUNT, dtype=np.int64)
+    params[:16] = [n, h, w, 1, h_out, w_out, kh, kw, stride, stride, ph, pw, dilation, dilation, zero_point, row_bytes]
+    _patches_u8(x.view(-1).numpy(), out.view(-1).numpy(), params)
     assert torch.equal(out, expected)

@@ -47,9 +47,11 @@ from ..ops.cpu.adder_u8_plan import (
     STEP_ADDER,
     STEP_FIELDS,
     STEP_MAX_POOL,
+    STEP_PATCHES,
     run_steps,
 )
 from ..ops.dispatch import select
+from ..ops.utils import conv_output_size
 from .modules import AdderUnit, PlannedForward, QuantizedAdder2d
 from .networks import MaxPoolUint8, QuantizedBasicBlock, QuantizedBottleneck, QuantizedChain, QuantizedResNet
 
@@ -80,12 +82,25 @@ class TorchStep:
 
 @dataclass
 class AdderStep:
-    """An integer adder layer with its fused epilogue; ``residual`` is the value added in the epilogue."""
+    """An integer adder layer with its fused epilogue; ``residual`` is the value added in the epilogue.
+    ``source``: the model's layer that ``layer`` was derived from (see :class:`PatchStep`), else ``None``."""
 
     layer: QuantizedAdder2d
     input: int
     output: int
     residual: int | None = None
+    source: QuantizedAdder2d | None = None
+
+
+@dataclass
+class PatchStep:
+    """The patch rows of a one-channel uint8 map for ``layer``'s geometry, ``row_bytes`` per position (the taps,
+    then zeros): the input of a 1x1 layer that equals ``layer`` (:func:`_packed_patch_layer`)."""
+
+    layer: QuantizedAdder2d
+    row_bytes: int
+    input: int
+    output: int
 
 
 @dataclass
@@ -97,7 +112,8 @@ class MaxPoolStep:
     output: int
 
 
-Step = TorchStep | AdderStep | MaxPoolStep
+Step = TorchStep | AdderStep | MaxPoolStep | PatchStep
+IntegerStep = AdderStep | MaxPoolStep | PatchStep
 Lowering = Callable[[nn.Module, "PlanBuilder", int], int]
 _LOWERINGS: dict[type, Lowering] = {}
 
@@ -135,14 +151,47 @@ class PlanBuilder:
         return out
 
     def adder(self, layer: QuantizedAdder2d, value: int, residual: int | None = None) -> int:
+        """``layer`` on ``value``; a one-channel layer whose patch rows the kernels would gather a few bytes at a
+        time runs as a 1x1 layer on packed patch rows (:class:`PatchStep`)."""
         if (residual is not None) != layer.residual:
             raise LoweringError(f"{layer}: residual {'expected' if layer.residual else 'not expected'}")
+        row_bytes = _patch_row_bytes(layer)
+        if row_bytes:
+            patches = self.patches(layer, row_bytes, value)
+            self.steps.append(AdderStep(_packed_patch_layer(layer, row_bytes), patches, out := self._new(), residual,
+                                        source=layer))
+            return out
         self.steps.append(AdderStep(layer, value, out := self._new(), residual))
+        return out
+
+    def patches(self, layer: QuantizedAdder2d, row_bytes: int, value: int) -> int:
+        self.steps.append(PatchStep(layer, row_bytes, value, out := self._new()))
         return out
 
     def max_pool(self, pool: dict[str, Any], value: int) -> int:
         self.steps.append(MaxPoolStep(pool, value, out := self._new()))
         return out
+
+
+def _patch_row_bytes(layer: QuantizedAdder2d) -> int:
+    """Bytes of a packed patch row (taps rounded up to 8) where ``layer`` should run on packed patches: one input
+    channel, groups 1, a kernel row of fewer bytes than a SAD step or not a multiple of it; else 0."""
+    kh, kw = layer.kernel_size
+    if layer.in_channels != 1 or layer.groups != 1 or (kh * kw == 1) or (kw % 8 == 0 and layer.dilation[1] == 1):
+        return 0
+    return -(-kh * kw // 8) * 8
+
+
+def _packed_patch_layer(layer: QuantizedAdder2d, row_bytes: int) -> QuantizedAdder2d:
+    """The 1x1 layer on ``row_bytes``-channel patch rows equal to the one-channel ``layer``: the weights (O, 1, kh,
+    kw) as (O, row_bytes, 1, 1), taps in (i, j) order, zeros after them; the same epilogue."""
+    weight = torch.zeros(layer.out_channels, row_bytes, dtype=torch.uint8)
+    weight[:, : layer.weight_q[0].numel()] = layer.weight_q.reshape(layer.out_channels, -1)  # (O, kh * kw)
+    packed = QuantizedAdder2d(row_bytes, layer.out_channels, (1, 1), output=layer.output, residual=layer.residual)
+    packed.set_weight(weight.view(layer.out_channels, row_bytes, 1, 1), layer.zero_point)
+    packed.set_epilogue(layer.scale, layer.bias, layer.qmin, layer.qmax, layer.residual_zero_point,
+                        layer.residual_scale)
+    return packed
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -239,7 +288,7 @@ class IntegerSegment:
     """Consecutive integer steps, from one uint8 (N, H, W, C) input value to one output value; the weights packed
     once into flat arrays."""
 
-    def __init__(self, steps: list[AdderStep | MaxPoolStep]) -> None:
+    def __init__(self, steps: list[IntegerStep]) -> None:
         self.steps = steps
         self.input, self.output = steps[0].input, steps[-1].output
         scales, biases, self._places = [], [], []  # places: (weight offset, bytes, G, B, S, vector offset)
@@ -274,7 +323,18 @@ class IntegerSegment:
             in_shape, in_dtype = shapes[step.input]
             if in_dtype != "uint8":
                 raise LoweringError(f"integer step on a {in_dtype} value")
-            if isinstance(step, AdderStep):
+            if isinstance(step, PatchStep):
+                layer = step.layer
+                (kh, kw), (sh, sw), (ph, pw), (dh, dw) = layer.kernel_size, layer.stride, layer.padding, layer.dilation
+                _, height, width_in, _ = in_shape
+                h_out, w_out = conv_output_size(height, width_in, layer.kernel_size, layer.stride, layer.padding,
+                                                layer.dilation)
+                shapes[step.output] = ((n, h_out, w_out, step.row_bytes), "uint8")
+                ints = np.zeros(PARAM_COUNT, dtype=np.int64)
+                ints[:16] = [n, height, width_in, 1, h_out, w_out, kh, kw, sh, sw, ph, pw, dh, dw, layer.zero_point,
+                             step.row_bytes]
+                calls.append((ints, np.zeros(4, dtype=np.float32)))
+            elif isinstance(step, AdderStep):
                 layer = step.layer
                 ints, floats, out_shape = kernel_arguments(
                     width, in_shape, tuple(layer.packed_weight.data.shape), layer.out_channels, layer.kernel_size,
@@ -295,7 +355,8 @@ class IntegerSegment:
         places = self._allocate(shapes)
         table = np.zeros((len(self.steps), len(STEP_FIELDS)), dtype=np.int64)
         for row, step, place in zip(table, self.steps, self._places):
-            row[0] = STEP_ADDER if isinstance(step, AdderStep) else STEP_MAX_POOL
+            row[0] = STEP_ADDER if isinstance(step, AdderStep) else STEP_PATCHES if isinstance(step, PatchStep) \
+                else STEP_MAX_POOL
             row[1:4] = places[step.input]
             row[4:7] = places[step.output]
             row[7:10] = places[step.residual] if isinstance(step, AdderStep) and step.residual is not None \
@@ -363,9 +424,9 @@ class IntegerPlan:
             raise LoweringError(f"no lowering registered for {type(model).__name__}")
         self.result = lowering(model, builder, 0)
         self.program: list[TorchStep | IntegerSegment] = []
-        run: list[AdderStep | MaxPoolStep] = []
+        run: list[IntegerStep] = []
         for step in [*builder.steps, None]:
-            if isinstance(step, (AdderStep, MaxPoolStep)):
+            if isinstance(step, (AdderStep, MaxPoolStep, PatchStep)):
                 run.append(step)
                 continue
             if run:
@@ -380,7 +441,8 @@ class IntegerPlan:
                          for layer in self._layers() for name in ("weight_packed", "scale", "bias", "qconfig")]
 
     def _layers(self) -> list[QuantizedAdder2d]:
-        return [s.layer for seg in self.program if isinstance(seg, IntegerSegment) for s in seg.steps
+        """The model's adder layers that the plan runs."""
+        return [s.source or s.layer for seg in self.program if isinstance(seg, IntegerSegment) for s in seg.steps
                 if isinstance(s, AdderStep)]
 
     def _check_values(self) -> None:
