@@ -284,12 +284,16 @@ class FloatConvStem(InferenceOnly):
         self.quant = QuantizeInput()
 
     def forward(self, x: Tensor) -> Tensor:
+        return self.quant(self.float_output(x))
+
+    def float_output(self, x: Tensor) -> Tensor:
+        """The float map before the quantiser, (N, C, H, W) in channels-last memory."""
         y = self.conv(x.float().contiguous(memory_format=torch.channels_last))
         if self.relu and (self.pool is not None or self.quant.zero_point != 0):
             y = y.relu_()  # with zero point 0 and no pool, the quantiser's clamp at byte 0 is the ReLU
         if self.pool is not None:
             y = self.pool(y)
-        return self.quant(y)
+        return y
 
 
 _CONV_ARGS = ("stride", "padding", "dilation", "groups")

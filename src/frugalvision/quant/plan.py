@@ -52,8 +52,9 @@ from ..ops.cpu.adder_u8_plan import (
 )
 from ..ops.dispatch import select
 from ..ops.utils import conv_output_size
-from .modules import AdderUnit, PlannedForward, QuantizedAdder2d
+from .modules import AdderUnit, FloatConvStem, PlannedForward, QuantizedAdder2d, QuantizeInput
 from .networks import MaxPoolUint8, QuantizedBasicBlock, QuantizedBottleneck, QuantizedChain, QuantizedResNet
+from .ops import quantize_u8_nhwc_eager
 
 __all__ = ["IntegerPlan", "LoweringError", "PlanBuilder", "compile_plan", "plan_of", "planned_forward",
            "plans_disabled", "register_lowering"]
@@ -238,6 +239,16 @@ def _lower_adder(layer: QuantizedAdder2d, b: PlanBuilder, x: int) -> int:
 @register_lowering(MaxPoolUint8)
 def _lower_max_pool(pool: MaxPoolUint8, b: PlanBuilder, x: int) -> int:
     return b.max_pool(pool.kwargs, x)
+
+
+@register_lowering(QuantizeInput)
+def _lower_quantize_input(quant: QuantizeInput, b: PlanBuilder, x: int) -> int:
+    return b.torch(lambda t: quantize_u8_nhwc_eager(t, quant.scale, quant.zero_point), x)  # the op's body
+
+
+@register_lowering(FloatConvStem)
+def _lower_float_stem(stem: FloatConvStem, b: PlanBuilder, x: int) -> int:
+    return b.lower(stem.quant, b.torch(stem.float_output, x))
 
 
 @register_lowering(AdderUnit)
