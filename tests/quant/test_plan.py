@@ -3,13 +3,15 @@ bit (same int32 sums, same float32 epilogue), on every layout, odd batch sizes, 
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
 
 import frugalvision as fv
 from frugalvision.ops import use_backend
-from frugalvision.quant import QuantizedAdder2d
+from frugalvision.quant import QParams, QuantizedAdder2d
 from frugalvision.quant.modules import PlannedForward
 from frugalvision.quant.plan import compile_plan, plan_of, planned_forward, plans_disabled
 
@@ -73,6 +75,20 @@ def test_plan_follows_changed_buffers_and_steps_aside_for_other_backends():
             assert planned_forward(qmodel, x) is None
             assert torch.equal(qmodel(x), after)
         assert planned_forward(qmodel, x.to("meta")) is None
+
+
+def test_copies_compile_their_own_plan():
+    qmodel, shape = _quantized("lenet5_bn")
+    x = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = qmodel(x)
+        twin = copy.deepcopy(qmodel)
+        assert "_integer_plan" not in twin.__dict__
+        twin.steps[0].set_qparams(QParams(twin.steps[0].scale * 2, twin.steps[0].zero_point))  # the copy's own
+        with plans_disabled():
+            expected = twin(x)
+        assert torch.equal(twin(x), expected) and not torch.equal(expected, out)
+        assert torch.equal(qmodel(x), out)
 
 
 def test_released_resnet20_plan_equals_the_module_forward(shared_data):

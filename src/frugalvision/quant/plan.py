@@ -54,7 +54,6 @@ from ..ops.dispatch import select
 from ..ops.utils import conv_output_size
 from .modules import AdderUnit, FloatConvStem, PlannedForward, QuantizedAdder2d, QuantizeInput
 from .networks import MaxPoolUint8, QuantizedBasicBlock, QuantizedBottleneck, QuantizedChain, QuantizedResNet
-from .ops import quantize_u8_nhwc_eager
 
 __all__ = ["IntegerPlan", "LoweringError", "PlanBuilder", "compile_plan", "plan_of", "planned_forward",
            "plans_disabled", "register_lowering"]
@@ -243,7 +242,7 @@ def _lower_max_pool(pool: MaxPoolUint8, b: PlanBuilder, x: int) -> int:
 
 @register_lowering(QuantizeInput)
 def _lower_quantize_input(quant: QuantizeInput, b: PlanBuilder, x: int) -> int:
-    return b.torch(lambda t: quantize_u8_nhwc_eager(t, quant.scale, quant.zero_point), x)  # the op's body
+    return b.torch(quant.forward_eager, x)
 
 
 @register_lowering(FloatConvStem)
