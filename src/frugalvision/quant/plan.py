@@ -445,15 +445,12 @@ class IntegerPlan:
             if step is not None:
                 self.program.append(step)
         self._check_values()
+        self.layers = [s.source or s.layer for seg in self.program if isinstance(seg, IntegerSegment)
+                       for s in seg.steps if isinstance(s, AdderStep)]  # the model's adder layers that the plan runs
         # (a layer's buffer dict, name, the tensor packed, its version): a replaced or modified buffer (in place,
         # e.g. by load_state_dict) makes the plan stale; _buffers rather than getattr: this runs on every forward
         self._watched = [(layer._buffers, name, layer._buffers[name], layer._buffers[name]._version)
-                         for layer in self._layers() for name in ("weight_packed", "scale", "bias", "qconfig")]
-
-    def _layers(self) -> list[QuantizedAdder2d]:
-        """The model's adder layers that the plan runs."""
-        return [s.source or s.layer for seg in self.program if isinstance(seg, IntegerSegment) for s in seg.steps
-                if isinstance(s, AdderStep)]
+                         for layer in self.layers for name in ("weight_packed", "scale", "bias", "qconfig")]
 
     def _check_values(self) -> None:
         """Each integer segment reads one value from outside (its input) and leaves one (its output)."""
@@ -476,7 +473,7 @@ class IntegerPlan:
 
     @property
     def layer_count(self) -> int:
-        return len(self._layers())
+        return len(self.layers)
 
     def is_current(self) -> bool:
         """Whether the integer layers' buffers are those the plan was packed from, unmodified."""
@@ -539,7 +536,7 @@ def planned_forward(model: nn.Module, x: Any) -> Tensor | None:
     plan = plan_of(model)
     if plan is None or plan.layer_count == 0:
         return None
-    width = _sad_width(plan._layers()[0])
+    width = _sad_width(plan.layers[0])
     if width is None:
         return None
     return plan(x, width)
