@@ -25,9 +25,9 @@ ResNet-20: partial sums below 146,880). ``acc = int32`` is exact for any K (onnx
 and Add on int32); the exporter takes float32 when the bound holds (onnxruntime's float kernels are the faster
 ones) and int32 otherwise.
 
-**Epilogue.** As the integer model (:func:`frugalvision.ops.adder2d_u8_epilogue.adder_u8_epilogue`), in float32, one operation
-at a time and in the same order: ``y = float32(S) * scale + bias``, then ``+ (float32(residual) - zr) * sr``; uint8
-outputs ``Round`` (half to even, like ``torch.round``), ``Clip`` and ``Cast``. Each is one correctly rounded IEEE
+**Epilogue.** As the integer model (:func:`~frugalvision.ops.adder2d_u8_epilogue.adder_u8_epilogue`), in float32,
+one operation at a time and in the same order: ``y = float32(S) * scale + bias``, then
+``+ (float32(residual) - zr) * sr``; uint8 outputs ``Round`` (half to even, like ``torch.round``), ``Clip`` and ``Cast``. Each is one correctly rounded IEEE
 operation, so these steps agree bit for bit. The entry into the integer domain is ``x * (1 / scale)`` (the inverse
 in float32) rounded half to even, plus the zero point, clamped: what ``torch.quantize_per_tensor`` computes. The
 multiplicative stem is accumulated in float64 and rounded once to float32 on both sides (see

@@ -9,7 +9,8 @@ from .convert import build_integer_model, quantize
 from .fold import QParams
 from .modules import QuantizedAdder2d, weight_count
 from .observers import OBSERVERS
+from .plan import compile_plan
 from .serialize import is_quantized, load_quantized, save_quantized
 
-__all__ = ["OBSERVERS", "QParams", "QuantizedAdder2d", "build_integer_model", "is_quantized", "load_quantized",
-           "quantize", "save_quantized", "weight_count"]
+__all__ = ["OBSERVERS", "QParams", "QuantizedAdder2d", "build_integer_model", "compile_plan", "is_quantized",
+           "load_quantized", "quantize", "save_quantized", "weight_count"]

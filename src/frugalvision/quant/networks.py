@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .modules import FloatConvStem, FloatLinearHead, InferenceOnly, Int8ConvStem, QuantizedAdder2d, max_pool_nhwc
+from .modules import (
+    FloatConvStem,
+    FloatLinearHead,
+    InferenceOnly,
+    Int8ConvStem,
+    PlannedForward,
+    QuantizedAdder2d,
+    max_pool_nhwc,
+)
 
 __all__ = ["ChannelsFirst", "MaxPoolUint8", "QuantizedBasicBlock", "QuantizedBottleneck", "QuantizedChain",
            "QuantizedResNet"]
@@ -45,7 +53,7 @@ class QuantizedBottleneck(InferenceOnly):
         return out.relu_() if self.conv3.output == "float32" else out
 
 
-class QuantizedResNet(InferenceOnly):
+class QuantizedResNet(PlannedForward):
     """int8 or fp32 stem (conv + BN + ReLU [+ max-pool]) -> uint8 stages of integer blocks -> fp32 average pool and
     classifier (1x1 conv / linear with the logits' BatchNorm folded)."""
 
@@ -58,7 +66,7 @@ class QuantizedResNet(InferenceOnly):
             self.add_module(f"layer{i + 1}", stage)
         self.head = head
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward_modules(self, x: Tensor) -> Tensor:
         x = self.stem(x)  # (N, H, W, C) uint8
         for i in range(self.num_stages):
             x = getattr(self, f"layer{i + 1}")(x)
@@ -83,7 +91,7 @@ class MaxPoolUint8(nn.Module):
         return max_pool_nhwc(x, self.kwargs)
 
 
-class QuantizedChain(InferenceOnly):
+class QuantizedChain(PlannedForward):
     """A sequential network: ``steps`` (float NCHW in; uint8 NHWC between integer layers; float NCHW out), then
     ``flatten(1)`` and an optional fp32 ``classifier``."""
 
@@ -92,6 +100,6 @@ class QuantizedChain(InferenceOnly):
         self.steps = steps
         self.classifier = classifier
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward_modules(self, x: Tensor) -> Tensor:
         out = self.steps(x).flatten(1)
         return self.classifier(out) if self.classifier is not None else out

@@ -65,6 +65,8 @@ __all__ = [
     "WIDTHS_BYTES",
     "adder2d_u8_forward",
     "cpu_features",
+    "kernel_arguments",
+    "per_group_padded",
     "run_layout",
     "sad_peak_loop",
     "width_rejects",
@@ -607,6 +609,7 @@ def _make_forward_kernel(width: int):
         sw, ph, pw, dh, dw = ints[10], ints[11], ints[12], ints[13], ints[14]
         zero_point, layout, runs, run_steps, buf_bytes = np.uint8(ints[15]), ints[16], ints[17], ints[18], ints[19]
         mode, has_res, mr, nr, num_chunks = ints[20], ints[21], ints[22], ints[23], ints[24]
+        channel_splits = ints[25]  # parallel tasks share a block of positions by channel tiles (small batches)
         res_zp, res_scale, qmin, qmax = floats[0], floats[1], floats[2], floats[3]
         groups, num_blocks, steps = w.shape[0], w.shape[1], w.shape[2]
         row_bytes = steps * STEP
@@ -620,6 +623,8 @@ def _make_forward_kernel(width: int):
         num_tasks = (num_pos + POS_BLOCK - 1) // POS_BLOCK
         x_base = np.int64(x.ctypes.data)
         x_end = x_base + x.shape[0]
+        channel_tiles = (num_blocks + nr - 1) // nr
+        position_chunks = num_chunks // channel_splits
         for chunk in prange(num_chunks):
             buf = np.zeros(buf_bytes, dtype=np.uint8)  # copied kernel rows or patch rows
             zrun = np.full(kw * channels + _SLACK, zero_point, dtype=np.uint8)  # a run of padding
@@ -627,7 +632,11 @@ def _make_forward_kernel(width: int):
             stage = np.zeros(mr * nr * LANES, dtype=np.int32)
             buf_base = np.int64(buf.ctypes.data)
             zrun_base = np.int64(zrun.ctypes.data)
-            for task in range(chunk * num_tasks // num_chunks, (chunk + 1) * num_tasks // num_chunks):
+            pos_chunk, split = chunk // channel_splits, chunk % channel_splits
+            tile_lo = split * channel_tiles // channel_splits
+            tile_hi = (split + 1) * channel_tiles // channel_splits
+            first_task = pos_chunk * num_tasks // position_chunks
+            for task in range(first_task, (pos_chunk + 1) * num_tasks // position_chunks):
                 p0 = task * POS_BLOCK
                 count = min(POS_BLOCK, num_pos - p0)
                 for g in range(groups):
@@ -638,7 +647,7 @@ def _make_forward_kernel(width: int):
                         for r in range(runs):
                             addr[r * POS_BLOCK + q] = addr[r * POS_BLOCK + count - 1]
                     # tiles: channel rows outside (their weights stay in L1), positions inside
-                    for b0 in range(0, num_blocks, nr):
+                    for b0 in range(tile_lo * nr, tile_hi * nr, nr):
                         rows = min(nr, num_blocks - b0)
                         w_off = (g * num_blocks + b0) * steps * ROW_BYTES
                         c_first = b0 * LANES
@@ -741,12 +750,20 @@ def _buffer_bytes(layout: int, row_bytes: int, kh: int, kw: int, stride_w: int, 
     return POS_BLOCK * row_bytes + _SLACK
 
 
-def _num_chunks(num_tasks: int, threads: int) -> int:
-    return max(1, min(num_tasks, threads * _TASKS_PER_THREAD))
+def _parallel_split(num_tasks: int, channel_tiles: int, threads: int) -> tuple[int, int]:
+    """``(num_chunks, channel_splits)``: the parallel tasks of a call. Blocks of positions are dealt out to at most
+    ``threads * 8`` chunks; where there are fewer blocks than threads (a small batch on a late stage: ResNet-20's
+    8x8 maps at batch 1 are one block), each block's channel tiles are split between ``channel_splits`` chunks so
+    that every thread has work."""
+    if num_tasks == 0 or num_tasks >= threads or channel_tiles < 2:
+        return max(1, min(num_tasks, threads * _TASKS_PER_THREAD)), 1
+    splits = min(channel_tiles, -(-threads // num_tasks))
+    return num_tasks * splits, splits
 
 
-def _per_group_padded(values: Tensor | None, groups: int, blocks: int, fill: float) -> np.ndarray:
-    """(O,) float32 -> (G * 8B,) with each group's channels padded to 8B."""
+def per_group_padded(values: Tensor | None, groups: int, blocks: int, fill: float) -> np.ndarray:
+    """A layer's (O,) scale or bias as the kernels read it: float32 (G * 8B,), each group's channels padded to 8B
+    with ``fill`` (``None``: all ``fill``)."""
     if values is None:
         return np.full(groups * blocks * LANES, fill, dtype=np.float32)
     array = values.detach().to(torch.float32).contiguous().numpy()
@@ -761,9 +778,32 @@ def _per_group_padded(values: Tensor | None, groups: int, blocks: int, fill: flo
 _NO_BYTES = np.zeros(ROW_BYTES, dtype=np.uint8)
 _INT_ARGS = ("n", "height", "width", "channels", "out_channels", "h_out", "w_out", "kh", "kw", "sh", "sw", "ph",
              "pw", "dh", "dw", "zero_point", "layout", "runs", "run_steps", "buf_bytes", "mode", "has_residual", "mr",
-             "nr", "num_chunks")
+             "nr", "num_chunks", "channel_splits")
 _FLOAT_ARGS = ("residual_zero_point", "residual_scale", "qmin", "qmax")
 _OUTPUT_DTYPES = {"int32": torch.int32, "float32": torch.float32, "uint8": torch.uint8}
+
+
+def kernel_arguments(width: int, input_shape: tuple[int, int, int, int], packed_shape: tuple[int, ...],
+                     out_channels: int, kernel_size: tuple[int, int], stride: tuple[int, int],
+                     padding: tuple[int, int], dilation: tuple[int, int], zero_point: int, has_residual: bool,
+                     residual_zero_point: int, residual_scale: float, output: str, qmin: int, qmax: int,
+                     threads: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
+    """The forward kernel's scalar arguments for one call: ``ints`` (int64, in the order of :data:`_INT_ARGS`),
+    ``floats`` (float32, :data:`_FLOAT_ARGS`) and the output shape (N, Ho, Wo, O), for an (N, H, W, C) input and
+    packed weights of shape (G, B, S, 8, 8) run on ``threads`` threads."""
+    n, height, width_in, channels = input_shape
+    groups = packed_shape[0]
+    kh, kw = kernel_size
+    h_out, w_out = conv_output_size(height, width_in, kernel_size, stride, padding, dilation)
+    layout = run_layout(kernel_size, channels // groups, groups, dilation[1])
+    ints = np.array([
+        n, height, width_in, channels, out_channels, h_out, w_out, kh, kw, *stride, *padding, *dilation, zero_point,
+        *layout, _buffer_bytes(layout[0], packed_shape[2] * STEP, kh, kw, stride[1], channels), OUTPUT_MODES[output],
+        has_residual, *TILES[width],
+        *_parallel_split(-(-n * h_out * w_out // POS_BLOCK), -(-packed_shape[1] // TILES[width][1]), threads),
+    ], dtype=np.int64)
+    floats = np.array([residual_zero_point, residual_scale, qmin, qmax], dtype=np.float32)
+    return ints, floats, (n, h_out, w_out, out_channels)
 
 
 def adder2d_u8_forward(
@@ -775,22 +815,14 @@ def adder2d_u8_forward(
     """The ``frugalvision::adder2d_u8`` forward (arguments checked by :func:`frugalvision.ops.adder2d_u8.adder2d_u8`)
     with the kernels of vector ``width`` (64, 32 or 0, see :data:`WIDTHS`): ``x`` uint8 (N, H, W, C) contiguous,
     ``packed`` uint8 (G, B, S, 8, 8); returns (N, Ho, Wo, O) int32 / float32 / uint8."""
-    n, height, width_in, channels = x.shape
     groups, blocks = packed.shape[0], packed.shape[1]
-    kh, kw = kernel_size
-    h_out, w_out = conv_output_size(height, width_in, kernel_size, stride, padding, dilation)
-    out = torch.empty((n, h_out, w_out, out_channels), dtype=_OUTPUT_DTYPES[output])
-    layout = run_layout(kernel_size, channels // groups, groups, dilation[1])
-    threads = sync_threads()
-    ints = np.array([
-        n, height, width_in, channels, out_channels, h_out, w_out, kh, kw, *stride, *padding, *dilation, zero_point,
-        *layout, _buffer_bytes(layout[0], packed.shape[2] * STEP, kh, kw, stride[1], channels), OUTPUT_MODES[output],
-        residual is not None, *TILES[width], _num_chunks(-(-n * h_out * w_out // POS_BLOCK), threads),
-    ], dtype=np.int64)
-    floats = np.array([residual_zero_point, residual_scale, qmin, qmax], dtype=np.float32)
+    ints, floats, out_shape = kernel_arguments(
+        width, tuple(x.shape), tuple(packed.shape), out_channels, kernel_size, stride, padding, dilation, zero_point,
+        residual is not None, residual_zero_point, residual_scale, output, qmin, qmax, sync_threads())
+    out = torch.empty(out_shape, dtype=_OUTPUT_DTYPES[output])
     _FORWARD_KERNELS[width](
         x.view(-1).numpy(), packed.numpy(), out.view(-1).view(torch.uint8).numpy(),
-        _per_group_padded(scale, groups, blocks, 1.0), _per_group_padded(bias, groups, blocks, 0.0),
+        per_group_padded(scale, groups, blocks, 1.0), per_group_padded(bias, groups, blocks, 0.0),
         _NO_BYTES if residual is None else residual.view(-1).numpy(), ints, floats,
     )
     return out

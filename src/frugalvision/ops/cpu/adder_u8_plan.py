@@ -1,0 +1,199 @@
+"""One compiled call per forward: a numba driver that runs a table of integer steps (adder layers, max-pools) on
+uint8 channels-last buffers, calling the SAD kernels of :mod:`.adder_u8_numba` directly.
+
+A numba call from Python types every argument and passes through the dispatcher (~0.3 us per array argument, more
+with many arguments); a call from one compiled function to another is a plain function call. The driver
+:func:`run_steps` therefore takes a whole network's integer part as a few arrays and calls the per-layer kernels
+itself, so that a forward pays one dispatch instead of one per layer (plus the ``torch.library`` and Python layers
+around each).
+
+The step table (built by :mod:`frugalvision.quant.plan`) has one int64 row per step (:data:`STEP_FIELDS`):
+
+* ``kind``: :data:`STEP_ADDER` (``frugalvision::adder2d_u8`` with its fused epilogue), :data:`STEP_MAX_POOL`
+  (max-pool of a uint8 (N, H, W, C) map; max commutes with the monotone quantiser, so it stays exact) or
+  :data:`STEP_PATCHES` (the patch rows of a one-channel map, see :func:`_patches_u8`);
+* where the step's input, output and residual lie: a buffer (:data:`BUFFER_INPUT` the uint8 input of the plan,
+  :data:`BUFFER_OUTPUT` the plan's result, :data:`BUFFER_ARENA` the scratch bytes for the activations in between),
+  a byte offset and a length;
+* for an adder step, where its packed weights (uint8, (G, B, S, 8, 8)) and its scale and bias vectors (float32,
+  each ``G * 8B`` long) lie in the plan's weight, scale and bias arrays.
+
+``params`` (int64, one row of :data:`PARAM_COUNT` per step) holds the kernel's integer arguments in the order of
+``adder2d_u8_numba._INT_ARGS`` (or the pool's geometry); ``fparams`` (float32, 4 per step) its float ones. The
+adder steps run the very kernels of the ``frugalvision::adder2d_u8`` op, so a plan's results equal the op's bit for
+bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic, overload
+
+from .adder_u8_numba import _FORWARD_KERNELS, TILES
+
+__all__ = [
+    "BUFFER_ARENA",
+    "BUFFER_INPUT",
+    "BUFFER_OUTPUT",
+    "PARAM_COUNT",
+    "PATCH_PARAMS",
+    "POOL_PARAMS",
+    "STEP_ADDER",
+    "STEP_FIELDS",
+    "STEP_MAX_POOL",
+    "STEP_PATCHES",
+    "run_steps",
+]
+
+STEP_ADDER, STEP_MAX_POOL, STEP_PATCHES = 0, 1, 2
+BUFFER_INPUT, BUFFER_OUTPUT, BUFFER_ARENA = 0, 1, 2
+STEP_FIELDS = ("kind", "in_buffer", "in_offset", "in_bytes", "out_buffer", "out_offset", "out_bytes", "res_buffer",
+               "res_offset", "res_bytes", "weight_offset", "weight_bytes", "groups", "blocks", "steps",
+               "vector_offset", "vector_length")
+PARAM_COUNT = 26  # the adder kernel's integer arguments (adder_u8_numba._INT_ARGS)
+POOL_PARAMS = ("n", "height", "width", "channels", "h_out", "w_out", "kh", "kw", "sh", "sw", "ph", "pw", "dh", "dw")
+PATCH_PARAMS = (*POOL_PARAMS, "zero_point", "row_bytes")  # STEP_PATCHES: the pool's geometry, padding byte, row
+_POOL_ROWS_PER_TASK = 8
+
+
+def _adder_layer(width, x, w, out, scale, bias, res, ints, floats):
+    """The SAD kernel of vector ``width`` (compiled code only, see the overload below)."""
+    raise NotImplementedError("compiled code only")
+
+
+@overload(_adder_layer)
+def _adder_layer_overload(width, x, w, out, scale, bias, res, ints, floats):
+    # the kernel is chosen by the literal width when the caller is compiled, so that the driver of one width
+    # compiles (and caches) only that width's kernel; a closure over the kernel itself would not be cached by numba
+    if not isinstance(width, types.IntegerLiteral):
+        return None
+    kernel = _FORWARD_KERNELS[width.literal_value]
+
+    def impl(width, x, w, out, scale, bias, res, ints, floats):  # pragma: no cover - compiled
+        kernel(x, w, out, scale, bias, res, ints, floats)
+
+    return impl
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _max_pool_u8(src, dst, p):  # pragma: no cover - compiled
+    """Max-pool of the uint8 (N, H, W, C) map ``src`` into (N, Ho, Wo, C) ``dst`` (both flat); ``p`` in the order
+    of :data:`POOL_PARAMS`. Window taps in the padding are skipped (as ``F.max_pool2d`` pads with -inf)."""
+    n, height, width, channels, h_out, w_out = p[0], p[1], p[2], p[3], p[4], p[5]
+    kh, kw, sh, sw, ph, pw, dh, dw = p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13]
+    rows = n * h_out
+    tasks = (rows + _POOL_ROWS_PER_TASK - 1) // _POOL_ROWS_PER_TASK
+    for task in prange(tasks):
+        for row in range(task * _POOL_ROWS_PER_TASK, min(rows, (task + 1) * _POOL_ROWS_PER_TASK)):
+            b, oh = row // h_out, row % h_out
+            i_lo = max(0, (ph - oh * sh + dh - 1) // dh)  # the window's taps inside the map: i_lo <= i < i_hi
+            i_hi = min(kh, (height - 1 + ph - oh * sh) // dh + 1)
+            for ow in range(w_out):
+                o = ((b * h_out + oh) * w_out + ow) * channels
+                j_lo = max(0, (pw - ow * sw + dw - 1) // dw)
+                j_hi = min(kw, (width - 1 + pw - ow * sw) // dw + 1)
+                s = ((b * height + oh * sh - ph + i_lo * dh) * width + ow * sw - pw + j_lo * dw) * channels
+                for c in range(channels):
+                    dst[o + c] = src[s + c]
+                for i in range(i_lo, i_hi):
+                    for j in range(j_lo, j_hi):
+                        s = ((b * height + oh * sh - ph + i * dh) * width + ow * sw - pw + j * dw) * channels
+                        for c in range(channels):
+                            dst[o + c] = max(dst[o + c], src[s + c])
+
+
+@intrinsic
+def _copy8(typingctx, dst, src):
+    """Copies the 8 bytes at the integer address ``src`` to ``dst`` (one unaligned 64-bit load and store)."""
+    sig = types.none(types.int64, types.int64)
+
+    def codegen(context, builder, signature, args):
+        i64p = ir.IntType(64).as_pointer()
+        value = builder.load(builder.inttoptr(args[1], i64p), align=1)
+        builder.store(value, builder.inttoptr(args[0], i64p), align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _patches_u8(src, dst, p):  # pragma: no cover - compiled
+    """Patch rows of a one-channel uint8 (N, H, W, 1) map: ``dst`` (N, Ho, Wo, row_bytes) holds at position
+    (n, oh, ow) the ``kh * kw`` taps in (i, j) order (``zero_point`` in the padding), then zeros up to
+    ``row_bytes``; ``p`` in the order of :data:`PATCH_PARAMS`.
+
+    A 1x1 adder layer on these rows, with the weights laid out the same way (zeros after the taps, so that the
+    padding adds ``|0 - 0| = 0``), computes the same sums as the ``kh x kw`` layer on the map; its patch rows are
+    read in place in full 8-byte steps instead of being gathered a few bytes at a time (LeNet-5's first layer: 25
+    taps, 32 bytes). A kernel row of at most 8 taps inside the map is one 8-byte move (rows written in order, so
+    the bytes past a row are overwritten by the next one, and the tail is cleared last)."""
+    n, height, width, h_out, w_out = p[0], p[1], p[2], p[4], p[5]
+    kh, kw, sh, sw, ph, pw, dh, dw = p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13]
+    zero_point, row_bytes = np.uint8(p[14]), p[15]
+    taps = kh * kw
+    src_base, dst_base = np.int64(src.ctypes.data), np.int64(dst.ctypes.data)
+    src_end = src_base + src.shape[0]
+    moves = kw <= 8 and dw == 1
+    for row in prange(n * h_out):
+        b, oh = row // h_out, row % h_out
+        for ow in range(w_out):
+            o = ((b * h_out + oh) * w_out + ow) * row_bytes
+            iw0 = ow * sw - pw
+            for i in range(kh):
+                ih = oh * sh - ph + i * dh
+                s = (b * height + ih) * width + iw0
+                if moves and 0 <= ih < height and iw0 >= 0 and iw0 + kw <= width and src_base + s + 8 <= src_end:
+                    _copy8(dst_base + o + i * kw, src_base + s)
+                    continue
+                for j in range(kw):
+                    iw = iw0 + j * dw
+                    inside = 0 <= ih < height and 0 <= iw < width
+                    dst[o + i * kw + j] = src[s + j * dw] if inside else zero_point
+            for e in range(taps, row_bytes):
+                dst[o + e] = 0
+
+
+@njit(cache=True, inline="always")
+def _view(buffer, offset, length, x, out, arena):  # pragma: no cover - compiled
+    if buffer == BUFFER_INPUT:
+        return x[offset : offset + length]
+    if buffer == BUFFER_OUTPUT:
+        return out[offset : offset + length]
+    return arena[offset : offset + length]
+
+
+def _make_driver(width: int):
+    @njit(cache=True, nogil=True)
+    def _run(x, out, arena, weights, scales, biases, table, params, fparams):  # pragma: no cover - compiled
+        for s in range(table.shape[0]):
+            t = table[s]
+            src = _view(t[1], t[2], t[3], x, out, arena)
+            dst = _view(t[4], t[5], t[6], x, out, arena)
+            if t[0] == STEP_MAX_POOL:
+                _max_pool_u8(src, dst, params[s])
+                continue
+            if t[0] == STEP_PATCHES:
+                _patches_u8(src, dst, params[s])
+                continue
+            res = _view(t[7], t[8], t[9], x, out, arena)
+            # packed weights (G, B, S, 8, 8)
+            w = weights[t[10] : t[10] + t[11]].reshape((t[12], t[13], t[14], 8, 8))
+            scale = scales[t[15] : t[15] + t[16]]
+            bias = biases[t[15] : t[15] + t[16]]
+            _adder_layer(width, src, w, dst, scale, bias, res, params[s], fparams[s])
+
+    return _run
+
+
+_DRIVERS = {vec: _make_driver(vec) for vec in TILES}
+
+
+def run_steps(width: int, x: np.ndarray, out: np.ndarray, arena: np.ndarray, weights: np.ndarray,
+              scales: np.ndarray, biases: np.ndarray, table: np.ndarray, params: np.ndarray, fparams: np.ndarray,
+              ) -> None:
+    """Runs the steps of ``table`` (see the module docstring) with the kernels of vector ``width``: ``x``, ``out``,
+    ``arena`` and ``weights`` flat uint8 arrays, ``scales`` and ``biases`` flat float32 arrays, ``table`` int64
+    (steps, len(STEP_FIELDS)), ``params`` int64 (steps, PARAM_COUNT), ``fparams`` float32 (steps, 4)."""
+    _DRIVERS[width](x, out, arena, weights, scales, biases, table, params, fparams)
