@@ -159,9 +159,9 @@ def test_steps_skipped_by_the_loss_scaler_are_not_a_divergence(tmp_path, monkeyp
     result = train(config, objective=poisoned, callbacks=[_epoch_tracker(poisoned)], log=None, overwrite=True)
     assert len(result.history) == 1
     assert _all_finite(config.run_dir / "model.safetensors")
-    from frugalvision.train.checkpointing import read_training_state
+    from frugalvision.run_dir import RunDir
 
-    stored_scale = read_training_state(config.run_dir / "last.safetensors")["scaler"]["scale"]
+    stored_scale = RunDir(config.run_dir).read_training_state()["scaler"]["scale"]
     assert stored_scale == 2.0**8 / 4  # two skipped steps, each halving the scale (growth needs 2000 steps)
 
 

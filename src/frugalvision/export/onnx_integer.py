@@ -27,12 +27,13 @@ ones) and int32 otherwise.
 
 **Epilogue.** As the integer model (:func:`~frugalvision.ops.adder2d_u8_epilogue.adder_u8_epilogue`), in float32,
 one operation at a time and in the same order: ``y = float32(S) * scale + bias``, then
-``+ (float32(residual) - zr) * sr``; uint8 outputs ``Round`` (half to even, like ``torch.round``), ``Clip`` and ``Cast``. Each is one correctly
-rounded IEEE operation, so these steps agree bit for bit. The entry into the integer domain is ``x * (1 / scale)``
-(the inverse in float32) rounded half to even, plus the zero point, clamped: what ``torch.quantize_per_tensor``
-computes. The multiplicative stem is accumulated in float64 and rounded once to float32 on both sides (see
-:class:`~frugalvision.quant.modules.FloatConvStem`), so its bytes agree too. Only the average pool and the
-classifier sum in another order than PyTorch's kernels: the logits agree to float32 rounding (~1e-7 relative).
+``+ (float32(residual) - zr) * sr``; uint8 outputs ``Round`` (half to even, like ``torch.round``), ``Clip`` and
+``Cast``. Each is one correctly rounded IEEE operation, so these steps agree bit for bit. The entry into the integer
+domain is ``x * (1 / scale)`` (the inverse in float32) rounded half to even, plus the zero point, clamped: what
+``torch.quantize_per_tensor`` computes. The multiplicative stem is accumulated in float64 and rounded once to
+float32 on both sides (see :class:`~frugalvision.quant.modules.FloatConvStem`), so its bytes agree too. Only the
+average pool and the classifier sum in another order than PyTorch's kernels: the logits agree to float32 rounding
+(~1e-7 relative).
 """
 
 from __future__ import annotations
