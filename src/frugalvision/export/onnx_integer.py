@@ -379,6 +379,7 @@ def _float_module(g: _Graph, module: nn.Module, x: str) -> str:
 def _adder_input_sizes(model: nn.Module, input_shape: tuple[int, int, int]) -> dict[int, tuple[int, int]]:
     """(H, W) of every integer adder layer's input, from one forward pass on a zero image."""
     from ..quant.modules import QuantizedAdder2d
+    from ..quant.plan import plans_disabled
 
     sizes: dict[int, tuple[int, int]] = {}
 
@@ -387,7 +388,7 @@ def _adder_input_sizes(model: nn.Module, input_shape: tuple[int, int, int]) -> d
 
     hooks = [m.register_forward_pre_hook(record) for m in model.modules() if isinstance(m, QuantizedAdder2d)]
     try:
-        with torch.no_grad():
+        with torch.no_grad(), plans_disabled():  # module by module, so that the hooks see every layer
             model(torch.zeros(1, *input_shape))
     except Exception as exc:  # a wrong input size fails in the model's own layers
         raise ExportError(f"the integer model does not run on inputs of size {tuple(input_shape)}: "
