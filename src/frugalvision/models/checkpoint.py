@@ -18,6 +18,7 @@ packages above it. :func:`check_state_dict_fits` and :func:`restore_data_config`
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -31,6 +32,7 @@ from torch import Tensor, nn
 
 from ..data import DataConfig
 from ..errors import CheckpointError, ConfigError, one_line
+from ..extensions import declared_checkpoint_loaders
 from ..run_dir import EMA_MODEL_FILE, MODEL_FILE, RunDir, atomic_write
 
 __all__ = [
@@ -62,7 +64,11 @@ def register_checkpoint_loader(key: str, loader: Callable[[str | os.PathLike, di
 
 
 def checkpoint_loader(config: Mapping[str, Any]) -> Callable[[str | os.PathLike, dict[str, Any]], nn.Module] | None:
-    """The registered loader for a checkpoint config, or None for a plain model."""
+    """The registered loader for a checkpoint config, or None for a plain model. A key whose loader is declared
+    (:mod:`frugalvision.extensions`) but not registered yet has its module imported first."""
+    for key, module in declared_checkpoint_loaders().items():
+        if key in config and key not in _CHECKPOINT_LOADERS:
+            importlib.import_module(module)  # registers the loader (e.g. frugalvision.quant.serialize)
     return next((loader for key, loader in _CHECKPOINT_LOADERS.items() if key in config), None)
 
 

@@ -1,4 +1,5 @@
-"""Registers the fast adder2d backends with :mod:`.dispatch` (imported by :mod:`frugalvision.ops`).
+"""Registers the fast adder2d backends with :mod:`.dispatch` (imported by :mod:`frugalvision.ops`), deferred to the
+first use of each op so that importing frugalvision does not import numba.
 
 * ``numba`` (priority 10): CPU tensors of any float dtype, see :mod:`.cpu.adder_numba`.
 * ``triton`` (priority 20): CUDA tensors, registered only when CUDA is available and triton imports, see
@@ -21,7 +22,7 @@ from torch import Tensor
 
 from .adder2d import ADDER_OP, reference_grad_weight
 from .adder2d_u8 import ADDER_U8_OP, cpu_uint8_rejects
-from .dispatch import Backend, register_backend
+from .dispatch import Backend, register_backend, register_deferred
 
 __all__ = ["numba_rejects", "sad_rejects", "triton_rejects"]
 
@@ -108,6 +109,7 @@ def _register_sad() -> None:
         )
 
 
-_register_numba()
-_register_triton()
-_register_sad()
+# Registered on first use of each op: importing numba and the kernel modules costs about half a second.
+register_deferred(ADDER_OP, _register_numba)
+register_deferred(ADDER_OP, _register_triton)
+register_deferred(ADDER_U8_OP, _register_sad)
