@@ -9,38 +9,42 @@ adder layers are written as an exact decomposition (:mod:`frugalvision.export.on
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
-import torch
-
 from ..errors import ConfigError, ExportError
-from .common import add_model_arguments, load_model_from_args, model_input_size
+from .options import add_model_arguments, check_output_path
 
-__all__ = ["add_parser", "run"]
+__all__ = ["DESCRIPTION", "HELP", "add_arguments", "run"]
+
+HELP = "fuse a checkpoint for deployment (safetensors and/or ONNX)"
+DESCRIPTION = ("Fuse a trained model (fold BatchNorms, merge convs) into its deploy form, check that it computes the "
+               "same function, and write it as a frugalvision checkpoint and/or ONNX.")
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "deploy", help="fuse a checkpoint for deployment (safetensors and/or ONNX)",
-        description="Fuse a trained model (fold BatchNorms, merge convs) into its deploy form, check that it "
-                    "computes the same function, and write it as a frugalvision checkpoint and/or ONNX.")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
     p.add_argument("--output", type=Path, help="write the fused model here (.safetensors)")
     p.add_argument("--onnx", type=Path, help="export the fused model to this ONNX file")
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--opset", type=int, default=17, help="ONNX operator set version")
     p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"),
                    help="example input size (default: the model's, 3 224 224 for ImageNet models)")
     p.add_argument("--tolerance", type=float, default=1e-4, help="largest relative error accepted in the checks")
-    return p
+    p.add_argument("--json", action="store_true", help="print one JSON object (parameters, errors, files written)")
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from ..export import export_onnx, relative_error
     from ..layers.reparam import reparameterize_model
     from ..models import save_model
+    from .common import load_model_from_args, model_input_size
 
     if args.output is None and args.onnx is None:
         raise ConfigError("nothing to write: give --output FILE.safetensors and/or --onnx FILE.onnx")
+    check_output_path(args.output, "--output", suffixes=(".safetensors",))
+    check_output_path(args.onnx, "--onnx", suffixes=(".onnx",))
     model = load_model_from_args(args)
     input_size = model_input_size(model, args.input_size)
     fused = reparameterize_model(model)
@@ -48,16 +52,23 @@ def run(args: argparse.Namespace) -> int:
     with torch.no_grad():
         err = relative_error(fused(example), model(example))
     params = (sum(p.numel() for p in model.parameters()), sum(p.numel() for p in fused.parameters()))
-    print(f"fused {params[0]:,} -> {params[1]:,} parameters; max relative error vs original {err:.2e}")
+    record = {"checkpoint": str(args.checkpoint), "params": params[0], "fused_params": params[1],
+              "fused_relative_error": err}
+    say = (lambda text: None) if args.json else print
+    say(f"fused {params[0]:,} -> {params[1]:,} parameters; max relative error vs original {err:.2e}")
     if err > args.tolerance:
         raise ExportError(f"fused model differs from the original (relative error {err:.2e} > {args.tolerance:g})")
     if args.output is not None:
         save_model(args.output, fused)
-        print(f"wrote {args.output}")
+        record["output"] = str(args.output)
+        say(f"wrote {args.output}")
     if args.onnx is not None:
         onnx_err = export_onnx(fused, args.onnx, example, args.opset, tolerance=args.tolerance)
+        record.update(onnx=str(args.onnx), onnx_relative_error=onnx_err)
         if onnx_err is None:
-            print(f"wrote {args.onnx} (onnxruntime not installed: not verified)")
+            say(f"wrote {args.onnx} (onnxruntime not installed: not verified)")
         else:
-            print(f"wrote {args.onnx}; onnxruntime vs PyTorch max relative error {onnx_err:.2e}")
+            say(f"wrote {args.onnx}; onnxruntime vs PyTorch max relative error {onnx_err:.2e}")
+    if args.json:
+        print(json.dumps(record))
     return 0
