@@ -65,6 +65,8 @@ _STATE_KEY = "frugalvision_training_state"
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)`` then rename over ``path``: readers see the old file or the new one, never half.
+    The file gets the permissions of any newly created file (0666 less the user's umask), not the private 0600 of
+    the temporary file it is written as.
 
     Raises:
         OutputError: the file cannot be written (permission, full disk, a folder in the way); nothing is left behind.
@@ -78,6 +80,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except OSError as error:
         _remove(tmp)
@@ -85,6 +88,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     except BaseException:
         _remove(tmp)
         raise
+
+
+def _umask() -> int:
+    """The process's umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _remove(tmp: str | None) -> None:

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from frugalvision import count_ops, load_model
-from frugalvision.cli.common import human
+from frugalvision.analysis.counting import human
 from frugalvision.cli.main import main
 from frugalvision.run_dir import RunDir
 

@@ -98,7 +98,7 @@ def load_model_from_args(args: argparse.Namespace, checkpoint: str | None = None
     a file without metadata is loaded into ``--model`` (+ options) through the model's official-checkpoint filter;
     with no checkpoint at all, ``--model`` is built freshly initialised."""
     from ..errors import ConfigError
-    from ..models import create_model, load_model, read_checkpoint_config
+    from ..models import create_model, load_model, read_checkpoint_config, read_state_dict
 
     path = checkpoint if checkpoint is not None else args.checkpoint
     options = _model_options(args)
@@ -109,6 +109,7 @@ def load_model_from_args(args: argparse.Namespace, checkpoint: str | None = None
             raise ConfigError("--conv-type, --num-classes, --model-option and --ema describe an official checkpoint: "
                               "give its architecture with --model")
         if read_checkpoint_config(path) is None:
+            read_state_dict(path)  # a file that is no checkpoint at all says so here
             raise ConfigError(f"{path} carries no frugalvision metadata: name its architecture with --model NAME "
                               "(and --conv-type, --num-classes as released)")
         return load_model(path)

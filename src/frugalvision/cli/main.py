@@ -48,10 +48,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else "")
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as stop:  # --help (0) or a rejected option (2, already printed as one line)
-        return int(stop.code or 0)
+    args = parser.parse_args(argv)  # SystemExit: --help (0), or a rejected option (2, printed as one line)
     if not getattr(args, "_run", None):
         print("frugalvision: error: give a command; see `frugalvision --help`", file=sys.stderr)
         return 2

@@ -101,7 +101,7 @@ def check_output_path(path: str | os.PathLike | None, option: str, *, folder: bo
         return
     path = Path(path)
     if suffixes and not str(path).endswith(tuple(suffixes)):
-        raise OutputError(f"{option} {path}: the file name must end with {' or '.join(suffixes)}")
+        raise OutputError(f"{option} must be a {' or '.join(suffixes)} file, got {path}")
     if path.exists():
         if folder and not path.is_dir():
             raise OutputError(f"{option} {path} is a file, not a folder")

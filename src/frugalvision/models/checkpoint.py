@@ -21,6 +21,7 @@ import argparse
 import importlib
 import json
 import os
+import pickle
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -191,8 +192,11 @@ def read_state_dict(path: str | os.PathLike, *, use_ema: bool = False) -> dict[s
             # one plain-data class, nothing else.
             with torch.serialization.safe_globals([argparse.Namespace]):
                 obj = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:  # torch's message advises weights_only=False: unsafe, so not repeated
+            raise CheckpointError(f"{path} is not a valid checkpoint: neither a safetensors file nor a torch.save "
+                                  "file of tensors and plain containers (the only kind read, for safety)") from None
         except Exception as error:  # the unpickler raises many types; all mean the same to the user
-            raise CheckpointError(f"cannot read checkpoint {path} safely: {one_line(error)}") from None
+            raise CheckpointError(f"{path} is not a valid checkpoint: {one_line(error, limit=200)}") from None
         state = _unwrap(obj, path, use_ema)
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}
