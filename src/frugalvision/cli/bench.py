@@ -25,7 +25,7 @@ def add_arguments(bench: argparse.ArgumentParser) -> None:
             parser.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"),
                                 help="input size (default: the model's data config, e.g. 3 224 224 for VanillaNet)")
         target.add_arguments(parser)
-        parser.set_defaults(_bench_target=target)
+        parser.set_defaults(_bench_target=target, _parser=parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -41,14 +41,17 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                                     formatter_class=HelpFormatter)
         if command is None or command == name:
             module.add_arguments(sub)
-        sub.set_defaults(_run=module.run)
+        sub.set_defaults(_run=module.run, _parser=sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else "")
-    args = parser.parse_args(argv)  # SystemExit: --help (0), or a rejected option (2, printed as one line)
+    # SystemExit: --help (0), or a rejected option (2, printed as one line by the parser of the command concerned)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "_run", None):
         print("frugalvision: error: give a command; see `frugalvision --help`", file=sys.stderr)
         return 2

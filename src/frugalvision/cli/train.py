@@ -87,11 +87,29 @@ def build_configs(args: argparse.Namespace) -> list[Any]:
     for conv_type in conv_types:
         model_kwargs = {"conv_type": conv_type} if conv_type is not None else {}
         configs.append(resolve_config(model, recipe, **flags, model_kwargs=model_kwargs))
+        _check_model_options(configs[-1], args.config if recipe.get("model_kwargs") else None)
     return configs
+
+
+def _check_model_options(config: Any, recipe_path: str | None) -> None:
+    """Build the model on the meta device (no memory, no data): an unknown or bad model option fails here, before
+    the data is read, naming the recipe file its model_kwargs came from."""
+    import torch
+
+    from ..errors import ConfigError
+    from ..models import create_model
+
+    try:
+        with torch.device("meta"):
+            create_model(config.model, **config.model_kwargs)
+    except ConfigError as error:
+        where = f"config file {recipe_path}: model_kwargs: " if recipe_path else ""
+        raise ConfigError(f"{where}{error}") from None
 
 
 def run(args: argparse.Namespace) -> int:
     import json
+    import sys
 
     import torch.distributed as dist
 
@@ -104,7 +122,9 @@ def run(args: argparse.Namespace) -> int:
     check_output_path(configs[0].output, "--output-dir", folder=True)
     results = []
     for config in configs:
-        result = train(config, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+        # with --json, stdout holds only the JSON: the epoch log goes to stderr
+        log = (lambda line: print(line, file=sys.stderr)) if args.json else print
+        result = train(config, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress, log=log)
         if dist.is_initialized() and dist.get_rank() != 0:
             continue
         model = load_model(result.run_dir)
