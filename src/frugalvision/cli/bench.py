@@ -16,7 +16,7 @@ DESCRIPTION = "Benchmarks, each writing a CSV with the machine it ran on; see `f
 def add_arguments(bench: argparse.ArgumentParser) -> None:
     from ..bench import TARGETS
 
-    targets = bench.add_subparsers(dest="bench_target", metavar="TARGET", required=True)
+    targets = bench.add_subparsers(dest="bench_target", metavar="TARGET", required=True, help="what to measure")
     for target in TARGETS:
         parser = targets.add_parser(target.name, help=target.help, description=target.description,
                                     formatter_class=HelpFormatter)

@@ -34,7 +34,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="frugalvision", formatter_class=HelpFormatter,
                             description="Frugal vision networks: AdderNet, adaptive convolutional kernels, VanillaNet. "
                             "`frugalvision COMMAND --help` describes each command.")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", help="what to do")
     for name in COMMANDS:
         module = importlib.import_module(f"frugalvision.cli.{name}")
         sub = subparsers.add_parser(name, help=module.HELP, description=module.DESCRIPTION,

@@ -1,6 +1,6 @@
 """How every ``frugalvision`` command declares and parses its options, without importing torch (``--help`` is
 instant): the parser class (errors as one line), the help formatter (defaults printed from the values in use), hidden
-spellings of renamed options, list-valued options, and the check of output paths before any work.
+spellings of renamed options, and the check of output paths before any work.
 
 Output paths, one rule for every command: an output file (``--output``, ``--onnx``, ``--table``, ``--figure``) or
 folder (``--output-dir``) may lie in folders that do not exist yet, which are created; it may not lie under an
@@ -16,7 +16,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from ..errors import OutputError, one_line
 from ..names import CONV_TYPES
@@ -24,7 +24,6 @@ from ..names import CONV_TYPES
 __all__ = [
     "ArgumentParser",
     "HelpFormatter",
-    "IntList",
     "add_data_config_arguments",
     "add_model_arguments",
     "check_output_path",
@@ -68,22 +67,6 @@ def hide_aliases(action: argparse.Action, *old: str) -> argparse.Action:
     """Keep ``old`` spellings of an option working (``action`` was declared with them) but out of ``--help``."""
     action.hidden_aliases = old  # type: ignore[attr-defined]
     return action
-
-
-class IntList(argparse.Action):
-    """A list of integers given either way: ``--batch-sizes 1 64`` or ``--batch-sizes 1,64`` (declare with
-    ``nargs="+"``)."""
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
-                 option_string: str | None = None) -> None:
-        items = [part.strip() for value in values for part in str(value).split(",") if part.strip()]
-        try:
-            numbers = [int(item) for item in items]
-        except ValueError:
-            parser.error(f"argument {option_string}: integers expected, got {' '.join(map(str, values))!r}")
-        if not numbers:
-            parser.error(f"argument {option_string}: at least one integer expected")
-        setattr(namespace, self.dest, numbers)
 
 
 def check_output_path(path: str | os.PathLike | None, option: str, *, folder: bool = False,
