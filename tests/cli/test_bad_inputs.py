@@ -64,7 +64,7 @@ CASES: list[tuple[str, str]] = [
     ("eval --checkpoint {tmp}/bad.pth --model lenet5_bn --dataset mnist5k", r"bad.pth is not a valid checkpoint"),
     ("predict {tmp}/images --checkpoint {tmp}/bad.pth --model lenet5_bn", r"bad.pth is not a valid checkpoint"),
     ("eval --checkpoint {tmp}/missing.pth --dataset mnist5k", r"missing.pth"),
-    ("report {tmp}/missing_run", r"missing_run is not a folder"),
+    ("report {tmp}/missing_run", r"run folder not found: .*missing_run"),
     # output paths, checked before any work
     ("deploy --checkpoint {tmp}/bad.pth --model lenet5_bn", r"nothing to write"),
     ("deploy --checkpoint {tmp}/bad.pth --model lenet5_bn --onnx /proc/m.onnx", r"--onnx /proc/m.onnx: cannot create "

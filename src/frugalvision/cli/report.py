@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from .options import check_output_path
 
@@ -21,11 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..analysis.report import write_report
-    from ..errors import ConfigError
-
-    if not Path(args.run_dir).is_dir():
-        raise ConfigError(f"{args.run_dir} is not a folder: give a frugalvision run folder")
-    check_output_path(args.output or Path(args.run_dir) / "report.html", "--output", suffixes=(".html", ".htm"))
+    check_output_path(args.output, "--output", suffixes=(".html", ".htm"))  # the default lies in the run folder
     path = write_report(args.run_dir, args.output, title=args.title)
     if args.json:
         import json
