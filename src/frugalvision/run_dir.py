@@ -47,6 +47,7 @@ __all__ = [
     "RunDir",
     "TeacherRecord",
     "atomic_write",
+    "new_file_mode",
     "read_training_state",
     "write_text",
     "write_training_state",
@@ -80,7 +81,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, new_file_mode())
         os.replace(tmp, path)
     except OSError as error:
         _remove(tmp)
@@ -90,11 +91,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
         raise
 
 
-def _umask() -> int:
-    """The process's umask (reading it means setting it: set it straight back)."""
+def new_file_mode() -> int:
+    """The permissions of a newly created file: 0666 less the process's umask (reading the umask means setting it:
+    it is set straight back). Files written through a private temporary file (``tempfile.mkstemp``: 0600) get these
+    before the rename."""
     mask = os.umask(0o022)
     os.umask(mask)
-    return mask
+    return 0o666 & ~mask
 
 
 def _remove(tmp: str | None) -> None:

@@ -111,14 +111,17 @@ def test_help_says_which_conv_type_a_model_name_defaults_to():
 
 @pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
 def test_written_files_follow_the_umask(tmp_path, umask, capsys):
-    """Run files, checkpoints and exports get 0666 & ~umask, like any other tool's files."""
+    """Checkpoints and ONNX exports (both written through a private temporary file) get 0666 & ~umask, like any
+    other tool's files; a missing output folder is created."""
+    pytest.importorskip("onnx")
     old = os.umask(umask)
     try:
         assert main(["deploy", "--model", "lenet5_bn", "--checkpoint", str(_checkpoint(tmp_path)),
-                     "--output", str(tmp_path / "d.safetensors")]) == 0
+                     "--output", str(tmp_path / "d.safetensors"), "--onnx", str(tmp_path / "new" / "d.onnx")]) == 0
     finally:
         os.umask(old)
-    assert stat.S_IMODE((tmp_path / "d.safetensors").stat().st_mode) == 0o666 & ~umask
+    for name in ("d.safetensors", "new/d.onnx"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask, name
 
 
 def _checkpoint(tmp_path):
