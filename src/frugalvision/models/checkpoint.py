@@ -22,6 +22,7 @@ import importlib
 import json
 import os
 import pickle
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -192,9 +193,14 @@ def read_state_dict(path: str | os.PathLike, *, use_ema: bool = False) -> dict[s
             # one plain-data class, nothing else.
             with torch.serialization.safe_globals([argparse.Namespace]):
                 obj = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:  # torch's message advises weights_only=False: unsafe, so not repeated
+        except pickle.UnpicklingError as error:  # torch's message advises weights_only=False: unsafe, never repeated
+            found = re.search(r"GLOBAL (\S+)", str(error))
+            if found:
+                raise CheckpointError(f"cannot read checkpoint {path} safely: it holds Python objects "
+                                      f"({found.group(1)}) and frugalvision reads only tensors and plain "
+                                      "containers") from None
             raise CheckpointError(f"{path} is not a valid checkpoint: neither a safetensors file nor a torch.save "
-                                  "file of tensors and plain containers (the only kind read, for safety)") from None
+                                  "file of tensors and plain containers") from None
         except Exception as error:  # the unpickler raises many types; all mean the same to the user
             raise CheckpointError(f"{path} is not a valid checkpoint: {one_line(error, limit=200)}") from None
         state = _unwrap(obj, path, use_ema)
