@@ -13,7 +13,6 @@ import argparse
 import copy
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -95,6 +94,8 @@ def check_output_path(path: str | os.PathLike | None, option: str, *, folder: bo
         existing = existing.parent
     if not existing.is_dir():
         raise OutputError(f"{option} {path}: {existing} is a file, not a folder")
+    import tempfile  # here: its import costs more than the rest of the parser
+
     try:
         fd, probe = tempfile.mkstemp(dir=existing, prefix=".frugalvision-write-test-")
     except OSError as error:
