@@ -29,10 +29,11 @@ PACKAGE = "frugalvision"
 # Above them sit the engines that use models: train, quant (post-training quantisation), export; then analysis
 # (counting, reports) and the inference helper; the benchmark package (frugalvision.bench, which runs everything
 # below); and the thin command line on top.
-# ``errors``, ``version`` and ``run_dir`` (the run folder's file names, read by models and above) sit below
-# everything; the package ``__init__`` (the public facade) above everything.
+# ``errors``, ``version``, ``run_dir`` (the run folder's file names, read by models and above), ``names`` (the
+# vocabulary the command line offers without importing torch) and ``extensions`` (checkpoint loaders declared by
+# module name) sit below everything; the package ``__init__`` (the public facade) above everything.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "version", "run_dir"),
+    ("errors", "version", "run_dir", "names", "extensions"),
     ("ops",),
     ("data",),
     ("layers",),

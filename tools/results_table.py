@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import frugalvision as fv
-from frugalvision.cli.common import human
+from frugalvision.analysis.counting import human
 from frugalvision.run_dir import RunDir
 
 CONV_TYPE_NAMES = {"conv": "CNN", "adder": "AdderNet", "binary": "BNN (XNOR)"}

@@ -47,6 +47,7 @@ __all__ = [
     "RunDir",
     "TeacherRecord",
     "atomic_write",
+    "new_file_mode",
     "read_training_state",
     "write_text",
     "write_training_state",
@@ -65,6 +66,8 @@ _STATE_KEY = "frugalvision_training_state"
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)`` then rename over ``path``: readers see the old file or the new one, never half.
+    The file gets the permissions of any newly created file (0666 less the user's umask), not the private 0600 of
+    the temporary file it is written as.
 
     Raises:
         OutputError: the file cannot be written (permission, full disk, a folder in the way); nothing is left behind.
@@ -78,6 +81,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, new_file_mode())
         os.replace(tmp, path)
     except OSError as error:
         _remove(tmp)
@@ -85,6 +89,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     except BaseException:
         _remove(tmp)
         raise
+
+
+def new_file_mode() -> int:
+    """The permissions of a newly created file: 0666 less the process's umask (reading the umask means setting it:
+    it is set straight back). Files written through a private temporary file (``tempfile.mkstemp``: 0600) get these
+    before the rename."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def _remove(tmp: str | None) -> None:

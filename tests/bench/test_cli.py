@@ -30,7 +30,7 @@ def test_bench_help_lists_every_target(capsys):
     (["quant", "--shapes", "vgg"], "--shapes: unknown set"),
     (["quant", "--repeats", "0"], "must be positive"),
     (["quant-model", "--models", "nope"], "--models: unknown model"),
-    (["quant-model", "--batch-sizes", "a"], "--batch-sizes takes integers"),
+    (["quant-model", "--batch-sizes", "0"], "batch sizes, repeats and --calibration-images must be positive"),
     (["epoch", "--conv-types", "binary"], "conv types binary"),
     (["model"], "give --checkpoint RUN_OR_FILE or --model NAME"),
     (["onnx", "--model", "lenet5_bn", "--rounds", "0"], "--rounds"),

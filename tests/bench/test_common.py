@@ -82,7 +82,7 @@ def test_interleaved_timer_shuffles_the_order_and_counts_rounds():
 
 def test_every_target_is_registered_once():
     names = [t.name for t in TARGETS]
-    assert names == ["adder", "epoch", "quant", "quant-model", "model", "onnx"]
-    assert target("onnx") is TARGETS[-1]
+    assert names == ["adder", "epoch", "quant", "quant-model", "model", "onnx", "startup"]
+    assert target("startup") is TARGETS[-1]
     with pytest.raises(KeyError, match="no benchmark target"):
         target("nope")

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from frugalvision import count_ops, load_model
-from frugalvision.cli.common import human
+from frugalvision.analysis.counting import human
 from frugalvision.cli.main import main
 from frugalvision.run_dir import RunDir
 
@@ -156,7 +156,8 @@ def test_unknown_model_option_in_a_recipe_exits_2(tmp_path, capsys):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("model: lenet5_bn\nmodel_kwargs: {conv_type: adder, widen: 2}\nfake_size: 8\n")
     assert main(["train", "--config", str(recipe), "--output", str(tmp_path), *FAKE]) == 2
-    assert _error_line(capsys) == "frugalvision train: error: Adder2d (conv_type='adder') has no option 'widen'"
+    assert _error_line(capsys) == (f"frugalvision train: error: config file {recipe}: model_kwargs: Adder2d "
+                                   "(conv_type='adder') has no option 'widen'")
     assert not (tmp_path / "lenet5_bn_adder").exists()
 
 

@@ -12,19 +12,20 @@ Targets (:data:`TARGETS`, in the order ``frugalvision bench --help`` lists them)
 * ``quant-model`` (:mod:`.quant_model`): whole int8 AdderNets against fp32 and int8 CNN twins.
 * ``model`` (:mod:`.model`): a model's latency, train-mode vs fused vs ResNet-50.
 * ``onnx`` (:mod:`.onnx`): a model exported to ONNX, onnxruntime vs PyTorch.
+* ``startup`` (:mod:`.startup`): start-up of ``import frugalvision`` and ``frugalvision --help`` against torch's.
 
 This is a high layer: it may import ops, layers, models, quant, export and analysis; none of those imports it.
 """
 
 from __future__ import annotations
 
-from . import adder, epoch, model, onnx, quant, quant_model
+from . import adder, epoch, model, onnx, quant, quant_model, startup
 from .common import Target
 
 __all__ = ["TARGETS", "Target", "target"]
 
 TARGETS: tuple[Target, ...] = (adder.TARGET, epoch.TARGET, quant.TARGET, quant_model.TARGET, model.TARGET,
-                               onnx.TARGET)
+                               onnx.TARGET, startup.TARGET)
 
 
 def target(name: str) -> Target:

@@ -279,7 +279,7 @@ def summary_table(rows: Sequence[dict[str, object]]) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shapes", default="resnet20,lenet5",
                         help="comma-separated shape sets out of resnet20, lenet5 (default: both)")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64, help="batch of the layer shapes")
     parser.add_argument("--repeats", type=int, default=10, help="timed runs of the fast methods (minimum is kept)")
     parser.add_argument("--slow-repeats", type=int, default=2, help="timed runs of the reference and official methods")
     parser.add_argument("--skip", default="", help="comma-separated methods to leave out: reference, official")
@@ -289,7 +289,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train on the first N mnist5k images in the epoch comparison (default: all)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch (and numba) threads; 1 makes the recorded CPU time insensitive to other processes")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     parser.add_argument("--output", default=None,
                         help="CSV path (default benchmarks/results/bench_adder_<device>_<date>.csv)")
 

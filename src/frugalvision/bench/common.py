@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -31,6 +32,7 @@ from ..errors import ConfigError
 __all__ = [
     "RESULTS_DIR",
     "SHAPE_SETS",
+    "IntList",
     "LayerShape",
     "Target",
     "Timings",
@@ -77,6 +79,22 @@ class Target:
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int]
     model_arguments: str | None = None
+
+
+class IntList(argparse.Action):
+    """A list of integers given either way, ``--batch-sizes 1 64`` or ``--batch-sizes 1,64``, the one parser of
+    every list-valued option of the targets (declare with ``nargs="+"``)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        items = [part.strip() for value in values for part in str(value).split(",") if part.strip()]
+        try:
+            numbers = [int(item) for item in items]
+        except ValueError:
+            parser.error(f"argument {option_string}: integers expected, got {' '.join(map(str, values))!r}")
+        if not numbers:
+            parser.error(f"argument {option_string}: at least one integer expected")
+        setattr(namespace, self.dest, numbers)
 
 
 # --------------------------------------------------------------------------------------------------------------

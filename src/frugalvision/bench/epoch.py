@@ -98,11 +98,11 @@ def summary_table(rows: Sequence[dict[str, object]]) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--conv-types", default=",".join(CONV_TYPES), help="comma list (default adder,conv)")
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs per model, interleaved (default 2)")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64, help="images per training step")
     parser.add_argument("--images", type=int, default=None, help="train on the first N images (default: all 5,000)")
     parser.add_argument("--augment", action="store_true", help="with mnist5k's training augmentation")
     parser.add_argument("--threads", type=int, default=None, help="torch and numba threads (default: torch's count)")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     parser.add_argument("--output", default=None, help="CSV path (default benchmarks/results/bench_epoch_<date>.csv)")
 
 

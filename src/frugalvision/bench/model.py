@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .common import Target, format_table, machine_info, result_path, time_interleaved, write_csv
+from .common import IntList, Target, format_table, machine_info, result_path, time_interleaved, write_csv
 from .common import threads as using_threads
 
 __all__ = ["TARGET", "VARIANTS", "LatencyResult", "bench_model"]
@@ -127,12 +127,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--deploy", action="store_true", help="measure only the fused (deploy) model and the "
                         "ResNet-50 reference, not the train-mode one")
     parser.add_argument("--no-resnet", action="store_true", help="skip the torchvision ResNet-50 reference")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--batch-sizes", nargs="+", action=IntList, default=[1, 32],
+                        help="batch sizes, space- or comma-separated")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed runs per configuration first")
     parser.add_argument("--iters", type=int, default=10, help="timed runs per configuration (at least)")
     parser.add_argument("--min-seconds", type=float, default=0.0, help="keep timing until this many seconds passed")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     parser.add_argument("--output", default=None,
                         help="CSV path (default: benchmarks/results/bench_model_MODEL.csv)")
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object")

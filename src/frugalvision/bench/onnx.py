@@ -22,7 +22,16 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .common import Target, format_table, machine_info, result_path, time_interleaved, with_batch_statistics, write_csv
+from .common import (
+    IntList,
+    Target,
+    format_table,
+    machine_info,
+    result_path,
+    time_interleaved,
+    with_batch_statistics,
+    write_csv,
+)
 from .common import threads as using_threads
 
 __all__ = ["TARGET", "OnnxLatency", "bench_onnx_vs_torch", "prediction_agreement"]
@@ -135,9 +144,9 @@ def prediction_agreement(model: nn.Module, onnx_path: str | Path, folder: str | 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=100, help="timed passes per runtime, interleaved (default 100)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed passes per runtime first (default 5)")
-    parser.add_argument("--threads", type=int, nargs="+", default=[2, 1],
-                        help="thread counts of both runtimes, one measurement each (default 2 1)")
-    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--threads", nargs="+", action=IntList, default=[2, 1],
+                        help="thread counts of both runtimes, one measurement each, space- or comma-separated")
+    parser.add_argument("--batch-size", type=int, default=1, help="images per pass")
     parser.add_argument("--tolerance", type=float, default=1e-4,
                         help="largest relative error of onnxruntime vs PyTorch accepted by the export check")
     parser.add_argument("--compare-folder", default=None, metavar="DIR",

@@ -240,7 +240,7 @@ def summary_table(rows: Sequence[dict[str, object]]) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shapes", default="resnet20,lenet5",
                         help="comma-separated shape sets out of resnet20, lenet5 (default: both; of LeNet-5, conv2)")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64, help="batch of the layer shapes")
     parser.add_argument("--repeats", type=int, default=30,
                         help="interleaved timed rounds (medians and minima are kept)")
     parser.add_argument("--threads", type=int, default=None, help="torch and numba threads (default: torch's count)")

@@ -44,7 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from .common import Target, format_table, result_path, time_interleaved, with_batch_statistics, write_csv
+from .common import IntList, Target, format_table, result_path, time_interleaved, with_batch_statistics, write_csv
 from .quant import quant_machine_info
 
 __all__ = ["INT8_CNN", "METHODS", "MODELS", "TARGET", "bench_quant_models", "build_methods", "summary_table"]
@@ -191,7 +191,8 @@ def summary_table(rows: Sequence[dict[str, object]]) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma list (default {','.join(MODELS)})")
-    parser.add_argument("--batch-sizes", default="1,64", help="comma list (default 1,64)")
+    parser.add_argument("--batch-sizes", nargs="+", action=IntList, default=[1, 64],
+                        help="batch sizes, space- or comma-separated")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma list out of {', '.join(METHODS)}")
     parser.add_argument("--repeats-1", type=int, default=200, help="timed rounds at batch 1 (default 200)")
     parser.add_argument("--repeats", type=int, default=30, help="timed rounds at larger batches (default 30)")
@@ -215,10 +216,7 @@ def run(args: argparse.Namespace) -> int:
     unknown = [m for m in models if not is_model(m)]
     if unknown:
         raise ConfigError(f"--models: unknown model(s) {', '.join(unknown)}")
-    try:
-        batch_sizes = [int(b) for b in _comma_list(args.batch_sizes, "--batch-sizes")]
-    except ValueError:
-        raise ConfigError(f"--batch-sizes takes integers, got {args.batch_sizes!r}") from None
+    batch_sizes = list(args.batch_sizes)
     if min(batch_sizes) < 1 or args.repeats < 1 or args.repeats_1 < 1 or args.calibration_images < 1:
         raise ConfigError("batch sizes, repeats and --calibration-images must be positive")
     try:

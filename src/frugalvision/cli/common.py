@@ -1,22 +1,19 @@
-"""Helpers shared by the CLI commands: tables, number formatting, and the one way commands load a model."""
+"""Helpers shared by the CLI commands when they run: tables, and the one way commands load a model (their options
+are declared in :mod:`.options`)."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-
-from ..analysis.counting import ENERGY_TABLES, human
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 __all__ = [
-    "add_data_config_arguments",
-    "add_model_arguments",
     "data_config_from_args",
-    "human",
-    "load_model_from_args",
+        "load_model_from_args",
     "model_input_size",
     "print_comparison",
     "print_table",
@@ -38,6 +35,8 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
 
 def print_comparison(results: Sequence[tuple[Any, Any, dict[str, Any]]]) -> None:
     """Side-by-side table of trained runs: accuracy and per-image cost."""
+    from ..analysis.counting import ENERGY_TABLES, human
+
     if not results:
         return
     rows = []
@@ -64,6 +63,8 @@ def print_comparison(results: Sequence[tuple[Any, Any, dict[str, Any]]]) -> None
 def run_device(model: nn.Module, requested: str = "auto") -> torch.device:
     """The device a command runs ``model`` on: an integer model (:func:`frugalvision.quantize`) on the CPU, the only
     place its kernels run, whatever was asked; any other model on ``requested`` (``auto``: CUDA when available)."""
+    import torch
+
     from ..quant import is_quantized
     from ..train.distributed import resolve_device
 
@@ -72,39 +73,6 @@ def run_device(model: nn.Module, requested: str = "auto") -> torch.device:
 
 # ----------------------------------------------------------------------------------------------------------------
 # Models from checkpoints: one code path for every command that reads one (eval, predict, count, deploy, plot)
-
-
-def add_model_arguments(parser: argparse.ArgumentParser, *, checkpoint: str = "required") -> None:
-    """``--checkpoint`` and the options that build a model for a file without frugalvision metadata (an official
-    checkpoint as released): ``--model``, ``--conv-type``, ``--num-classes``, ``--model-option KEY=VALUE``, ``--ema``.
-
-    Args:
-        checkpoint: ``"required"``, ``"optional"`` (a fresh model from ``--model`` without one) or ``"repeat"``.
-    """
-    from ..layers import CONV_TYPES
-
-    if checkpoint == "repeat":
-        parser.add_argument("--checkpoint", action="append", default=[], metavar="RUN_OR_FILE",
-                            help="run folder or checkpoint file (repeatable); official files need --model")
-    else:
-        parser.add_argument("--checkpoint", required=checkpoint == "required", metavar="RUN_OR_FILE",
-                            help="run folder or checkpoint file; an official checkpoint as released needs --model")
-    parser.add_argument("--model", help="architecture of a checkpoint without frugalvision metadata (official files)"
-                        + ("; without --checkpoint, a freshly initialised model" if checkpoint == "optional" else ""))
-    parser.add_argument("--conv-type", choices=CONV_TYPES, help="with --model: the conv type of the twin")
-    parser.add_argument("--num-classes", type=int, help="with --model: classifier outputs")
-    parser.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
-                        help="with --model: another model option (YAML value), e.g. deploy=true; repeatable")
-    parser.add_argument("--ema", action="store_true", help="with --model: the model_ema weights of a nested "
-                        "official checkpoint")
-
-
-def add_data_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--input-size``, ``--mean``, ``--std``: override the preprocessing a checkpoint carries."""
-    parser.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"),
-                        help="input size (default: the checkpoint's data config, or the model's default)")
-    parser.add_argument("--mean", type=float, nargs="+", help="per-channel mean on the 0..1 scale")
-    parser.add_argument("--std", type=float, nargs="+", help="per-channel standard deviation")
 
 
 def _model_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -130,7 +98,7 @@ def load_model_from_args(args: argparse.Namespace, checkpoint: str | None = None
     a file without metadata is loaded into ``--model`` (+ options) through the model's official-checkpoint filter;
     with no checkpoint at all, ``--model`` is built freshly initialised."""
     from ..errors import ConfigError
-    from ..models import create_model, load_model, read_checkpoint_config
+    from ..models import create_model, load_model, read_checkpoint_config, read_state_dict
 
     path = checkpoint if checkpoint is not None else args.checkpoint
     options = _model_options(args)
@@ -141,6 +109,7 @@ def load_model_from_args(args: argparse.Namespace, checkpoint: str | None = None
             raise ConfigError("--conv-type, --num-classes, --model-option and --ema describe an official checkpoint: "
                               "give its architecture with --model")
         if read_checkpoint_config(path) is None:
+            read_state_dict(path)  # a file that is no checkpoint at all says so here
             raise ConfigError(f"{path} carries no frugalvision metadata: name its architecture with --model NAME "
                               "(and --conv-type, --num-classes as released)")
         return load_model(path)

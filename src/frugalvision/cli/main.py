@@ -1,11 +1,14 @@
 """``frugalvision`` command line: one subcommand per module in :data:`COMMANDS`.
 
-Each command module defines ``add_parser(subparsers) -> argparse.ArgumentParser`` and ``run(args) -> int``.
+Each command module defines ``HELP`` (its line in ``frugalvision --help``), ``DESCRIPTION``,
+``add_arguments(parser)`` and ``run(args) -> int``. Command modules import nothing heavy at the top: the parser is
+built without torch, and only the options of the command being run are declared, so ``--help`` answers at once;
+``run`` imports the library.
 
 Exit codes: 0 success; 2 an error the user can fix (a :class:`~frugalvision.errors.FrugalVisionError`: bad option,
-configuration, data or checkpoint), printed as one line; 1 anything else, which is a bug in frugalvision and is
-reported as one (``FRUGALVISION_DEBUG=1`` shows the traceback of either kind); 130 interrupted; 141 output pipe
-closed.
+configuration, data or checkpoint; or an option argparse rejects), printed as one line; 1 anything else, which is a
+bug in frugalvision and is reported as one (``FRUGALVISION_DEBUG=1`` shows the traceback of either kind); 130
+interrupted; 141 output pipe closed.
 """
 
 from __future__ import annotations
@@ -17,31 +20,40 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import FrugalVisionError, one_line
+from .options import ArgumentParser, HelpFormatter
 
-__all__ = ["COMMANDS", "main"]
+__all__ = ["COMMANDS", "build_parser", "main"]
 
 # module names under frugalvision.cli, in the order `--help` lists them
 COMMANDS = ("train", "eval", "predict", "quantize", "count", "bench", "deploy", "plot", "ablation", "report")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="frugalvision",
-        description="Frugal vision networks: AdderNet, adaptive convolutional kernels, VanillaNet.",
-    )
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of ``frugalvision``; with ``command``, only that subcommand's options are declared (the others
+    appear in ``--help`` with their one line)."""
+    parser = ArgumentParser(prog="frugalvision", formatter_class=HelpFormatter,
+                            description="Frugal vision networks: AdderNet, adaptive convolutional kernels, VanillaNet. "
+                            "`frugalvision COMMAND --help` describes each command.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", help="what to do")
     for name in COMMANDS:
-        module = importlib.import_module(f"frugalvision.cli.{name.replace('-', '_')}")
-        sub = module.add_parser(subparsers)
-        sub.set_defaults(_run=module.run)
+        module = importlib.import_module(f"frugalvision.cli.{name}")
+        sub = subparsers.add_parser(name, help=module.HELP, description=module.DESCRIPTION,
+                                    formatter_class=HelpFormatter)
+        if command is None or command == name:
+            module.add_arguments(sub)
+        sub.set_defaults(_run=module.run, _parser=sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else "")
+    # SystemExit: --help (0), or a rejected option (2, printed as one line by the parser of the command concerned)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "_run", None):
-        parser.print_help()
+        print("frugalvision: error: give a command; see `frugalvision --help`", file=sys.stderr)
         return 2
     try:
         return int(args._run(args) or 0)

@@ -5,34 +5,27 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import (
-    add_data_config_arguments,
-    add_model_arguments,
-    data_config_from_args,
-    load_model_from_args,
-    run_device,
-)
+from .options import add_data_config_arguments, add_model_arguments
+
+HELP = "top-k classes of image files (or every image in a folder)"
+DESCRIPTION = ("Classify image files with a run folder or checkpoint. Images are prepared exactly as in training "
+               "(the run's stored data config; for official checkpoints, the model's default data config).")
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "predict", help="top-k classes of image files (or every image in a folder)",
-        description="Classify image files with a run folder or checkpoint. Images are prepared exactly as in "
-        "training (the run's stored data config; for official checkpoints, the model's default data config).",
-    )
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="image files and/or folders (searched "
                    "recursively for jpg, jpeg, png, bmp, webp)")
     add_model_arguments(p)
     add_data_config_arguments(p)
-    p.add_argument("--top-k", type=int, default=5, help="classes per image (default 5)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--top-k", type=int, default=5, help="classes per image")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda | cuda:N")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    return p
 
 
 def run(args: argparse.Namespace) -> int:
     from ..inference import find_images, predict
+    from .common import data_config_from_args, load_model_from_args, run_device
 
     model = load_model_from_args(args)
     data_config = data_config_from_args(args, model)

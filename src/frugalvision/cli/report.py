@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import argparse
 
+from .options import check_output_path
 
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "report", help="write a self-contained HTML report of a run folder",
-        description="One HTML file with the run's summary, learning curves, weight histograms, first-layer filters, "
-        "cost table, per-epoch metrics and configuration. Figures are embedded; no external assets, no scripts.",
-    )
+HELP = "write a self-contained HTML report of a run folder"
+DESCRIPTION = ("One HTML file with the run's summary, learning curves, weight histograms, first-layer filters, cost "
+               "table, per-epoch metrics and configuration. Figures are embedded; no external assets, no scripts.")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a frugalvision run folder")
     p.add_argument("--output", help="HTML file to write (default RUN_DIR/report.html)")
     p.add_argument("--title", help="page title (default: the run folder's name)")
-    return p
+    p.add_argument("--json", action="store_true", help="print one JSON object (the file written)")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..analysis.report import write_report
-
+    check_output_path(args.output, "--output", suffixes=(".html", ".htm"))  # the default lies in the run folder
     path = write_report(args.run_dir, args.output, title=args.title)
-    print(f"wrote {path}")
+    if args.json:
+        import json
+
+        print(json.dumps({"run_dir": str(args.run_dir), "output": str(path)}))
+    else:
+        print(f"wrote {path}")
     return 0

@@ -49,6 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ExportError, one_line
+from ..run_dir import new_file_mode
 
 __all__ = ["MAX_OPSET", "MIN_OPSET", "ExportError", "export_onnx", "register_onnx_symbolics", "relative_error"]
 
@@ -255,6 +256,7 @@ def export_onnx(model: nn.Module, path: str | Path, example: Tensor, opset: int 
         error = _verify(tmp, model, example)
         if tolerance is not None and error is not None and error > tolerance:
             raise ExportError(f"the ONNX model differs from PyTorch: relative error {error:.2e} > {tolerance:g}")
+        os.chmod(tmp, new_file_mode())  # mkstemp made it private
         os.replace(tmp, path)
         return error
     finally:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from timm.layers import trunc_normal_
 from torch import Tensor, nn
 
 from ..errors import ConfigError
@@ -53,6 +52,8 @@ class SeriesActivation(nn.Module):
         self.dim, self.act_num, self.deploy = dim, act_num, deploy
         kernel = 2 * act_num + 1
         self.weight = nn.Parameter(torch.empty(dim, 1, kernel, kernel))
+        from timm.layers import trunc_normal_  # here, not at the top: timm imports torchvision (seconds)
+
         trunc_normal_(self.weight, std=0.02)
         if deploy:
             self.bias = nn.Parameter(torch.zeros(dim))

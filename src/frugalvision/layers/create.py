@@ -8,13 +8,13 @@ from typing import Any
 from torch import nn
 
 from ..errors import ConfigError
+from ..names import CONV_TYPES
 from .adaptive import AdaptiveConv2d
 from .adder import Adder2d
 from .binary import BinaryConv2d
 
 __all__ = ["CONV_TYPES", "create_conv2d"]
 
-CONV_TYPES = ("conv", "adder", "binary", "adaptive")
 _LAYERS: dict[str, type[nn.Module]] = {"conv": nn.Conv2d, "adder": Adder2d, "binary": BinaryConv2d,
                                        "adaptive": AdaptiveConv2d}
 

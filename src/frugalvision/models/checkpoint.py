@@ -19,8 +19,11 @@ packages above it. :func:`check_state_dict_fits` and :func:`restore_data_config`
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
+import pickle
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,7 @@ from torch import Tensor, nn
 
 from ..data import DataConfig
 from ..errors import CheckpointError, ConfigError, one_line
+from ..extensions import declared_checkpoint_loaders
 from ..layers import AdaptiveConv2d, Adder2d, BinaryConv2d
 from ..run_dir import EMA_MODEL_FILE, MODEL_FILE, RunDir, atomic_write
 from .registry import is_model, model_option_defaults
@@ -68,7 +72,11 @@ def register_checkpoint_loader(key: str, loader: Callable[[str | os.PathLike, di
 
 
 def checkpoint_loader(config: Mapping[str, Any]) -> Callable[[str | os.PathLike, dict[str, Any]], nn.Module] | None:
-    """The registered loader for a checkpoint config, or None for a plain model."""
+    """The registered loader for a checkpoint config, or None for a plain model. A key whose loader is declared
+    (:mod:`frugalvision.extensions`) but not registered yet has its module imported first."""
+    for key, module in declared_checkpoint_loaders().items():
+        if key in config and key not in _CHECKPOINT_LOADERS:
+            importlib.import_module(module)  # registers the loader (e.g. frugalvision.quant.serialize)
     return next((loader for key, loader in _CHECKPOINT_LOADERS.items() if key in config), None)
 
 
@@ -337,8 +345,16 @@ def read_state_dict(path: str | os.PathLike, *, use_ema: bool = False) -> dict[s
             # one plain-data class, nothing else.
             with torch.serialization.safe_globals([argparse.Namespace]):
                 obj = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as error:  # torch's message advises weights_only=False: unsafe, never repeated
+            found = re.search(r"GLOBAL (\S+)", str(error))
+            if found:
+                raise CheckpointError(f"cannot read checkpoint {path} safely: it holds Python objects "
+                                      f"({found.group(1)}) and frugalvision reads only tensors and plain "
+                                      "containers") from None
+            raise CheckpointError(f"{path} is not a valid checkpoint: neither a safetensors file nor a torch.save "
+                                  "file of tensors and plain containers") from None
         except Exception as error:  # the unpickler raises many types; all mean the same to the user
-            raise CheckpointError(f"cannot read checkpoint {path} safely: {one_line(error)}") from None
+            raise CheckpointError(f"{path} is not a valid checkpoint: {one_line(error, limit=200)}") from None
         state = _unwrap(obj, path, use_ema)
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}

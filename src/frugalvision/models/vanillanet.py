@@ -28,7 +28,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from timm.layers import trunc_normal_
 from torch import Tensor, nn
 
 from ..data import dataset_info
@@ -201,6 +200,8 @@ class VanillaNet(nn.Module):
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
+        from timm.layers import trunc_normal_  # here, not at the top: timm imports torchvision (seconds)
+
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             trunc_normal_(module.weight, std=0.02)
             if module.bias is not None:

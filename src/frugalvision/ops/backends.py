@@ -1,4 +1,6 @@
-"""Registers the adder2d and adder2d_u8 backends with :mod:`.dispatch` (imported by :mod:`frugalvision.ops`).
+"""Registers the adder2d and adder2d_u8 backends with :mod:`.dispatch` (imported by :mod:`frugalvision.ops`): the
+plain-PyTorch one at once, the fast ones deferred to the first use of each op so that importing frugalvision does
+not import numba.
 
 * ``torch`` (priority -100, both ops): portable plain PyTorch, any device and dtype, see :mod:`.adder_torch`; the
   fallback for whatever no faster backend accepts.
@@ -22,7 +24,7 @@ from torch import Tensor
 from . import adder_torch
 from .adder2d import ADDER_OP
 from .adder2d_u8 import ADDER_U8_OP, cpu_uint8_rejects
-from .dispatch import Backend, register_backend
+from .dispatch import Backend, register_backend, register_deferred
 
 __all__ = ["numba_rejects", "sad_rejects", "triton_rejects"]
 
@@ -118,6 +120,7 @@ def _register_sad() -> None:
 
 
 _register_torch()
-_register_numba()
-_register_triton()
-_register_sad()
+# Registered on first use of each op: importing numba and the kernel modules costs about half a second.
+register_deferred(ADDER_OP, _register_numba)
+register_deferred(ADDER_OP, _register_triton)
+register_deferred(ADDER_U8_OP, _register_sad)

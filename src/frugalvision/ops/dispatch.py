@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..errors import ConfigError
 
-__all__ = ["Backend", "available_backends", "register_backend", "select", "use_backend"]
+__all__ = ["Backend", "available_backends", "register_backend", "register_deferred", "select", "use_backend"]
 
 _ENV_VAR = "FRUGALVISION_BACKEND"
 
@@ -40,6 +40,7 @@ class Backend:
 
 
 _REGISTRY: dict[str, list[Backend]] = {}
+_DEFERRED: dict[str, list[Callable[[], None]]] = {}
 _forced: list[str] = []
 
 
@@ -51,8 +52,21 @@ def register_backend(op: str, backend: Backend) -> None:
     _REGISTRY[op] = backends
 
 
+def register_deferred(op: str, registrar: Callable[[], None]) -> None:
+    """Run ``registrar`` (which calls :func:`register_backend`) the first time ``op``'s backends are looked up: a
+    backend whose kernels live in a slow-to-import module (numba: about half a second) costs nothing until used."""
+    _DEFERRED.setdefault(op, []).append(registrar)
+
+
+def _backends(op: str) -> list[Backend]:
+    """``op``'s backends, best first, after running its deferred registrars."""
+    for registrar in _DEFERRED.pop(op, []):
+        registrar()
+    return _REGISTRY.get(op, [])
+
+
 def available_backends(op: str) -> list[str]:
-    return [b.name for b in _REGISTRY.get(op, [])]
+    return [b.name for b in _backends(op)]
 
 
 @contextlib.contextmanager
@@ -67,7 +81,7 @@ def use_backend(name: str) -> Iterator[None]:
 
 def select(op: str, *tensors: Tensor) -> Backend:
     """The backend that runs ``op`` on these tensors."""
-    backends = _REGISTRY.get(op)
+    backends = _backends(op)
     if not backends:
         raise RuntimeError(f"no backend registered for {op}")
     forced = _forced[-1] if _forced else os.environ.get(_ENV_VAR, "auto")

@@ -27,10 +27,10 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..layers.adder import Adder2d
+from ..names import ALR_MODES
 
 __all__ = ["ALR_MODES", "AdaptiveLR", "adder_weights"]
 
-ALR_MODES = ("alr", "official", "ilr", "none")
 
 
 def adder_weights(model: nn.Module) -> list[nn.Parameter]:
