@@ -14,7 +14,7 @@ $(VENV)/.torch-installed:
 	touch $@
 
 $(VENV)/.installed: $(VENV)/.torch-installed pyproject.toml Makefile
-	$(PIP) install --quiet -e ".[test,export]"
+	$(PIP) install --quiet -e ".[test,export,bench]"
 	touch $@
 
 demo: $(VENV)/.installed

@@ -9,7 +9,8 @@ Targets (:data:`TARGETS`, in the order ``frugalvision bench --help`` lists them)
 * ``epoch`` (:mod:`.epoch`): training epochs of LeNet-5-BN, AdderNet vs CNN twin, under the OpenMP wait policy in use.
 * ``quant`` (:mod:`.quant`): the integer adder layer against fp32 / int8 convolution and the SAD peak
   (:mod:`.sad_peak`).
-* ``quant-model`` (:mod:`.quant_model`): whole int8 AdderNets against fp32 and int8 CNN twins.
+* ``quant-model`` (:mod:`.quant_model`): whole int8 AdderNets against the CNN twins in PyTorch, onnxruntime and
+  OpenVINO (:mod:`.cnn_runtimes`), fp32 and int8.
 * ``model`` (:mod:`.model`): a model's latency, train-mode vs fused vs ResNet-50.
 * ``onnx`` (:mod:`.onnx`): a model exported to ONNX, onnxruntime vs PyTorch.
 * ``startup`` (:mod:`.startup`): start-up of ``import frugalvision`` and ``frugalvision --help`` against torch's.

@@ -1,7 +1,9 @@
 """The CNN twin deployed the way CNNs are deployed on a CPU: OpenVINO (fp32, and int8 through NNCF post-training
-quantisation) and onnxruntime (int8 QDQ), as baselines for the integer AdderNet (issue 18, item 5).
+quantisation), onnxruntime (int8 QDQ) and PyTorch's FX int8, as baselines for the integer AdderNet (issue 18,
+item 5), and the per-process interleaved timer that ``frugalvision bench quant-model`` (:mod:`.quant_model`, which
+names the methods built from these) uses.
 
-Each builder takes the float CNN (an ``nn.Module`` in eval mode) and returns an :data:`InferenceFn`: a callable
+Each runtime builder takes the float CNN (an ``nn.Module`` in eval mode) and returns an :data:`InferenceFn`: a callable
 that takes one float32 NCHW batch (a ``torch.Tensor`` or a numpy array) and returns the logits as a numpy array,
 so that a benchmark can time the runtimes side by side:
 
@@ -10,16 +12,16 @@ so that a benchmark can time the runtimes side by side:
   ``INFERENCE_NUM_THREADS``, the ``LATENCY`` hint (one stream: one synchronous request uses every thread; the
   ``THROUGHPUT`` hint splits the threads into streams that only parallel requests use) and f32 inference precision
   (without it OpenVINO 2026.4 runs the "fp32" model in bf16 on a CPU with AMX, such as the Xeon this was measured
-  on: method ``default_openvino`` is that, what a user who leaves the defaults gets); one infer request per shape,
+  on: method ``default_cnn_openvino`` is that, what a user who leaves the defaults gets); one infer request per shape,
   reused.
 * :func:`openvino_int8`: the same model quantised by ``nncf.quantize`` (OpenVINO backend, default ``PERFORMANCE``
   preset: symmetric int8 weights per channel and activations; full bias correction, see the function), calibrated
   on the given images one at a time (NNCF's statistics assume batch-1 items), compiled as above without the
   precision hint (the convolutions run in int8 - AMX-INT8 tiles where the CPU has them - and the rest in
   OpenVINO's default precision).
-* :func:`onnxruntime_int8`: :func:`frugalvision.bench.quant_model._ort_int8` (ONNX export,
-  ``quant_pre_process``, ``quantize_static`` QDQ with uint8 activations and int8 per-channel weights) with the given
-  thread count and ``session.intra_op.allow_spinning = 0``.
+* :func:`onnxruntime_int8`: ONNX export, ``quant_pre_process``, ``quantize_static`` (QDQ, uint8 activations and
+  int8 per-channel weights), the given thread count and ``session.intra_op.allow_spinning = 0``.
+* :func:`torch_fx_int8`: PyTorch's FX-mode post-training static quantisation (``x86`` engine; returns a module).
 
 Idle threads. onnxruntime's intra-op workers spin after a run unless ``allow_spinning`` is 0; OpenVINO's CPU plugin
 runs on oneTBB, whose workers also keep polling for a while after a parallel region ends and which exposes no
@@ -30,12 +32,12 @@ within ~2 ms), onnxruntime without spinning 0.03-0.05 ms, and torch 3-5 ms when 
 ``OMP_WAIT_POLICY=PASSIVE`` was set (``import frugalvision`` first sets it; spawned workers inherit it). So that
 no runtime's pool steals the cores from the next one, :func:`time_in_processes` times every method in its own
 worker process, interleaved round by round from the parent (each call timed inside its worker), with a pause
-between calls that outlasts the polling (5 ms in :func:`bench_runtimes`).
+between calls that outlasts the polling (5 ms in ``bench quant-model``).
 """
 
 from __future__ import annotations
 
-import functools
+import copy
 import multiprocessing
 import random
 import tempfile
@@ -51,17 +53,13 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 
-__all__ = ["HINTS", "METHODS", "MODELS", "InferenceFn", "bench_runtimes", "build_method", "cnn_twin",
-           "idle_cpu_after_call", "int8_addernet", "method_builders", "onnxruntime_int8", "openvino_fp32",
-           "openvino_int8", "runtime_versions", "time_in_processes"]
+__all__ = ["HINTS", "InferenceFn", "OpenVinoRunner", "cnn_twin", "idle_cpu_after_call", "onnxruntime_int8",
+           "openvino_fp32", "openvino_int8", "runtime_versions", "time_in_processes", "torch_fx_int8"]
 
 InferenceFn = Callable[[Any], Any]
 """A float32 NCHW batch (``torch.Tensor`` or numpy array) in, logits out."""
 
 HINTS = ("LATENCY", "THROUGHPUT")
-METHODS = ("int8_adder", "fp32_cnn", "fp32_openvino", "default_openvino", "int8_openvino", "int8_onnxruntime")
-INT8_CNN = ("int8_openvino", "int8_onnxruntime")
-MODELS = ("resnet20", "lenet5_bn", "resnet18")
 
 
 def _as_numpy(x: Any) -> np.ndarray:
@@ -143,21 +141,56 @@ def openvino_int8(model: nn.Module, calibration: Tensor, threads: int = 2, hint:
 
 
 def onnxruntime_int8(model: nn.Module, calibration: Tensor, threads: int = 2) -> InferenceFn:
-    """The float CNN quantised by onnxruntime's static QDQ quantisation, ``threads`` intra-op threads, no spinning."""
-    from .quant_model import _ort_int8
+    """The float CNN exported to ONNX (TorchScript exporter, opset 17, dynamic batch) and quantised by onnxruntime's
+    static quantisation on ``calibration`` (``quant_pre_process``, then ``quantize_static``: QDQ, uint8 activations,
+    int8 per-channel weights), run by the CPU provider with ``threads`` intra-op threads that do not spin."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)  # _ort_int8 gives the session as many intra-op threads as torch has
-    try:
-        with tempfile.TemporaryDirectory() as workdir, warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # TorchScript ONNX exporter deprecation notices
-            run = _ort_int8(model.eval(), calibration, Path(workdir))  # the session holds the model in memory
-    finally:
-        torch.set_num_threads(previous)
-    return lambda x: run(torch.from_numpy(_as_numpy(x)))[0]
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(calibration.split(64))
+
+        def get_next(self) -> dict | None:
+            x = next(self.batches, None)
+            return None if x is None else {"input": _as_numpy(x)}
+
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript ONNX exporter deprecation notices
+        fp32_path, prep_path, int8_path = (str(Path(folder) / f"{n}.onnx") for n in ("fp32", "prep", "int8"))
+        torch.onnx.export(model.eval(), (calibration[:1],), fp32_path, input_names=["input"],
+                          output_names=["logits"], opset_version=17, dynamo=False,
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+        quant_pre_process(fp32_path, prep_path)
+        quantize_static(prep_path, int8_path, Reader(), quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session = ort.InferenceSession(int8_path, options, providers=["CPUExecutionProvider"])  # holds the model
+    return lambda x: session.run(None, {"input": _as_numpy(x)})[0]
 
 
-# ---------------------------------------------------------------------------------------------------- the models
+# ---------------------------------------------------------------------------------------------------- PyTorch
+
+
+def torch_fx_int8(model: nn.Module, calibration: Tensor) -> nn.Module:
+    """The float CNN through PyTorch's post-training static quantisation, FX graph mode, ``x86`` backend
+    (``torch.ao.quantization.quantize_fx``; conv-BN-ReLU fused), calibrated on ``calibration``."""
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    torch.backends.quantized.engine = "x86"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao deprecation notices
+        prepared = prepare_fx(copy.deepcopy(model).eval(), get_default_qconfig_mapping("x86"),
+                              example_inputs=(calibration[:1],))
+        with torch.no_grad():
+            for x in calibration.split(64):
+                prepared(x)
+        return convert_fx(prepared)
 
 
 def cnn_twin(name: str, calibration: Tensor, seed: int = 0) -> nn.Module:
@@ -168,55 +201,6 @@ def cnn_twin(name: str, calibration: Tensor, seed: int = 0) -> nn.Module:
 
     torch.manual_seed(seed)
     return with_batch_statistics(create_model(name, conv_type="conv"), calibration)
-
-
-def int8_addernet(name: str, calibration: Tensor, checkpoint: str | Path | None = None, seed: int = 0,
-                  ) -> nn.Module:
-    """:func:`frugalvision.quantize` (``observer="minmax"``, as ``bench quant-model``) of the AdderNet ``name``:
-    the released weights from ``checkpoint``, else random weights with BatchNorm statistics of ``calibration``."""
-    from ..models import create_model
-    from ..quant import quantize
-    from .common import with_batch_statistics
-
-    torch.manual_seed(seed)
-    if checkpoint is not None:
-        adder = create_model(name, conv_type="adder", checkpoint_path=str(checkpoint)).eval()
-    else:
-        adder = with_batch_statistics(create_model(name, conv_type="adder"), calibration)
-    return quantize(adder, calibration.split(64), observer="minmax")
-
-
-def _torch_fn(model: nn.Module) -> InferenceFn:
-    def run(x: Any) -> Tensor:
-        with torch.inference_mode():
-            return model(x if isinstance(x, Tensor) else torch.from_numpy(_as_numpy(x)))
-
-    return run
-
-
-def build_method(model_name: str, method: str, threads: int = 2, calibration_images: int = 256,
-                 checkpoint: str | Path | None = None, hint: str = "LATENCY") -> InferenceFn:
-    """One method of :data:`METHODS` for the zoo model ``model_name``, calibrated on ``calibration_images`` seeded
-    N(0, 1) images (``checkpoint``: released AdderNet weights for ``int8_adder``). Module-level and picklable as a
-    ``functools.partial``, so that :func:`time_in_processes` can build it inside a worker process."""
-    from ..models import create_model
-
-    if method not in METHODS:
-        raise ConfigError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
-    torch.set_num_threads(threads)
-    input_size = create_model(model_name, conv_type="conv").default_input_size
-    calibration = torch.randn(calibration_images, *input_size, generator=torch.Generator().manual_seed(0))
-    if method == "int8_adder":
-        return _torch_fn(int8_addernet(model_name, calibration, checkpoint))
-    cnn = cnn_twin(model_name, calibration)
-    if method == "fp32_cnn":
-        return _torch_fn(cnn)
-    if method in ("fp32_openvino", "default_openvino"):
-        precision = "f32" if method == "fp32_openvino" else None
-        return openvino_fp32(cnn, calibration[:1], threads, hint, precision)
-    if method == "int8_openvino":
-        return openvino_int8(cnn, calibration, threads, hint)
-    return onnxruntime_int8(cnn, calibration, threads)
 
 
 def runtime_versions() -> dict[str, str]:
@@ -274,10 +258,10 @@ def time_in_processes(builders: dict[str, Callable[[], InferenceFn]], input_size
                       batch_sizes: Iterable[int], rounds: int | dict[int, int], threads: int = 2, warmup: int = 3,
                       pause_s: float = 0.0, seed: int = 0) -> dict[int, dict[str, dict[str, list[float]]]]:
     """Time each method in its own worker process (spawned; ``builders`` must be picklable, e.g.
-    ``functools.partial(build_method, ...)``; a calling script needs the ``if __name__ == "__main__":`` guard),
-    interleaved: in every round each method runs once on the same
-    seeded batch, in a new random order, with ``pause_s`` of sleep before each call (longer than the runtimes' idle
-    polling, so none runs while another's threads still spin).
+    ``functools.partial(quant_model.build_method, ...)``; a calling script needs the ``if __name__ == "__main__":``
+    guard), interleaved: in every round each method runs once on the same seeded batch, in a new random order, with
+    ``pause_s`` of sleep before each call (longer than the runtimes' idle polling, so none runs while another's
+    threads still spin).
 
     Returns ``{batch: {method: {"wall": [s, ...], "cpu": [s, ...]}}}``: each call's wall time and its worker's
     process CPU time (all threads), timed inside the worker; ``warmup`` untimed rounds first.
@@ -327,49 +311,3 @@ def time_in_processes(builders: dict[str, Callable[[], InferenceFn]], input_size
             process.join(timeout=10)
             if process.is_alive():
                 process.kill()
-
-
-def method_builders(model_name: str, methods: Sequence[str] = METHODS, threads: int = 2,
-                    checkpoint: str | Path | None = None, **options: Any) -> dict[str, Callable[[], InferenceFn]]:
-    """Picklable builders of ``methods`` for ``model_name`` (:func:`build_method`) for :func:`time_in_processes`."""
-    return {m: functools.partial(build_method, model_name, m, threads, checkpoint=checkpoint, **options)
-            for m in methods}
-
-
-def bench_runtimes(model_name: str, batch_sizes: Sequence[int], methods: Sequence[str] = METHODS,
-                   rounds: dict[int, int] | None = None, threads: int = 2, pause_s: float = 0.005,
-                   checkpoint: str | Path | None = None, calibration_images: int = 256) -> list[dict[str, object]]:
-    """Median wall and CPU ms per forward of each method (:func:`time_in_processes`), one row per batch x method,
-    with the ratios of the medians to the best int8 CNN runtime (wall time, and process CPU time of all threads,
-    which leaves out the time a thread waits for a core: steadier on a loaded machine) and to fp32 OpenVINO, and the
-    1-minute load average before and after (other processes on the machine)."""
-    import os
-    import statistics
-
-    from ..models import create_model
-
-    input_size = create_model(model_name, conv_type="conv").default_input_size
-    rounds = rounds or {b: 200 if b == 1 else 100 if b <= 8 else 30 for b in batch_sizes}
-    load_before = os.getloadavg()[0]
-    builders = method_builders(model_name, methods, threads, checkpoint=checkpoint,
-                               calibration_images=calibration_images)
-    results = time_in_processes(builders, input_size, batch_sizes, rounds, threads, pause_s=pause_s)
-    load_after = os.getloadavg()[0]
-    rows: list[dict[str, object]] = []
-    for batch, samples in results.items():
-        wall = {m: statistics.median(s["wall"]) for m, s in samples.items()}
-        cpu = {m: statistics.median(s["cpu"]) for m, s in samples.items()}
-        best_int8 = min((wall[m] for m in INT8_CNN if m in wall), default=None)
-        best_int8_cpu = min((cpu[m] for m in INT8_CNN if m in cpu), default=None)
-        for method in samples:
-            rows.append({
-                "model": model_name, "batch_size": batch, "method": method, "threads": threads,
-                "median_ms": round(wall[method] * 1e3, 4), "cpu_median_ms": round(cpu[method] * 1e3, 4),
-                "min_ms": round(min(samples[method]["wall"]) * 1e3, 4), "repeats": len(samples[method]["wall"]),
-                "time_vs_best_int8_cnn": round(wall[method] / best_int8, 3) if best_int8 else "",
-                "cpu_vs_best_int8_cnn": round(cpu[method] / best_int8_cpu, 3) if best_int8_cpu else "",
-                "time_vs_fp32_openvino": round(wall[method] / wall["fp32_openvino"], 3) if "fp32_openvino" in wall
-                else "",
-                "load_1m_before": round(load_before, 2), "load_1m_after": round(load_after, 2),
-            })
-    return rows
