@@ -10,20 +10,24 @@ import sys
 
 import pytest
 
+from frugalvision.bench import TARGETS
+
 HEAVY = ("timm", "torchvision", "numba", "onnx", "onnxruntime", "matplotlib", "tensorboard", "openvino")
 
 _REPORT = "import json, sys; print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r})))"
 
 
-def _imported_heavy_modules(repo_root, code: str) -> list[str]:
-    script = f"{code}\n" + _REPORT.format(heavy=set(HEAVY))
+def _imported_heavy_modules(repo_root, code: str, heavy: tuple[str, ...] = HEAVY) -> list[str]:
+    script = f"{code}\n" + _REPORT.format(heavy=set(heavy))
     env = {**os.environ, "PYTHONPATH": str(repo_root / "src")}
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-_HELP = "from frugalvision.cli.main import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass"
+# --help exits 0 (SystemExit): anything else (an unknown command, a parser error) fails the child
+_HELP = ("from frugalvision.cli.main import main\ntry:\n    main({argv!r})\n"
+         "except SystemExit as end:\n    assert not end.code, end.code")
 
 
 @pytest.mark.parametrize("code", [
@@ -34,6 +38,14 @@ _HELP = "from frugalvision.cli.main import main\ntry:\n    main({argv!r})\nexcep
 ])
 def test_start_imports_no_heavy_dependency(repo_root, code):
     assert _imported_heavy_modules(repo_root, code) == []
+
+
+@pytest.mark.parametrize("target", [None, *(t.name for t in TARGETS)])
+def test_bench_help_imports_no_torch(repo_root, target):
+    """``frugalvision bench --help`` and ``bench TARGET --help`` of every target load neither torch nor numpy (each
+    target declares its options import-light and imports the library where it runs)."""
+    argv = ["bench", *([target] if target else []), "--help"]
+    assert _imported_heavy_modules(repo_root, _HELP.format(argv=argv), (*HEAVY, "torch", "numpy")) == []
 
 
 def test_the_check_sees_a_heavy_import(repo_root):

@@ -16,6 +16,10 @@ Targets (:data:`TARGETS`, in the order ``frugalvision bench --help`` lists them)
 * ``startup`` (:mod:`.startup`): start-up of ``import frugalvision`` and ``frugalvision --help`` against torch's.
 
 This is a high layer: it may import ops, layers, models, quant, export and analysis; none of those imports it.
+
+Importing this package and its target modules loads no torch, numpy or numba (``frugalvision bench --help`` starts at
+once, tests/cli/test_startup.py): each target declares its name, help and options import-light, and its functions
+import the library and the heavy packages where they run.
 """
 
 from __future__ import annotations

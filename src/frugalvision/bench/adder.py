@@ -28,16 +28,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import functools
 import platform
 from collections.abc import Callable, Sequence
 from pathlib import Path
-
-import torch
-import torch.nn.functional as F
-from torch import Tensor
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
-from ..ops import adder2d, use_backend
 from .common import (
     LayerShape,
     Target,
@@ -51,6 +48,10 @@ from .common import (
 )
 from .epoch import bench_epochs
 
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+
 __all__ = ["METHODS", "TARGET", "bench_epoch", "bench_layers", "official_adder2d", "summary_table"]
 
 METHODS = ("frugalvision", "reference", "official", "conv")
@@ -62,30 +63,39 @@ MEMORY_METHOD = ("cpu: VmHWM - VmRSS via /proc/self/clear_refs, glibc mmap thres
 # The official-style formulation (written from AdderNet Eq. 2, 5 and 6; the O x K x P broadcast is the point)
 
 
-class _OfficialAdder(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x_col: Tensor, w_col: Tensor) -> Tensor:  # x_col (K, P), w_col (O, K)
-        ctx.save_for_backward(x_col, w_col)
-        return -(w_col.unsqueeze(2) - x_col.unsqueeze(0)).abs().sum(1)  # (O, K, P) -> (O, P)
+@functools.cache
+def _official_adder_function() -> type[torch.autograd.Function]:
+    """The autograd function of the official formulation, defined on first use (this module loads without torch)."""
+    import torch
 
-    @staticmethod
-    def backward(ctx, grad_output: Tensor) -> tuple[Tensor, Tensor]:  # grad_output (O, P)
-        x_col, w_col = ctx.saved_tensors
-        diff = x_col.unsqueeze(0) - w_col.unsqueeze(2)  # (O, K, P)
-        grad_w = (diff * grad_output.unsqueeze(1)).sum(2)  # Eq. 5: (O, K)
-        grad_x = (-diff).clamp(-1, 1).mul(grad_output.unsqueeze(1)).sum(0)  # Eq. 6: (K, P)
-        return grad_x, grad_w
+    class _OfficialAdder(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x_col: Tensor, w_col: Tensor) -> Tensor:  # x_col (K, P), w_col (O, K)
+            ctx.save_for_backward(x_col, w_col)
+            return -(w_col.unsqueeze(2) - x_col.unsqueeze(0)).abs().sum(1)  # (O, K, P) -> (O, P)
+
+        @staticmethod
+        def backward(ctx, grad_output: Tensor) -> tuple[Tensor, Tensor]:  # grad_output (O, P)
+            x_col, w_col = ctx.saved_tensors
+            diff = x_col.unsqueeze(0) - w_col.unsqueeze(2)  # (O, K, P)
+            grad_w = (diff * grad_output.unsqueeze(1)).sum(2)  # Eq. 5: (O, K)
+            grad_x = (-diff).clamp(-1, 1).mul(grad_output.unsqueeze(1)).sum(0)  # Eq. 6: (K, P)
+            return grad_x, grad_w
+
+    return _OfficialAdder
 
 
 def official_adder2d(x: Tensor, weight: Tensor, stride: int = 1, padding: int = 0) -> Tensor:
     """Adder layer as the official code computes it: whole-batch unfold, (O, K, P) broadcast, fold (groups = 1)."""
+    import torch.nn.functional as F
+
     n, _, h, w = x.shape
     out_channels, _, kh, kw = weight.shape
     h_out = (h + 2 * padding - kh) // stride + 1
     w_out = (w + 2 * padding - kw) // stride + 1
     x_col = F.unfold(x, (kh, kw), padding=padding, stride=stride)  # (N, K, L)
     x_col = x_col.transpose(0, 1).reshape(x_col.shape[1], -1)  # (K, N*L)
-    y = _OfficialAdder.apply(x_col, weight.reshape(out_channels, -1))  # (O, N*L)
+    y = _official_adder_function().apply(x_col, weight.reshape(out_channels, -1))  # (O, N*L)
     return y.view(out_channels, n, h_out, w_out).transpose(0, 1).contiguous()  # (N, O, Ho, Wo)
 
 
@@ -102,6 +112,8 @@ def _rss_kib(field: str) -> int:
 
 def peak_extra_bytes(fn: Callable[[], object], device: torch.device) -> float:
     """Peak memory the call adds on top of what is live before it (see the module docstring); NaN if unknown."""
+    import torch
+
     if device.type == "cuda":
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
@@ -122,6 +134,11 @@ def peak_extra_bytes(fn: Callable[[], object], device: torch.device) -> float:
 
 def _layer_fns(shape: LayerShape, method: str, device: torch.device) -> tuple[Callable, Callable, Callable]:
     """(forward, forward+backward, reset) closures for one method on fresh random inputs."""
+    import torch
+    import torch.nn.functional as F
+
+    from ..ops import adder2d, use_backend
+
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(shape.n, shape.c_in, shape.h, shape.w, generator=gen).to(device).requires_grad_(True)
     w = torch.randn(shape.c_out, shape.c_in, shape.k, shape.k, generator=gen).to(device).requires_grad_(True)
@@ -164,6 +181,8 @@ def bench_layers(
 
     ``reference`` and ``official`` get ``slow_repeats`` timed runs, the others ``repeats``.
     """
+    import torch
+
     device = torch.device(device)
     sync = torch.cuda.synchronize if device.type == "cuda" else None
     rows: list[dict[str, object]] = []
@@ -295,6 +314,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     if skip - {"reference", "official"}:
         raise ConfigError(f"--skip: only reference and official can be left out, got {', '.join(sorted(skip))}")

@@ -5,6 +5,9 @@ Speed is measured here, in benchmarks that write a CSV with the machine they ran
 shared machine other processes load the cores unevenly over time, so the methods being compared are *interleaved*:
 every round runs each method once, in a new random order, and medians over rounds are compared, so that background
 load, clock changes and the caches the previous method left hit all methods alike.
+
+Import-light, as every target module's declaration (name, help, options): ``frugalvision bench --help`` loads no
+torch; the functions that need torch or numba import them.
 """
 
 from __future__ import annotations
@@ -22,12 +25,12 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import Tensor, nn
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
 
 __all__ = [
     "RESULTS_DIR",
@@ -117,6 +120,7 @@ def machine_info(**extra: str) -> dict[str, str]:
     """CPU model and SIMD flags, core and thread counts, GPU, library versions, load averages (1 / 5 / 15 min),
     the OpenMP wait policy and the UTC date; ``extra`` entries (a target's own) are appended."""
     import numba
+    import torch
 
     cpu, flags = _cpu_model_and_flags()
     loads = [f"{v:.2f}" for v in os.getloadavg()] if hasattr(os, "getloadavg") else ["", "", ""]
@@ -245,6 +249,8 @@ def parse_shape_sets(text: str, batch: int, keep: Callable[[LayerShape], bool] |
 def threads(count: int | None) -> Iterator[int]:
     """Run with ``count`` torch (and so numba) threads, restored afterwards; ``None`` keeps the current count.
     Yields the count in use."""
+    import torch
+
     before = torch.get_num_threads()
     if count is not None:
         torch.set_num_threads(count)
@@ -352,6 +358,9 @@ def with_batch_statistics(model: nn.Module, images: Tensor) -> nn.Module:
     """Set every BatchNorm's running statistics to those of ``images`` (random weights, realistic activations:
     time does not depend on the weights' values, but an uncalibrated AdderNet's activations are far out of range).
     Returns the model in eval mode."""
+    import torch
+    from torch import nn
+
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     for norm in norms:
         norm.reset_running_stats()

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
-
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from .common import Target, format_table, machine_info, result_path, time_interleaved, write_csv
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["CONV_TYPES", "TARGET", "bench_epochs", "summary_table"]
 
@@ -28,6 +29,8 @@ def _epoch_fn(conv_type: str, batch_size: int, device: torch.device, augment: bo
               ) -> tuple[Callable[[], None], int]:
     """A closure training LeNet-5-BN (``conv_type``) for one epoch on mnist5k train, after one warm-up step; and the
     number of images per epoch."""
+    import torch
+    import torch.nn.functional as F
     from torch.utils.data import DataLoader, Subset
 
     from ..data import build_dataset
@@ -66,6 +69,8 @@ def bench_epochs(conv_types: Sequence[str] = CONV_TYPES, batch_size: int = 64, e
         augment: mnist5k's training augmentation (random crops).
         images: train on the first ``images`` images only (default: all 5,000).
     """
+    import torch
+
     device = torch.device(device)
     unknown = [c for c in conv_types if c not in CONV_TYPES]
     if unknown or not conv_types:
@@ -107,6 +112,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     if args.epochs < 1 or args.batch_size < 1 or (args.images is not None and args.images < 1) or \
             (args.threads is not None and args.threads < 1):
         raise ConfigError("--epochs, --batch-size, --images and --threads must be positive")

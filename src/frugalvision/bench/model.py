@@ -16,13 +16,14 @@ import json
 import statistics
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from .common import IntList, Target, format_table, machine_info, result_path, time_interleaved, write_csv
 from .common import threads as using_threads
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = ["TARGET", "VARIANTS", "LatencyResult", "bench_model"]
 
@@ -93,6 +94,8 @@ def bench_model(
         model: the model to measure (e.g. loaded from a checkpoint; an integer model as variant ``"quantized"``);
             default ``create_model(name)``.
     """
+    import torch
+
     device = torch.device(device)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
     cpu = machine_info()["cpu"]

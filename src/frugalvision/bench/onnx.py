@@ -17,9 +17,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from .common import (
@@ -33,6 +31,9 @@ from .common import (
     write_csv,
 )
 from .common import threads as using_threads
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = ["TARGET", "OnnxLatency", "bench_onnx_vs_torch", "prediction_agreement"]
 
@@ -77,6 +78,7 @@ def bench_onnx_vs_torch(model: nn.Module, onnx_path: str | Path, input_size: Seq
         Two rows: ``runtime="pytorch"`` and ``runtime="onnxruntime"``.
     """
     import onnxruntime as ort
+    import torch
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -115,6 +117,7 @@ def prediction_agreement(model: nn.Module, onnx_path: str | Path, folder: str | 
     """Top-1 of PyTorch and onnxruntime on the ``val`` split of an image folder (with the model's data config), and
     how often the two predict the same class."""
     import onnxruntime as ort
+    import torch
 
     from ..data import build_dataset
 
@@ -165,6 +168,8 @@ def run(args: argparse.Namespace) -> int:
         import onnxruntime  # noqa: F401
     except ImportError:
         raise ConfigError("bench onnx needs onnxruntime (pip install 'frugalvision[export]')") from None
+    import torch
+
     from ..export import export_onnx
 
     model, input_size = args.model_object, tuple(args.model_input_size)

@@ -30,12 +30,7 @@ import statistics
 import warnings
 from collections.abc import Callable, Sequence
 
-import torch
-import torch.nn.functional as F
-
 from ..errors import ConfigError
-from ..ops import adder2d, adder2d_u8, adder2d_u8_cost, pack_adder_weight_u8, use_backend
-from ..ops.dispatch import select
 from .common import (
     LayerShape,
     Target,
@@ -48,7 +43,6 @@ from .common import (
     write_csv,
 )
 from .common import threads as using_threads
-from .sad_peak import peak_fn, sad_peak
 
 __all__ = ["METHODS", "TARGET", "bench_quant_layers", "quant_machine_info", "quant_shapes", "summary_table"]
 
@@ -82,7 +76,11 @@ def quant_machine_info() -> dict[str, str]:
 
 def _layer_fns(shape: LayerShape, methods: Sequence[str], backend: str | None) -> dict[str, Callable[[], object]]:
     """Closures running one forward pass of each method on fixed random inputs of the layer's shape."""
+    import torch
+    import torch.nn.functional as F
     from torch.ao.nn.quantized import Conv2d as QuantizedConv2d
+
+    from ..ops import adder2d, adder2d_u8, pack_adder_weight_u8, use_backend
 
     gen = torch.Generator().manual_seed(0)
     n, c, h, w, o, k, s, p = shape.n, shape.c_in, shape.h, shape.w, shape.c_out, shape.k, shape.stride, shape.padding
@@ -144,6 +142,11 @@ def bench_quant_layers(
         backend: force an adder2d_u8 backend (``sad512``, ``sad256``, ``portable``); default: automatic.
         peak: also run the SAD peak loop in every round (needed for ``pct_of_peak``).
     """
+    import torch
+
+    from ..ops.dispatch import select
+    from .sad_peak import peak_fn
+
     rows: list[dict[str, object]] = []
     malloc_mode(measure_memory=False)  # reuse freed heap memory: no page faults inside the timings
     with using_threads(threads) as used_threads, warnings.catch_warnings():
@@ -165,6 +168,8 @@ def bench_quant_layers(
 
 def _rows(shape: LayerShape, times: dict[str, list[float]], peak_times: list[float], peak_terms: int,
           sad_backend: str, threads: int) -> list[dict[str, object]]:
+    from ..ops import adder2d_u8_cost
+
     terms = adder2d_u8_cost((shape.n, shape.h, shape.w, shape.c_in), shape.c_out, shape.k, 1, shape.stride,
                             shape.padding)["abs_diff"]
     peak_rate = peak_terms / statistics.median(peak_times) if peak_times else float("nan")
@@ -261,6 +266,8 @@ def run(args: argparse.Namespace) -> int:
     rows = bench_quant_layers(shapes, repeats=args.repeats, threads=args.threads, backend=args.backend,
                               peak=not args.no_peak, log=lambda msg: print(msg, flush=True))
     if not args.no_peak:
+        from .sad_peak import sad_peak
+
         rows += sad_peak(threads=sorted({1, int(rows[0]["threads"])}), repeats=args.repeats)
     info = quant_machine_info()  # load average after the run too
     print()

@@ -65,25 +65,17 @@ import os
 import statistics
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import Tensor, nn
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from .cnn_runtimes import (
-    InferenceFn,
-    cnn_twin,
-    onnxruntime_int8,
-    openvino_fp32,
-    openvino_int8,
-    runtime_versions,
-    time_in_processes,
-    torch_fx_int8,
-)
 from .common import IntList, Target, format_table, result_path, with_batch_statistics, write_csv
 from .common import threads as using_threads
 from .quant import quant_machine_info
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+    from .cnn_runtimes import InferenceFn
 
 __all__ = ["FP32_CNN", "INT8_ADDER", "INT8_CNN", "METHODS", "MODELS", "TARGET", "adder_terms", "bench_quant_models",
            "build_method", "default_batch_sizes", "missing_packages", "ratio_columns", "select_methods",
@@ -156,6 +148,8 @@ def select_methods(methods: Sequence[str] | None, note: Callable[[str], None] = 
 
 def _has_stem(adder: nn.Module) -> bool:
     """Whether the AdderNet keeps a multiplicative convolution (its stem), which ``stem="int8"`` quantises."""
+    from torch import nn
+
     return any(type(m) is nn.Conv2d for m in adder.modules())
 
 
@@ -170,6 +164,9 @@ def _addernet(name: str, calibration: Tensor, checkpoint: str | Path | None) -> 
 
 
 def _torch_fn(model: nn.Module) -> InferenceFn:
+    import torch
+    from torch import Tensor
+
     def run(x: Any) -> Tensor:
         with torch.inference_mode():
             return model(x if isinstance(x, Tensor) else torch.as_tensor(x))
@@ -183,8 +180,11 @@ def build_method(model_name: str, method: str, threads: int = 2, calibration_ima
     logits. Calibrated on ``calibration_images`` seeded N(0, 1) images (default: 256, 16 for ResNet-18); ``checkpoint``:
     AdderNet weights for the adder methods. Module-level, so that a ``functools.partial`` of it is the picklable
     builder :func:`.cnn_runtimes.time_in_processes` runs in a worker process."""
+    import torch
+
     from ..models import create_model
     from ..quant import quantize
+    from .cnn_runtimes import cnn_twin, onnxruntime_int8, openvino_fp32, openvino_int8, torch_fx_int8
 
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
@@ -287,6 +287,7 @@ def bench_quant_models(
         sad_peak: measure the SAD peak for the int8 AdderNet rows' peak columns.
     """
     from ..models import create_model
+    from .cnn_runtimes import time_in_processes
 
     chosen = select_methods(methods, note)
     peak, backend = _measured_sad_peak(threads) if sad_peak else (0.0, "")
@@ -382,6 +383,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..models import is_model
+    from .cnn_runtimes import runtime_versions
 
     models = _items(args.models) or list(MODELS)
     unknown = [m for m in models if not is_model(m)]
