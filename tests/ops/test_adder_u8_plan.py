@@ -48,10 +48,10 @@ def test_driver_runs_adder_pool_adder_like_the_reference(width, n, size, c_in, c
     z1, z2, rz, rs = 7, 130, 12, 0.75
     # the reference: adder (uint8 out) -> max-pool -> 1x1 adder with the pooled map as residual (float32 out)
     p1, p2 = pack_adder_weight_u8(w1), pack_adder_weight_u8(w2)
-    a = ref.adder2d_u8_reference(x, p1, (stride, stride), (padding, padding), (1, 1), zero_point=z1, scale=scale1,
+    a = ref.adder2d_u8_reference(x, w1, (stride, stride), (padding, padding), (1, 1), zero_point=z1, scale=scale1,
                                  bias=bias1, output="uint8", qmin=3, qmax=250)
     b = _max_pool_nhwc(a, *pool)
-    expected = ref.adder2d_u8_reference(b, p2, (1, 1), (0, 0), (1, 1), zero_point=z2, scale=scale2, bias=bias2,
+    expected = ref.adder2d_u8_reference(b, w2, (1, 1), (0, 0), (1, 1), zero_point=z2, scale=scale2, bias=bias2,
                                         residual=b, residual_zero_point=rz, residual_scale=rs, output="float32")
 
     weights = np.concatenate([p1.data.numpy().reshape(-1), p2.data.numpy().reshape(-1)])
@@ -93,10 +93,11 @@ def test_small_batches_split_channel_tiles_between_tasks(width, threads):
     parallel tasks (as many as the threads need, at most one tile each); the result is the reference's."""
     gen = torch.Generator().manual_seed(threads)
     x = torch.randint(0, 256, (1, 6, 6, 24), generator=gen, dtype=torch.uint8)
-    packed = pack_adder_weight_u8(torch.randint(0, 256, (40, 24, 3, 3), generator=gen, dtype=torch.uint8))
+    weight = torch.randint(0, 256, (40, 24, 3, 3), generator=gen, dtype=torch.uint8)
+    packed = pack_adder_weight_u8(weight)
     scale, bias = torch.rand(40, generator=gen) * 0.01, torch.randn(40, generator=gen) * 50 + 128
     residual = torch.randint(0, 256, (1, 6, 6, 40), generator=gen, dtype=torch.uint8)
-    expected = ref.adder2d_u8_reference(x, packed, (1, 1), (1, 1), (1, 1), zero_point=9, scale=scale, bias=bias,
+    expected = ref.adder2d_u8_reference(x, weight, (1, 1), (1, 1), (1, 1), zero_point=9, scale=scale, bias=bias,
                                         residual=residual, residual_zero_point=3, residual_scale=0.5, output="uint8")
     ints, floats, shape = adder_u8_numba.kernel_arguments(
         width, tuple(x.shape), tuple(packed.data.shape), 40, (3, 3), (1, 1), (1, 1), (1, 1), 9, True, 3, 0.5, "uint8",

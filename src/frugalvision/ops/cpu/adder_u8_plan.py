@@ -10,16 +10,20 @@ around each).
 The step table (built by :mod:`frugalvision.quant.plan`) has one int64 row per step (:data:`STEP_FIELDS`):
 
 * ``kind``: :data:`STEP_ADDER` (``frugalvision::adder2d_u8`` with its fused epilogue), :data:`STEP_MAX_POOL`
-  (max-pool of a uint8 (N, H, W, C) map; max commutes with the monotone quantiser, so it stays exact) or
-  :data:`STEP_PATCHES` (the patch rows of a one-channel map, see :func:`_patches_u8`);
-* where the step's input, output and residual lie: a buffer (:data:`BUFFER_INPUT` the uint8 input of the plan,
-  :data:`BUFFER_OUTPUT` the plan's result, :data:`BUFFER_ARENA` the scratch bytes for the activations in between),
-  a byte offset and a length;
+  (max-pool of a uint8 (N, H, W, C) map; max commutes with the monotone quantiser, so it stays exact),
+  :data:`STEP_PATCHES` (the patch rows of a one-channel map, see :func:`_patches_u8`) or :data:`STEP_CONV_STEM`
+  (the float stem's convolution and the input quantiser, from the float32 image, see :func:`_conv_stem_u8`);
+* where the step's input, output and residual (a stem step: its scratch) lie: a buffer (:data:`BUFFER_INPUT` the
+  input of the plan, uint8 or the float32 image, :data:`BUFFER_OUTPUT` the plan's result, :data:`BUFFER_ARENA`
+  the scratch bytes for the activations in between), a byte offset and a length;
 * for an adder step, where its packed weights (uint8, (G, B, S, 8, 8)) and its scale and bias vectors (float32,
-  each ``G * 8B`` long) lie in the plan's weight, scale and bias arrays.
+  each ``G * 8B`` long) lie in the plan's weight, scale and bias arrays; for a stem step, where its float32 weights
+  ((C, kh, kw, O8), O8 the output channels padded to a multiple of 8) lie in the scale array, its bias (O8) at the
+  same offset in the bias array.
 
 ``params`` (int64, one row of :data:`PARAM_COUNT` per step) holds the kernel's integer arguments in the order of
-``adder2d_u8_numba._INT_ARGS`` (or the pool's geometry); ``fparams`` (float32, 4 per step) its float ones. The
+``adder2d_u8_numba._INT_ARGS`` (or the pool's geometry, :data:`POOL_PARAMS`, or the stem's, :data:`STEM_PARAMS`);
+``fparams`` (float32, 4 per step) its float ones (a stem: ``1 / scale`` of the quantiser). The
 adder steps run the very kernels of the ``frugalvision::adder2d_u8`` op, so a plan's results equal the op's bit for
 bit.
 """
@@ -29,6 +33,7 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
+from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from .adder_u8_numba import _FORWARD_KERNELS, TILES
@@ -40,14 +45,16 @@ __all__ = [
     "PARAM_COUNT",
     "PATCH_PARAMS",
     "POOL_PARAMS",
+    "STEM_PARAMS",
     "STEP_ADDER",
+    "STEP_CONV_STEM",
     "STEP_FIELDS",
     "STEP_MAX_POOL",
     "STEP_PATCHES",
     "run_steps",
 ]
 
-STEP_ADDER, STEP_MAX_POOL, STEP_PATCHES = 0, 1, 2
+STEP_ADDER, STEP_MAX_POOL, STEP_PATCHES, STEP_CONV_STEM = 0, 1, 2, 3
 BUFFER_INPUT, BUFFER_OUTPUT, BUFFER_ARENA = 0, 1, 2
 STEP_FIELDS = ("kind", "in_buffer", "in_offset", "in_bytes", "out_buffer", "out_offset", "out_bytes", "res_buffer",
                "res_offset", "res_bytes", "weight_offset", "weight_bytes", "groups", "blocks", "steps",
@@ -55,6 +62,8 @@ STEP_FIELDS = ("kind", "in_buffer", "in_offset", "in_bytes", "out_buffer", "out_
 PARAM_COUNT = 26  # the adder kernel's integer arguments (adder_u8_numba._INT_ARGS)
 POOL_PARAMS = ("n", "height", "width", "channels", "h_out", "w_out", "kh", "kw", "sh", "sw", "ph", "pw", "dh", "dw")
 PATCH_PARAMS = (*POOL_PARAMS, "zero_point", "row_bytes")  # STEP_PATCHES: the pool's geometry, padding byte, row
+STEM_PARAMS = ("n", "channels", "height", "width", "out_channels", "h_out", "w_out", "kh", "kw", "sh", "sw", "ph",
+               "pw", "dh", "dw", "zero_point", "qmin", "out_padded")  # STEP_CONV_STEM
 _POOL_ROWS_PER_TASK = 8
 
 
@@ -155,6 +164,122 @@ def _patches_u8(src, dst, p):  # pragma: no cover - compiled
                 dst[o + e] = 0
 
 
+STEM_TILE = 8  # output positions per register tile of the stem (8 accumulators of 8 float64 channels)
+_F64 = ir.DoubleType()
+
+
+@intrinsic
+def _stem_tile(typingctx, padded, origins, offsets, w, w_off, w_stride, bias, inverse_scale, zero_point, qmin,
+               dst, d_off, d_stride):
+    """One tile of :data:`STEM_TILE` positions x 8 output channels of the stem: ``acc[m] = float64(bias) + sum_k
+    float64(padded[origins[m] + offsets[k]]) * float64(w[w_off + k * w_stride + lane])`` (fused multiply-adds: the
+    products are exact in float64, so each step rounds once, like a multiply then an add), then
+    ``clamp(rint(float32(acc) * inverse_scale) + zero_point, qmin, 255)`` as 8 bytes at ``dst[d_off + m *
+    d_stride]``."""
+    f32_1d, i64_1d, f32 = types.Array(types.float32, 1, "C"), types.Array(types.int64, 1, "C"), types.float32
+    sig = types.none(types.Array(types.float64, 1, "C"), i64_1d, i64_1d, f32_1d, types.int64, types.int64, f32_1d,
+                     f32, f32, f32, types.Array(types.uint8, 1, "C"), types.int64, types.int64)
+
+    def codegen(context, builder, signature, args):
+        b = builder
+        w_off, w_stride, inverse_scale, zero_point, qmin, d_off, d_stride = (args[i] for i in (4, 5, 7, 8, 9, 11, 12))
+        sa = signature.args
+        data = [context.make_array(sa[i])(context, b, args[i]).data for i in (0, 1, 2, 3, 6, 10)]
+        x_d, org_d, off_d, w_d, bias_d, dst_d = data
+        i64, v8f, v8d = ir.IntType(64), ir.VectorType(ir.FloatType(), 8), ir.VectorType(_F64, 8)
+        fma = b.module.declare_intrinsic("llvm.fma.v8f64", fnty=ir.FunctionType(v8d, [v8d, v8d, v8d]))
+
+        def load_vec(ptr, index, ty):
+            return b.load(b.bitcast(b.gep(ptr, [index]), ty.as_pointer()), align=1)
+
+        def splat(value, ty):
+            v = b.insert_element(ir.Constant(ty, None), value, ir.Constant(ir.IntType(32), 0))
+            return b.shuffle_vector(v, v, ir.Constant(ir.VectorType(ir.IntType(32), 8), [0] * 8))
+
+        start = b.fpext(load_vec(bias_d, w_off, v8f), v8d)
+        accs = [cgutils.alloca_once_value(b, start) for _ in range(STEM_TILE)]
+        bases = [b.gep(x_d, [b.load(b.gep(org_d, [ir.Constant(i64, m)]))]) for m in range(STEM_TILE)]
+        taps = b.extract_value(context.make_array(sa[2])(context, b, args[2]).shape, 0)
+        with cgutils.for_range(b, taps) as loop:
+            k = loop.index
+            wv = b.fpext(load_vec(w_d, b.add(w_off, b.mul(k, w_stride)), v8f), v8d)
+            off = b.load(b.gep(off_d, [k]))
+            for m in range(STEM_TILE):
+                xv = splat(b.load(b.gep(bases[m], [off])), v8d)  # a broadcast load
+                b.store(b.call(fma, [xv, wv, b.load(accs[m])]), accs[m])
+        rint = b.module.declare_intrinsic("llvm.rint.v8f32", fnty=ir.FunctionType(v8f, [v8f]))
+        inv, zp, lo = splat(inverse_scale, v8f), splat(zero_point, v8f), splat(qmin, v8f)
+        hi = ir.Constant(v8f, [255.0] * 8)
+        for m in range(STEM_TILE):
+            q = b.fadd(b.call(rint, [b.fmul(b.fptrunc(b.load(accs[m]), v8f), inv)]), zp)
+            q = b.select(b.fcmp_ordered("<", q, lo), lo, q)
+            q = b.select(b.fcmp_ordered(">", q, hi), hi, q)
+            out = b.trunc(b.fptosi(q, ir.VectorType(ir.IntType(32), 8)), ir.VectorType(ir.IntType(8), 8))
+            at = b.add(d_off, b.mul(ir.Constant(i64, m), d_stride))
+            b.store(out, b.bitcast(b.gep(dst_d, [at]), out.type.as_pointer()), align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _conv_stem_u8(src, dst, padded, weights, bias, p, inverse_scale):  # pragma: no cover - compiled
+    """The float stem and the input quantiser in one pass: float32 (N, C, H, W) image ``src`` (flat) -> uint8
+    (N, Ho, Wo, O) ``dst`` (flat); ``padded``: scratch for the zero-padded image in float64 (N, C, H + 2ph, W + 2pw)
+    (broadcast loads of float64 need no conversion); ``weights`` float32 (C, kh, kw, O8) flat and ``bias`` float32
+    (O8,), O8 the output channels padded to a multiple of 8 with zeros; ``p`` in the order of :data:`STEM_PARAMS`.
+
+    ``y = float32(bias + sum_k x_k w_k)`` with the products (exact: float32 x float32 fits float64) summed in float64
+    and rounded once to float32, as ``FloatConvStem.float_output`` computes it with ``F.conv2d`` in float64 (the
+    summation orders differ; they round to different float32 values only where the float64 sum lies within a few
+    units of 2**-53 of a float32 rounding midpoint). Then ``torch.quantize_per_tensor``'s quantiser:
+    ``clamp(round_half_even(y * inverse_scale) + zero_point, qmin, 255)``, ``inverse_scale = float32(1) /
+    float32(scale)``, the product in float32. ``qmin`` is the zero point after a ReLU (``q(relu(y)) = max(q(y),
+    zero_point)``), else 0; a max-pool after the ReLU is a uint8 max-pool step (max commutes with the monotone
+    quantiser). Padding taps read zeros (adding 0 changes no sum). Tiles of :data:`STEM_TILE` positions x 8
+    channels (:func:`_stem_tile`), in parallel over output rows."""
+    n, channels, height, width, out_channels, h_out, w_out = p[0], p[1], p[2], p[3], p[4], p[5], p[6]
+    kh, kw, sh, sw, ph, pw, dh, dw = p[7], p[8], p[9], p[10], p[11], p[12], p[13], p[14]
+    zero_point, qmin, out_padded = np.float32(p[15]), np.float32(p[16]), p[17]
+    hp, wp = height + 2 * ph, width + 2 * pw
+    for row in prange(n * channels * hp):  # the zero-padded image, (N, C, Hp, Wp)
+        r = row % hp
+        o = row * wp
+        if r < ph or r >= ph + height:
+            padded[o : o + wp] = 0.0
+            continue
+        s = (row // hp * height + r - ph) * width
+        padded[o : o + pw] = 0.0
+        for col in range(width):
+            padded[o + pw + col] = np.float64(src[s + col])
+        padded[o + pw + width : o + wp] = 0.0
+    offsets = np.empty(channels * kh * kw, dtype=np.int64)  # tap (c, i, j) relative to a position's origin
+    for c in range(channels):
+        for i in range(kh):
+            for j in range(kw):
+                offsets[(c * kh + i) * kw + j] = (c * hp + i * dh) * wp + j * dw
+    for row in prange(n * h_out):
+        b, oh = row // h_out, row % h_out
+        origins = np.empty(STEM_TILE, dtype=np.int64)
+        stage = np.empty(STEM_TILE * 8, dtype=np.uint8)
+        for ow0 in range(0, w_out, STEM_TILE):
+            count = min(STEM_TILE, w_out - ow0)
+            for m in range(STEM_TILE):  # past the row's end: the last position again (its bytes are dropped)
+                origins[m] = (b * channels * hp + oh * sh) * wp + (ow0 + min(m, count - 1)) * sw
+            d = ((b * h_out + oh) * w_out + ow0) * out_channels
+            for c0 in range(0, out_padded, 8):
+                lanes = min(8, out_channels - c0)
+                if count == STEM_TILE and lanes == 8:
+                    _stem_tile(padded, origins, offsets, weights, c0, out_padded, bias, inverse_scale, zero_point,
+                               qmin, dst, d + c0, out_channels)
+                    continue
+                _stem_tile(padded, origins, offsets, weights, c0, out_padded, bias, inverse_scale, zero_point, qmin,
+                           stage, 0, 8)
+                for m in range(count):
+                    for lane in range(lanes):
+                        dst[d + m * out_channels + c0 + lane] = stage[m * 8 + lane]
+
+
 @njit(cache=True, inline="always")
 def _view(buffer, offset, length, x, out, arena):  # pragma: no cover - compiled
     if buffer == BUFFER_INPUT:
@@ -176,6 +301,11 @@ def _make_driver(width: int):
                 continue
             if t[0] == STEP_PATCHES:
                 _patches_u8(src, dst, params[s])
+                continue
+            if t[0] == STEP_CONV_STEM:  # weights (C, kh, kw, O8) in scales, bias (O8,) in biases, scratch as res
+                padded = _view(t[7], t[8], t[9], x, out, arena).view(np.float64)
+                _conv_stem_u8(src.view(np.float32), dst, padded, scales[t[15] : t[15] + t[16]],
+                              biases[t[15] : t[15] + params[s][17]], params[s], fparams[s][0])
                 continue
             res = _view(t[7], t[8], t[9], x, out, arena)
             # packed weights (G, B, S, 8, 8)
