@@ -17,12 +17,14 @@ from frugalvision.ops.cpu.adder_u8_plan import (
     BUFFER_INPUT,
     BUFFER_OUTPUT,
     PARAM_COUNT,
+    QUANTIZE_PARAMS,
     STEM_PARAMS,
     STEP_ADDER,
     STEP_FIELDS,
     STEP_MAX_POOL,
     _conv_stem_u8,
     _patches_u8,
+    _quantize_u8,
     run_steps,
 )
 
@@ -213,3 +215,18 @@ def test_stem_kernel_accumulates_in_float64():
     expected = _stem_reference(x, weight, bias, *args)
     assert 0 < (expected == 255).sum() + (expected == 0).sum() < expected.numel() / 4
     assert torch.equal(_run_stem(x, weight, bias, *args), expected)
+
+
+@pytest.mark.parametrize("n, c, h, w, scale, zero_point", [(3, 1, 5, 13, 0.25, 0), (1, 3, 7, 9, 0.0173, 200)])
+def test_quantize_kernel_equals_torch_quantize_per_tensor(n, c, h, w, scale, zero_point):
+    """Finite values, ties, clamped ones (beyond |x / scale| ~ 2**31 torch's own int32 conversion overflows)."""
+    gen = torch.Generator().manual_seed(c)
+    x = torch.randn(n, c, h, w, generator=gen) * 3
+    x[0, 0, 0, :4] = torch.tensor([1e5, -1e5, 255.5 - zero_point, -0.5 - zero_point]) * scale  # clamped, ties
+    x[-1, -1, -1, :8] = torch.arange(-4, 4) * scale + scale / 2  # ties: k + 1/2 after the division
+    expected = torch.quantize_per_tensor(x, scale, zero_point, torch.quint8).int_repr().permute(0, 2, 3, 1)
+    out = torch.full((n, h, w, c), 0xAB, dtype=torch.uint8)
+    params = np.zeros(PARAM_COUNT, dtype=np.int64)
+    params[: len(QUANTIZE_PARAMS)] = [n, c, h, w, zero_point]
+    _quantize_u8(x.view(-1).numpy(), out.view(-1).numpy(), params, np.float32(1.0) / np.float32(scale))
+    assert torch.equal(out, expected)

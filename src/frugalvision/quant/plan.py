@@ -50,6 +50,7 @@ from ..ops.cpu.adder_u8_plan import (
     STEP_FIELDS,
     STEP_MAX_POOL,
     STEP_PATCHES,
+    STEP_QUANTIZE,
     run_steps,
 )
 from ..ops.dispatch import select
@@ -124,8 +125,19 @@ class ConvStemStep:
     output: int
 
 
-Step = TorchStep | AdderStep | MaxPoolStep | PatchStep | ConvStemStep
-IntegerStep = AdderStep | MaxPoolStep | PatchStep | ConvStemStep
+@dataclass
+class QuantizeStep:
+    """``QuantizeInput``: float (N, C, H, W) -> uint8 (N, H, W, C)."""
+
+    quant: QuantizeInput
+    input: int
+    output: int
+
+
+Step = TorchStep | AdderStep | MaxPoolStep | PatchStep | ConvStemStep | QuantizeStep
+IntegerStep = AdderStep | MaxPoolStep | PatchStep | ConvStemStep | QuantizeStep
+_INTEGER_STEPS = (AdderStep, MaxPoolStep, PatchStep, ConvStemStep, QuantizeStep)
+_FLOAT_INPUT_STEPS = (ConvStemStep, QuantizeStep)  # integer steps that read a float image
 Lowering = Callable[[nn.Module, "PlanBuilder", int], int]
 _LOWERINGS: dict[type, Lowering] = {}
 
@@ -267,7 +279,8 @@ def _lower_max_pool(pool: MaxPoolUint8, b: PlanBuilder, x: int) -> int:
 
 @register_lowering(QuantizeInput)
 def _lower_quantize_input(quant: QuantizeInput, b: PlanBuilder, x: int) -> int:
-    return b.torch(quant.forward_eager, x)
+    b.steps.append(QuantizeStep(quant, x, out := b._new()))
+    return out
 
 
 @register_lowering(FloatConvStem)
@@ -328,7 +341,7 @@ class IntegerSegment:
         self.input, self.output = steps[0].input, steps[-1].output
         scales, biases, self._places = [], [], []  # places: (weight offset, bytes, G, B, S, vector offset)
         w_at = v_at = 0
-        self.float_input = isinstance(steps[0], ConvStemStep)  # the segment reads the float32 image
+        self.float_input = isinstance(steps[0], _FLOAT_INPUT_STEPS)  # the segment reads a float image
         for step in steps:
             if isinstance(step, ConvStemStep):  # weights (C, kh, kw, O8) in the scales, the bias (O8) in the biases
                 weight, bias = _stem_weights(step.stem)
@@ -366,9 +379,17 @@ class IntegerSegment:
             shapes[self.input] = (shape, "float32")
         for index, step in enumerate(self.steps):
             in_shape, in_dtype = shapes[step.input]
-            if in_dtype != ("float32" if isinstance(step, ConvStemStep) else "uint8"):
+            if in_dtype != ("float32" if isinstance(step, _FLOAT_INPUT_STEPS) else "uint8"):
                 raise LoweringError(f"{type(step).__name__} on a {in_dtype} value")
-            if isinstance(step, ConvStemStep):
+            if isinstance(step, QuantizeStep):
+                _, channels, height, width_in = in_shape
+                shapes[step.output] = ((n, height, width_in, channels), "uint8")
+                ints = np.zeros(PARAM_COUNT, dtype=np.int64)
+                ints[:5] = [n, channels, height, width_in, step.quant.zero_point]
+                floats = np.zeros(4, dtype=np.float32)
+                floats[0] = np.float32(1.0) / np.float32(step.quant.scale)  # as torch.quantize_per_tensor does
+                calls.append((ints, floats))
+            elif isinstance(step, ConvStemStep):
                 conv, quant = step.stem.conv, step.stem.quant
                 (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (_pair(getattr(conv, k)) for k in (
                     "kernel_size", "stride", "padding", "dilation"))
@@ -417,7 +438,7 @@ class IntegerSegment:
         places = self._allocate(shapes)
         table = np.zeros((len(self.steps), len(STEP_FIELDS)), dtype=np.int64)
         kinds = {AdderStep: STEP_ADDER, PatchStep: STEP_PATCHES, MaxPoolStep: STEP_MAX_POOL,
-                 ConvStemStep: STEP_CONV_STEM}
+                 ConvStemStep: STEP_CONV_STEM, QuantizeStep: STEP_QUANTIZE}
         for index, (row, step, place) in enumerate(zip(table, self.steps, self._places)):
             row[0] = kinds[type(step)]
             row[1:4] = places[step.input]
@@ -465,9 +486,9 @@ class IntegerSegment:
         return places
 
     def run(self, x: Tensor, width: int, threads: int) -> Tensor:
-        """The segment on a uint8 (N, H, W, C) tensor (a float32 (N, C, H, W) one where it starts with the stem)
-        with the kernels of vector ``width``."""
-        x = x.contiguous()
+        """The segment on a uint8 (N, H, W, C) tensor (a float (N, C, H, W) one where it starts with the stem or the
+        quantiser: as float32, exact from float16 / bfloat16) with the kernels of vector ``width``."""
+        x = (x.float() if self.float_input else x).contiguous()
         key = (*x.shape, width, threads)
         bound = self._bound.get(key)
         if bound is None:
@@ -512,7 +533,7 @@ class IntegerPlan:
         self.program: list[TorchStep | IntegerSegment] = []
         run: list[IntegerStep] = []
         for step in [*builder.steps, None]:
-            if isinstance(step, (AdderStep, MaxPoolStep, PatchStep, ConvStemStep)):
+            if isinstance(step, _INTEGER_STEPS):
                 run.append(step)
                 continue
             if run:
@@ -532,9 +553,11 @@ class IntegerPlan:
                  if isinstance(s, ConvStemStep)]
         watched += [(stem.conv._parameters, name) for stem in stems for name in ("weight", "bias")]
         watched += [(stem.quant._buffers, "qconfig") for stem in stems]
+        watched += [(s.quant._buffers, "qconfig") for seg in self.program if isinstance(seg, IntegerSegment)
+                    for s in seg.steps if isinstance(s, QuantizeStep)]
         self._watched = [(tensors, name, tensors[name], tensors[name]._version) for tensors, name in watched]
-        # the first segment reads the float32 image (a stem step): other inputs run the modules one by one
-        self.float_input = any(isinstance(seg, IntegerSegment) and seg.float_input for seg in self.program)
+        # the stem's float64 sums start from float32 values: a float64 image runs the modules one by one
+        self.float32_stem = bool(stems)
 
     def _check_values(self) -> None:
         """Each integer segment reads one value from outside (its input) and leaves one (its output)."""
@@ -621,7 +644,7 @@ def planned_forward(model: nn.Module, x: Any) -> Tensor | None:
     if plan is None or plan.layer_count == 0:
         return None
     width = _sad_width(plan.layers[0])
-    if width is None or (plan.float_input and x.dtype != torch.float32):
+    if width is None or (plan.float32_stem and x.dtype == torch.float64):
         return None
     return plan(x, width)
 

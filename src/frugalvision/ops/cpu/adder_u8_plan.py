@@ -11,8 +11,9 @@ The step table (built by :mod:`frugalvision.quant.plan`) has one int64 row per s
 
 * ``kind``: :data:`STEP_ADDER` (``frugalvision::adder2d_u8`` with its fused epilogue), :data:`STEP_MAX_POOL`
   (max-pool of a uint8 (N, H, W, C) map; max commutes with the monotone quantiser, so it stays exact),
-  :data:`STEP_PATCHES` (the patch rows of a one-channel map, see :func:`_patches_u8`) or :data:`STEP_CONV_STEM`
-  (the float stem's convolution and the input quantiser, from the float32 image, see :func:`_conv_stem_u8`);
+  :data:`STEP_PATCHES` (the patch rows of a one-channel map, see :func:`_patches_u8`), :data:`STEP_CONV_STEM`
+  (the float stem's convolution and the input quantiser, from the float32 image, see :func:`_conv_stem_u8`) or
+  :data:`STEP_QUANTIZE` (the input quantiser alone, see :func:`_quantize_u8`);
 * where the step's input, output and residual (a stem step: its scratch) lie: a buffer (:data:`BUFFER_INPUT` the
   input of the plan, uint8 or the float32 image, :data:`BUFFER_OUTPUT` the plan's result, :data:`BUFFER_ARENA`
   the scratch bytes for the activations in between), a byte offset and a length;
@@ -22,8 +23,9 @@ The step table (built by :mod:`frugalvision.quant.plan`) has one int64 row per s
   same offset in the bias array.
 
 ``params`` (int64, one row of :data:`PARAM_COUNT` per step) holds the kernel's integer arguments in the order of
-``adder2d_u8_numba._INT_ARGS`` (or the pool's geometry, :data:`POOL_PARAMS`, or the stem's, :data:`STEM_PARAMS`);
-``fparams`` (float32, 4 per step) its float ones (a stem: ``1 / scale`` of the quantiser). The
+``adder2d_u8_numba._INT_ARGS`` (or the pool's geometry, :data:`POOL_PARAMS`, the stem's, :data:`STEM_PARAMS`, or
+the quantiser's, :data:`QUANTIZE_PARAMS`); ``fparams`` (float32, 4 per step) its float ones (a stem or quantiser:
+``1 / scale``). The
 adder steps run the very kernels of the ``frugalvision::adder2d_u8`` op, so a plan's results equal the op's bit for
 bit.
 """
@@ -45,16 +47,18 @@ __all__ = [
     "PARAM_COUNT",
     "PATCH_PARAMS",
     "POOL_PARAMS",
+    "QUANTIZE_PARAMS",
     "STEM_PARAMS",
     "STEP_ADDER",
     "STEP_CONV_STEM",
     "STEP_FIELDS",
     "STEP_MAX_POOL",
     "STEP_PATCHES",
+    "STEP_QUANTIZE",
     "run_steps",
 ]
 
-STEP_ADDER, STEP_MAX_POOL, STEP_PATCHES, STEP_CONV_STEM = 0, 1, 2, 3
+STEP_ADDER, STEP_MAX_POOL, STEP_PATCHES, STEP_CONV_STEM, STEP_QUANTIZE = 0, 1, 2, 3, 4
 BUFFER_INPUT, BUFFER_OUTPUT, BUFFER_ARENA = 0, 1, 2
 STEP_FIELDS = ("kind", "in_buffer", "in_offset", "in_bytes", "out_buffer", "out_offset", "out_bytes", "res_buffer",
                "res_offset", "res_bytes", "weight_offset", "weight_bytes", "groups", "blocks", "steps",
@@ -64,6 +68,7 @@ POOL_PARAMS = ("n", "height", "width", "channels", "h_out", "w_out", "kh", "kw",
 PATCH_PARAMS = (*POOL_PARAMS, "zero_point", "row_bytes")  # STEP_PATCHES: the pool's geometry, padding byte, row
 STEM_PARAMS = ("n", "channels", "height", "width", "out_channels", "h_out", "w_out", "kh", "kw", "sh", "sw", "ph",
                "pw", "dh", "dw", "zero_point", "qmin", "out_padded")  # STEP_CONV_STEM
+QUANTIZE_PARAMS = ("n", "channels", "height", "width", "zero_point")  # STEP_QUANTIZE
 _POOL_ROWS_PER_TASK = 8
 
 
@@ -236,7 +241,8 @@ def _conv_stem_u8(src, dst, padded, weights, bias, p, inverse_scale):  # pragma:
     ``clamp(round_half_even(y * inverse_scale) + zero_point, qmin, 255)``, ``inverse_scale = float32(1) /
     float32(scale)``, the product in float32. ``qmin`` is the zero point after a ReLU (``q(relu(y)) = max(q(y),
     zero_point)``), else 0; a max-pool after the ReLU is a uint8 max-pool step (max commutes with the monotone
-    quantiser). Padding taps read zeros (adding 0 changes no sum). Tiles of :data:`STEM_TILE` positions x 8
+    quantiser; values beyond ``|y / scale| ~ 2**31`` clamp, see :func:`_quantize_u8`). Padding taps read zeros
+    (adding 0 changes no sum). Tiles of :data:`STEM_TILE` positions x 8
     channels (:func:`_stem_tile`), in parallel over output rows."""
     n, channels, height, width, out_channels, h_out, w_out = p[0], p[1], p[2], p[3], p[4], p[5], p[6]
     kh, kw, sh, sw, ph, pw, dh, dw = p[7], p[8], p[9], p[10], p[11], p[12], p[13], p[14]
@@ -280,6 +286,41 @@ def _conv_stem_u8(src, dst, padded, weights, bias, p, inverse_scale):  # pragma:
                         dst[d + m * out_channels + c0 + lane] = stage[m * 8 + lane]
 
 
+@intrinsic
+def _quantize_one(typingctx, value, inverse_scale, zero_point):
+    """``clamp(round_half_even(value * inverse_scale) + zero_point, 0, 255)`` as uint8, all in float32 (the rounding
+    is ``llvm.rint``, one instruction, where ``np.rint`` may call the C library)."""
+    sig = types.uint8(types.float32, types.float32, types.float32)
+
+    def codegen(context, builder, signature, args):
+        b = builder
+        f32 = ir.FloatType()
+        rint = b.module.declare_intrinsic("llvm.rint.f32", fnty=ir.FunctionType(f32, [f32]))
+        q = b.fadd(b.call(rint, [b.fmul(args[0], args[1])]), args[2])
+        lo, hi = ir.Constant(f32, 0.0), ir.Constant(f32, 255.0)
+        q = b.select(b.fcmp_ordered("<", q, lo), lo, q)
+        q = b.select(b.fcmp_ordered(">", q, hi), hi, q)
+        return b.trunc(b.fptosi(q, ir.IntType(32)), ir.IntType(8))
+
+    return sig, codegen
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _quantize_u8(src, dst, p, inverse_scale):  # pragma: no cover - compiled
+    """``torch.quantize_per_tensor``'s quantiser (as in :func:`_conv_stem_u8`, without the convolution) from the
+    float32 (N, C, H, W) ``src`` into the uint8 (N, H, W, C) ``dst`` (both flat); ``p`` in the order of
+    :data:`QUANTIZE_PARAMS`. In parallel over rows. Equal to torch's bytes for finite values with ``|x / scale| <
+    2**31``: beyond, torch's int32 conversion overflows (e.g. +inf can give byte 0), here they clamp."""
+    n, channels, height, width, zero_point = p[0], p[1], p[2], p[3], np.float32(p[4])
+    for row in prange(n * height):
+        b, h = row // height, row % height
+        for c in range(channels):
+            s = ((b * channels + c) * height + h) * width
+            d = row * width * channels + c
+            for col in range(width):
+                dst[d + col * channels] = _quantize_one(src[s + col], inverse_scale, zero_point)
+
+
 @njit(cache=True, inline="always")
 def _view(buffer, offset, length, x, out, arena):  # pragma: no cover - compiled
     if buffer == BUFFER_INPUT:
@@ -301,6 +342,9 @@ def _make_driver(width: int):
                 continue
             if t[0] == STEP_PATCHES:
                 _patches_u8(src, dst, params[s])
+                continue
+            if t[0] == STEP_QUANTIZE:
+                _quantize_u8(src.view(np.float32), dst, params[s], fparams[s][0])
                 continue
             if t[0] == STEP_CONV_STEM:  # weights (C, kh, kw, O8) in scales, bias (O8,) in biases, scratch as res
                 padded = _view(t[7], t[8], t[9], x, out, arena).view(np.float64)
