@@ -70,6 +70,7 @@ STEM_PARAMS = ("n", "channels", "height", "width", "out_channels", "h_out", "w_o
                "pw", "dh", "dw", "zero_point", "qmin", "out_padded")  # STEP_CONV_STEM
 QUANTIZE_PARAMS = ("n", "channels", "height", "width", "zero_point")  # STEP_QUANTIZE
 _POOL_ROWS_PER_TASK = 8
+_STEM_ROWS_PER_TASK = 4
 
 
 def _adder_layer(width, x, w, out, scale, bias, res, ints, floats):
@@ -169,62 +170,76 @@ def _patches_u8(src, dst, p):  # pragma: no cover - compiled
                 dst[o + e] = 0
 
 
-STEM_TILE = 8  # output positions per register tile of the stem (8 accumulators of 8 float64 channels)
+STEM_TILE = 8  # output positions per register tile of the stem (x 8 or 16 float64 channels)
 _F64 = ir.DoubleType()
 
 
-@intrinsic
-def _stem_tile(typingctx, padded, origins, offsets, w, w_off, w_stride, bias, inverse_scale, zero_point, qmin,
-               dst, d_off, d_stride):
-    """One tile of :data:`STEM_TILE` positions x 8 output channels of the stem: ``acc[m] = float64(bias) + sum_k
-    float64(padded[origins[m] + offsets[k]]) * float64(w[w_off + k * w_stride + lane])`` (fused multiply-adds: the
-    products are exact in float64, so each step rounds once, like a multiply then an add), then
-    ``clamp(rint(float32(acc) * inverse_scale) + zero_point, qmin, 255)`` as 8 bytes at ``dst[d_off + m *
-    d_stride]``."""
-    f32_1d, i64_1d, f32 = types.Array(types.float32, 1, "C"), types.Array(types.int64, 1, "C"), types.float32
-    sig = types.none(types.Array(types.float64, 1, "C"), i64_1d, i64_1d, f32_1d, types.int64, types.int64, f32_1d,
-                     f32, f32, f32, types.Array(types.uint8, 1, "C"), types.int64, types.int64)
+def _make_stem_tile(rows: int):
+    """The stem's register tile for ``rows`` rows of 8 output channels (1 or 2: 8 or 16 accumulators)."""
 
-    def codegen(context, builder, signature, args):
-        b = builder
-        w_off, w_stride, inverse_scale, zero_point, qmin, d_off, d_stride = (args[i] for i in (4, 5, 7, 8, 9, 11, 12))
-        sa = signature.args
-        data = [context.make_array(sa[i])(context, b, args[i]).data for i in (0, 1, 2, 3, 6, 10)]
-        x_d, org_d, off_d, w_d, bias_d, dst_d = data
-        i64, v8f, v8d = ir.IntType(64), ir.VectorType(ir.FloatType(), 8), ir.VectorType(_F64, 8)
-        fma = b.module.declare_intrinsic("llvm.fma.v8f64", fnty=ir.FunctionType(v8d, [v8d, v8d, v8d]))
+    @intrinsic
+    def _stem_tile(typingctx, padded, origins, offsets, w, w_off, w_stride, bias, inverse_scale, zero_point, qmin,
+                   dst, d_off, d_stride):
+        """One tile of :data:`STEM_TILE` positions x ``8 * rows`` output channels of the stem: ``acc[m, c] =
+        float64(bias[w_off + c]) + sum_k padded[origins[m] + offsets[k]] * float64(w[w_off + k * w_stride + c])``
+        (``padded`` float64; fused multiply-adds: the products are exact in float64, so each step rounds once,
+        like a multiply then an add; the image value is one broadcast load shared by the rows), then
+        ``clamp(rint(float32(acc) * inverse_scale) + zero_point, qmin, 255)`` as bytes at ``dst[d_off + m *
+        d_stride + c]``."""
+        f32_1d, i64_1d, f32 = types.Array(types.float32, 1, "C"), types.Array(types.int64, 1, "C"), types.float32
+        sig = types.none(types.Array(types.float64, 1, "C"), i64_1d, i64_1d, f32_1d, types.int64, types.int64,
+                         f32_1d, f32, f32, f32, types.Array(types.uint8, 1, "C"), types.int64, types.int64)
 
-        def load_vec(ptr, index, ty):
-            return b.load(b.bitcast(b.gep(ptr, [index]), ty.as_pointer()), align=1)
+        def codegen(context, builder, signature, args):
+            b = builder
+            w_off, w_stride, inverse_scale, zero_point, qmin, d_off, d_stride = (args[i] for i in
+                                                                                 (4, 5, 7, 8, 9, 11, 12))
+            sa = signature.args
+            data = [context.make_array(sa[i])(context, b, args[i]).data for i in (0, 1, 2, 3, 6, 10)]
+            x_d, org_d, off_d, w_d, bias_d, dst_d = data
+            i64, v8f, v8d = ir.IntType(64), ir.VectorType(ir.FloatType(), 8), ir.VectorType(_F64, 8)
+            fma = b.module.declare_intrinsic("llvm.fma.v8f64", fnty=ir.FunctionType(v8d, [v8d, v8d, v8d]))
 
-        def splat(value, ty):
-            v = b.insert_element(ir.Constant(ty, None), value, ir.Constant(ir.IntType(32), 0))
-            return b.shuffle_vector(v, v, ir.Constant(ir.VectorType(ir.IntType(32), 8), [0] * 8))
+            def load_vec(ptr, index, ty):
+                return b.load(b.bitcast(b.gep(ptr, [index]), ty.as_pointer()), align=1)
 
-        start = b.fpext(load_vec(bias_d, w_off, v8f), v8d)
-        accs = [cgutils.alloca_once_value(b, start) for _ in range(STEM_TILE)]
-        bases = [b.gep(x_d, [b.load(b.gep(org_d, [ir.Constant(i64, m)]))]) for m in range(STEM_TILE)]
-        taps = b.extract_value(context.make_array(sa[2])(context, b, args[2]).shape, 0)
-        with cgutils.for_range(b, taps) as loop:
-            k = loop.index
-            wv = b.fpext(load_vec(w_d, b.add(w_off, b.mul(k, w_stride)), v8f), v8d)
-            off = b.load(b.gep(off_d, [k]))
+            def splat(value, ty):
+                v = b.insert_element(ir.Constant(ty, None), value, ir.Constant(ir.IntType(32), 0))
+                return b.shuffle_vector(v, v, ir.Constant(ir.VectorType(ir.IntType(32), 8), [0] * 8))
+
+            row_offsets = [b.add(w_off, ir.Constant(i64, 8 * n)) for n in range(rows)]
+            starts = [b.fpext(load_vec(bias_d, r, v8f), v8d) for r in row_offsets]
+            accs = [[cgutils.alloca_once_value(b, starts[n]) for n in range(rows)] for _ in range(STEM_TILE)]
+            bases = [b.gep(x_d, [b.load(b.gep(org_d, [ir.Constant(i64, m)]))]) for m in range(STEM_TILE)]
+            taps = b.extract_value(context.make_array(sa[2])(context, b, args[2]).shape, 0)
+            with cgutils.for_range(b, taps) as loop:
+                k = loop.index
+                w_k = b.mul(k, w_stride)
+                wvs = [b.fpext(load_vec(w_d, b.add(r, w_k), v8f), v8d) for r in row_offsets]
+                off = b.load(b.gep(off_d, [k]))
+                for m in range(STEM_TILE):
+                    xv = splat(b.load(b.gep(bases[m], [off])), v8d)  # a broadcast load
+                    for n in range(rows):
+                        b.store(b.call(fma, [xv, wvs[n], b.load(accs[m][n])]), accs[m][n])
+            rint = b.module.declare_intrinsic("llvm.rint.v8f32", fnty=ir.FunctionType(v8f, [v8f]))
+            inv, zp, lo = splat(inverse_scale, v8f), splat(zero_point, v8f), splat(qmin, v8f)
+            hi = ir.Constant(v8f, [255.0] * 8)
             for m in range(STEM_TILE):
-                xv = splat(b.load(b.gep(bases[m], [off])), v8d)  # a broadcast load
-                b.store(b.call(fma, [xv, wv, b.load(accs[m])]), accs[m])
-        rint = b.module.declare_intrinsic("llvm.rint.v8f32", fnty=ir.FunctionType(v8f, [v8f]))
-        inv, zp, lo = splat(inverse_scale, v8f), splat(zero_point, v8f), splat(qmin, v8f)
-        hi = ir.Constant(v8f, [255.0] * 8)
-        for m in range(STEM_TILE):
-            q = b.fadd(b.call(rint, [b.fmul(b.fptrunc(b.load(accs[m]), v8f), inv)]), zp)
-            q = b.select(b.fcmp_ordered("<", q, lo), lo, q)
-            q = b.select(b.fcmp_ordered(">", q, hi), hi, q)
-            out = b.trunc(b.fptosi(q, ir.VectorType(ir.IntType(32), 8)), ir.VectorType(ir.IntType(8), 8))
-            at = b.add(d_off, b.mul(ir.Constant(i64, m), d_stride))
-            b.store(out, b.bitcast(b.gep(dst_d, [at]), out.type.as_pointer()), align=1)
-        return context.get_dummy_value()
+                for n in range(rows):
+                    q = b.fadd(b.call(rint, [b.fmul(b.fptrunc(b.load(accs[m][n]), v8f), inv)]), zp)
+                    q = b.select(b.fcmp_ordered("<", q, lo), lo, q)
+                    q = b.select(b.fcmp_ordered(">", q, hi), hi, q)
+                    out = b.trunc(b.fptosi(q, ir.VectorType(ir.IntType(32), 8)), ir.VectorType(ir.IntType(8), 8))
+                    at = b.add(b.add(d_off, b.mul(ir.Constant(i64, m), d_stride)), ir.Constant(i64, 8 * n))
+                    b.store(out, b.bitcast(b.gep(dst_d, [at]), out.type.as_pointer()), align=1)
+            return context.get_dummy_value()
 
-    return sig, codegen
+        return sig, codegen
+
+    return _stem_tile
+
+
+_stem_tile8, _stem_tile16 = _make_stem_tile(1), _make_stem_tile(2)
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -242,48 +257,64 @@ def _conv_stem_u8(src, dst, padded, weights, bias, p, inverse_scale):  # pragma:
     float32(scale)``, the product in float32. ``qmin`` is the zero point after a ReLU (``q(relu(y)) = max(q(y),
     zero_point)``), else 0; a max-pool after the ReLU is a uint8 max-pool step (max commutes with the monotone
     quantiser; values beyond ``|y / scale| ~ 2**31`` clamp, see :func:`_quantize_u8`). Padding taps read zeros
-    (adding 0 changes no sum). Tiles of :data:`STEM_TILE` positions x 8
-    channels (:func:`_stem_tile`), in parallel over output rows."""
+    (adding 0 changes no sum). Tiles of :data:`STEM_TILE` positions x 16 or 8 channels (:func:`_make_stem_tile`),
+    in parallel over output rows."""
     n, channels, height, width, out_channels, h_out, w_out = p[0], p[1], p[2], p[3], p[4], p[5], p[6]
     kh, kw, sh, sw, ph, pw, dh, dw = p[7], p[8], p[9], p[10], p[11], p[12], p[13], p[14]
     zero_point, qmin, out_padded = np.float32(p[15]), np.float32(p[16]), p[17]
     hp, wp = height + 2 * ph, width + 2 * pw
-    for row in prange(n * channels * hp):  # the zero-padded image, (N, C, Hp, Wp)
-        r = row % hp
-        o = row * wp
-        if r < ph or r >= ph + height:
-            padded[o : o + wp] = 0.0
-            continue
-        s = (row // hp * height + r - ph) * width
-        padded[o : o + pw] = 0.0
-        for col in range(width):
-            padded[o + pw + col] = np.float64(src[s + col])
-        padded[o + pw + width : o + wp] = 0.0
+    rows = n * channels * hp
+    for task in prange((rows + _STEM_ROWS_PER_TASK - 1) // _STEM_ROWS_PER_TASK):  # the zero-padded image
+        for row in range(task * _STEM_ROWS_PER_TASK, min(rows, (task + 1) * _STEM_ROWS_PER_TASK)):  # (N, C, Hp, Wp)
+            r = row % hp
+            o = row * wp
+            if r < ph or r >= ph + height:
+                padded[o : o + wp] = 0.0
+                continue
+            s = (row // hp * height + r - ph) * width
+            padded[o : o + pw] = 0.0
+            for col in range(width):
+                padded[o + pw + col] = np.float64(src[s + col])
+            padded[o + pw + width : o + wp] = 0.0
     offsets = np.empty(channels * kh * kw, dtype=np.int64)  # tap (c, i, j) relative to a position's origin
     for c in range(channels):
         for i in range(kh):
             for j in range(kw):
                 offsets[(c * kh + i) * kw + j] = (c * hp + i * dh) * wp + j * dw
-    for row in prange(n * h_out):
-        b, oh = row // h_out, row % h_out
+    rows = n * h_out
+    for task in prange((rows + _STEM_ROWS_PER_TASK - 1) // _STEM_ROWS_PER_TASK):
         origins = np.empty(STEM_TILE, dtype=np.int64)
         stage = np.empty(STEM_TILE * 8, dtype=np.uint8)
-        for ow0 in range(0, w_out, STEM_TILE):
-            count = min(STEM_TILE, w_out - ow0)
-            for m in range(STEM_TILE):  # past the row's end: the last position again (its bytes are dropped)
-                origins[m] = (b * channels * hp + oh * sh) * wp + (ow0 + min(m, count - 1)) * sw
-            d = ((b * h_out + oh) * w_out + ow0) * out_channels
-            for c0 in range(0, out_padded, 8):
-                lanes = min(8, out_channels - c0)
-                if count == STEM_TILE and lanes == 8:
-                    _stem_tile(padded, origins, offsets, weights, c0, out_padded, bias, inverse_scale, zero_point,
-                               qmin, dst, d + c0, out_channels)
-                    continue
-                _stem_tile(padded, origins, offsets, weights, c0, out_padded, bias, inverse_scale, zero_point, qmin,
-                           stage, 0, 8)
-                for m in range(count):
-                    for lane in range(lanes):
-                        dst[d + m * out_channels + c0 + lane] = stage[m * 8 + lane]
+        for row in range(task * _STEM_ROWS_PER_TASK, min(rows, (task + 1) * _STEM_ROWS_PER_TASK)):
+            _stem_row(padded, dst, origins, stage, offsets, weights, bias, row, channels, hp, wp, h_out, w_out, sh, sw,
+                      out_channels, out_padded, inverse_scale, zero_point, qmin)
+
+
+@njit(cache=True, inline="always")
+def _stem_row(padded, dst, origins, stage, offsets, weights, bias, row, channels, hp, wp, h_out, w_out, sh, sw,
+              out_channels, out_padded, inverse_scale, zero_point, qmin):  # pragma: no cover - compiled
+    """Output row ``row`` of (N * Ho) of :func:`_conv_stem_u8`."""
+    b, oh = row // h_out, row % h_out
+    for ow0 in range(0, w_out, STEM_TILE):
+        count = min(STEM_TILE, w_out - ow0)
+        for m in range(STEM_TILE):  # past the row's end: the last position again (its bytes are dropped)
+            origins[m] = (b * channels * hp + oh * sh) * wp + (ow0 + min(m, count - 1)) * sw
+        d = ((b * h_out + oh) * w_out + ow0) * out_channels
+        wide = out_channels // 16 * 16 if count == STEM_TILE else 0  # 16 channels per tile, straight into dst
+        for c0 in range(0, wide, 16):
+            _stem_tile16(padded, origins, offsets, weights, c0, out_padded, bias, inverse_scale, zero_point,
+                         qmin, dst, d + c0, out_channels)
+        for c0 in range(wide, out_padded, 8):
+            lanes = min(8, out_channels - c0)
+            if count == STEM_TILE and lanes == 8:
+                _stem_tile8(padded, origins, offsets, weights, c0, out_padded, bias, inverse_scale, zero_point,
+                            qmin, dst, d + c0, out_channels)
+                continue
+            _stem_tile8(padded, origins, offsets, weights, c0, out_padded, bias, inverse_scale, zero_point, qmin,
+                        stage, 0, 8)
+            for m in range(count):
+                for lane in range(lanes):
+                    dst[d + m * out_channels + c0 + lane] = stage[m * 8 + lane]
 
 
 @intrinsic
