@@ -178,7 +178,6 @@ _F64 = ir.DoubleType()
 def _make_stem_tile(rows: int):
     """The stem's register tile for ``rows`` rows of 8 output channels (1 or 2: 8 or 16 accumulators)."""
 
-    @intrinsic
     def _stem_tile(typingctx, padded, origins, offsets, w, w_off, w_stride, bias, inverse_scale, zero_point, qmin,
                    dst, d_off, d_stride):
         """One tile of :data:`STEM_TILE` positions x ``8 * rows`` output channels of the stem: ``acc[m, c] =
@@ -237,13 +236,14 @@ def _make_stem_tile(rows: int):
 
         return sig, codegen
 
-    return _stem_tile
+    _stem_tile.__name__ = _stem_tile.__qualname__ = f"_stem_tile{8 * rows}"  # one name per intrinsic
+    return intrinsic(_stem_tile)
 
 
 _stem_tile8, _stem_tile16 = _make_stem_tile(1), _make_stem_tile(2)
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True)
 def _conv_stem_u8(src, dst, padded, weights, bias, p, inverse_scale):  # pragma: no cover - compiled
     """The float stem and the input quantiser in one pass: float32 (N, C, H, W) image ``src`` (flat) -> uint8
     (N, Ho, Wo, O) ``dst`` (flat); ``padded``: scratch for the zero-padded image in float64 (N, C, H + 2ph, W + 2pw)
@@ -260,11 +260,24 @@ def _conv_stem_u8(src, dst, padded, weights, bias, p, inverse_scale):  # pragma:
     quantiser; values beyond ``|y / scale| ~ 2**31`` clamp, see :func:`_quantize_u8`). Padding taps read zeros
     (adding 0 changes no sum). Tiles of :data:`STEM_TILE` positions x 16 or 8 channels (:func:`_make_stem_tile`),
     in parallel over output rows."""
-    n, channels, height, width, out_channels, h_out, w_out = p[0], p[1], p[2], p[3], p[4], p[5], p[6]
-    kh, kw, sh, sw, ph, pw, dh, dw = p[7], p[8], p[9], p[10], p[11], p[12], p[13], p[14]
-    zero_point, qmin, out_padded = np.float32(p[15]), np.float32(p[16]), p[17]
+    n, channels, height, width = p[0], p[1], p[2], p[3]
+    kh, kw, ph, pw, dh, dw = p[7], p[8], p[11], p[12], p[13], p[14]
     hp, wp = height + 2 * ph, width + 2 * pw
-    rows = n * channels * hp
+    _pad_f64(src, padded, n * channels, height, width, ph, pw)
+    offsets = np.empty(channels * kh * kw, dtype=np.int64)  # tap (c, i, j) relative to a position's origin
+    for c in range(channels):
+        for i in range(kh):
+            for j in range(kw):
+                offsets[(c * kh + i) * kw + j] = (c * hp + i * dh) * wp + j * dw
+    _stem_rows(padded, dst, offsets, weights, bias, p, inverse_scale)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _pad_f64(src, padded, planes, height, width, ph, pw):  # pragma: no cover - compiled
+    """The ``planes`` float32 (H, W) planes of ``src`` into float64 (H + 2ph, W + 2pw) planes of ``padded``, zeros
+    around (one parallel loop per function: see :func:`_conv_stem_u8`)."""
+    hp, wp = height + 2 * ph, width + 2 * pw
+    rows = planes * hp
     for task in prange((rows + _STEM_ROWS_PER_TASK - 1) // _STEM_ROWS_PER_TASK):  # the zero-padded image
         for row in range(task * _STEM_ROWS_PER_TASK, min(rows, (task + 1) * _STEM_ROWS_PER_TASK)):  # (N, C, Hp, Wp)
             r = row % hp
@@ -277,11 +290,15 @@ def _conv_stem_u8(src, dst, padded, weights, bias, p, inverse_scale):  # pragma:
             for col in range(width):
                 padded[o + pw + col] = np.float64(src[s + col])
             padded[o + pw + width : o + wp] = 0.0
-    offsets = np.empty(channels * kh * kw, dtype=np.int64)  # tap (c, i, j) relative to a position's origin
-    for c in range(channels):
-        for i in range(kh):
-            for j in range(kw):
-                offsets[(c * kh + i) * kw + j] = (c * hp + i * dh) * wp + j * dw
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _stem_rows(padded, dst, offsets, weights, bias, p, inverse_scale):  # pragma: no cover - compiled
+    """The output rows of :func:`_conv_stem_u8`, in parallel tasks of :data:`_STEM_ROWS_PER_TASK` rows."""
+    n, channels, height, width, out_channels, h_out, w_out = p[0], p[1], p[2], p[3], p[4], p[5], p[6]
+    sh, sw, ph, pw = p[9], p[10], p[11], p[12]
+    zero_point, qmin, out_padded = np.float32(p[15]), np.float32(p[16]), p[17]
+    hp, wp = height + 2 * ph, width + 2 * pw
     rows = n * h_out
     for task in prange((rows + _STEM_ROWS_PER_TASK - 1) // _STEM_ROWS_PER_TASK):
         origins = np.empty(STEM_TILE, dtype=np.int64)
@@ -369,23 +386,34 @@ def _quantize_16(typingctx, src, s_off, dst, d_off, inverse_scale, zero_point):
     return sig, codegen
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True)
 def _quantize_u8(src, dst, p, inverse_scale):  # pragma: no cover - compiled
     """``torch.quantize_per_tensor``'s quantiser (as in :func:`_conv_stem_u8`, without the convolution) from the
     float32 (N, C, H, W) ``src`` into the uint8 (N, H, W, C) ``dst`` (both flat); ``p`` in the order of
     :data:`QUANTIZE_PARAMS`. In parallel over rows. Equal to torch's bytes for finite values with ``|x / scale| <
     2**31``: beyond, torch's int32 conversion overflows (e.g. +inf can give byte 0), here they clamp."""
     n, channels, height, width, zero_point = p[0], p[1], p[2], p[3], np.float32(p[4])
-    if channels == 1:  # (N, 1, H, W) is (N, H, W, 1): 16 values at a time, in tasks of _QUANTIZE_TASK
-        size = n * height * width
-        for task in prange((size + _QUANTIZE_TASK - 1) // _QUANTIZE_TASK):
-            start, end = task * _QUANTIZE_TASK, min(size, (task + 1) * _QUANTIZE_TASK)
-            vector_end = start + (end - start) // 16 * 16
-            for i in range(start, vector_end, 16):
-                _quantize_16(src, i, dst, i, inverse_scale, zero_point)
-            for i in range(vector_end, end):
-                dst[i] = _quantize_one(src[i], inverse_scale, zero_point)
-        return
+    if channels == 1:  # (N, 1, H, W) is (N, H, W, 1)
+        _quantize_flat(src, dst, n * height * width, inverse_scale, zero_point)
+    else:
+        _quantize_channels(src, dst, n, channels, height, width, inverse_scale, zero_point)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _quantize_flat(src, dst, size, inverse_scale, zero_point):  # pragma: no cover - compiled
+    """The quantiser on ``size`` values in place order, 16 at a time, in tasks of :data:`_QUANTIZE_TASK`."""
+    for task in prange((size + _QUANTIZE_TASK - 1) // _QUANTIZE_TASK):
+        start, end = task * _QUANTIZE_TASK, min(size, (task + 1) * _QUANTIZE_TASK)
+        vector_end = start + (end - start) // 16 * 16
+        for i in range(start, vector_end, 16):
+            _quantize_16(src, i, dst, i, inverse_scale, zero_point)
+        for i in range(vector_end, end):
+            dst[i] = _quantize_one(src[i], inverse_scale, zero_point)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _quantize_channels(src, dst, n, channels, height, width, inverse_scale, zero_point):  # pragma: no cover
+    """The quantiser from (N, C, H, W) to (N, H, W, C), in parallel over rows."""
     for row in prange(n * height):
         b, h = row // height, row % height
         for c in range(channels):
@@ -405,7 +433,6 @@ def _view(buffer, offset, length, x, out, arena):  # pragma: no cover - compiled
 
 
 def _make_driver(width: int):
-    @njit(cache=True, nogil=True)
     def _run(x, out, arena, weights, scales, biases, table, params, fparams):  # pragma: no cover - compiled
         for s in range(table.shape[0]):
             t = table[s]
@@ -417,13 +444,7 @@ def _make_driver(width: int):
             if t[0] == STEP_PATCHES:
                 _patches_u8(src, dst, params[s])
                 continue
-            if t[0] == STEP_QUANTIZE:
-                _quantize_u8(src.view(np.float32), dst, params[s], fparams[s][0])
-                continue
-            if t[0] == STEP_CONV_STEM:  # weights (C, kh, kw, O8) in scales, bias (O8,) in biases, scratch as res
-                padded = _view(t[7], t[8], t[9], x, out, arena).view(np.float64)
-                _conv_stem_u8(src.view(np.float32), dst, padded, scales[t[15] : t[15] + t[16]],
-                              biases[t[15] : t[15] + params[s][17]], params[s], fparams[s][0])
+            if t[0] == STEP_QUANTIZE or t[0] == STEP_CONV_STEM:  # run by _run_float_steps
                 continue
             res = _view(t[7], t[8], t[9], x, out, arena)
             # packed weights (G, B, S, 8, 8)
@@ -432,7 +453,27 @@ def _make_driver(width: int):
             bias = biases[t[15] : t[15] + t[16]]
             _adder_layer(width, src, w, dst, scale, bias, res, params[s], fparams[s])
 
-    return _run
+    # not cached: on this branch a width's driver loaded from numba's cache crashed (the width-0 driver, in a process
+    # that had loaded the width-64 one; the same code compiled afresh runs; cause not found yet). Compiling it costs
+    # ~3 s on the first forward of a process; its kernels stay cached.
+    _run.__name__ = _run.__qualname__ = f"run_steps_width{width}"
+    return njit(cache=False, nogil=True)(_run)
+
+
+@njit(cache=True, nogil=True)
+def _run_float_steps(x, out, arena, weights, scales, biases, table, params, fparams):  # pragma: no cover - compiled
+    """The steps of ``table`` that read a float image (stem, quantiser; at the start of a segment), which the
+    width's driver skips: one more compiled call (~1 us), cached, whatever the width."""
+    for s in range(table.shape[0]):
+        t = table[s]
+        src = _view(t[1], t[2], t[3], x, out, arena)
+        dst = _view(t[4], t[5], t[6], x, out, arena)
+        if t[0] == STEP_QUANTIZE:
+            _quantize_u8(src.view(np.float32), dst, params[s], fparams[s][0])
+        elif t[0] == STEP_CONV_STEM:  # weights (C, kh, kw, O8) in scales, bias (O8,) in biases, scratch as res
+            padded = _view(t[7], t[8], t[9], x, out, arena).view(np.float64)
+            _conv_stem_u8(src.view(np.float32), dst, padded, scales[t[15] : t[15] + t[16]],
+                          biases[t[15] : t[15] + params[s][17]], params[s], fparams[s][0])
 
 
 _DRIVERS = {vec: _make_driver(vec) for vec in TILES}
@@ -444,4 +485,6 @@ def run_steps(width: int, x: np.ndarray, out: np.ndarray, arena: np.ndarray, wei
     """Runs the steps of ``table`` (see the module docstring) with the kernels of vector ``width``: ``x``, ``out``,
     ``arena`` and ``weights`` flat uint8 arrays, ``scales`` and ``biases`` flat float32 arrays, ``table`` int64
     (steps, len(STEP_FIELDS)), ``params`` int64 (steps, PARAM_COUNT), ``fparams`` float32 (steps, 4)."""
+    if table.shape[0] and (table[0, 0] == STEP_CONV_STEM or table[0, 0] == STEP_QUANTIZE):  # float steps first
+        _run_float_steps(x, out, arena, weights, scales, biases, table, params, fparams)
     _DRIVERS[width](x, out, arena, weights, scales, biases, table, params, fparams)
