@@ -1,5 +1,6 @@
 """The compiled step driver (frugalvision.ops.cpu.adder_u8_plan): a hand-built table of adder and max-pool steps on
-odd shapes, against the plain-PyTorch reference op and F.max_pool2d."""
+odd shapes, against the plain-PyTorch reference op and F.max_pool2d; the stem kernel against F.conv2d in float64 and
+torch.quantize_per_tensor."""
 
 from __future__ import annotations
 
@@ -16,10 +17,14 @@ from frugalvision.ops.cpu.adder_u8_plan import (
     BUFFER_INPUT,
     BUFFER_OUTPUT,
     PARAM_COUNT,
+    QUANTIZE_PARAMS,
+    STEM_PARAMS,
     STEP_ADDER,
     STEP_FIELDS,
     STEP_MAX_POOL,
+    _conv_stem_u8,
     _patches_u8,
+    _quantize_u8,
     run_steps,
 )
 
@@ -133,4 +138,95 @@ def test_patch_rows_of_a_one_channel_map_equal_unfold(n, h, w, k, stride, paddin
     params = np.zeros(PARAM_COUNT, dtype=np.int64)
     params[:16] = [n, h, w, 1, h_out, w_out, kh, kw, stride, stride, ph, pw, dilation, dilation, zero_point, row_bytes]
     _patches_u8(x.view(-1).numpy(), out.view(-1).numpy(), params)
+    assert torch.equal(out, expected)
+
+
+def _stem_reference(x, weight, bias, stride, padding, dilation, scale, zero_point, relu):
+    """FloatConvStem's definition: F.conv2d in float64 rounded once to float32, [ReLU], torch's quantiser."""
+    y = F.conv2d(x.double(), weight.double(), bias.double(), stride, padding, dilation).float()
+    y = y.relu() if relu else y
+    q = torch.quantize_per_tensor(y.contiguous(), scale, zero_point, torch.quint8).int_repr()
+    return q.permute(0, 2, 3, 1).contiguous()  # (N, Ho, Wo, O)
+
+
+def _run_stem(x, weight, bias, stride, padding, dilation, scale, zero_point, relu):
+    n, c, h, w = x.shape
+    out_channels, _, kh, kw = weight.shape
+    h_out = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    w_out = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    o8 = -(-out_channels // 8) * 8
+    packed = torch.zeros(c, kh, kw, o8)
+    packed[..., :out_channels] = weight.permute(1, 2, 3, 0)  # (C, kh, kw, O8)
+    bias8 = torch.zeros(o8)
+    bias8[:out_channels] = bias
+    params = np.zeros(PARAM_COUNT, dtype=np.int64)
+    params[: len(STEM_PARAMS)] = [n, c, h, w, out_channels, h_out, w_out, kh, kw, *stride, *padding, *dilation,
+                                  zero_point, zero_point if relu else 0, o8]
+    padded = np.empty(n * c * (h + 2 * padding[0]) * (w + 2 * padding[1]), dtype=np.float64)
+    out = torch.full((n, h_out, w_out, out_channels), 0xAB, dtype=torch.uint8)
+    _conv_stem_u8(x.contiguous().view(-1).numpy(), out.view(-1).numpy(), padded, packed.view(-1).numpy(),
+                  bias8.numpy(), params, np.float32(1.0) / np.float32(scale))
+    return out
+
+
+@pytest.mark.parametrize("n, c, h, w, out_channels, k, stride, padding, dilation, zero_point, relu", [
+    (2, 3, 32, 32, 16, 3, (1, 1), (1, 1), (1, 1), 0, True),  # ResNet-20's stem
+    (1, 3, 9, 13, 5, 3, (2, 1), (1, 2), (1, 1), 7, True),  # batch 1, stride, uneven padding, 5 channels
+    (3, 1, 12, 11, 13, 5, (1, 2), (0, 3), (2, 1), 100, False),  # one channel, dilation, a 13-channel tail
+    (1, 3, 23, 23, 64, 7, (2, 2), (3, 3), (1, 1), 3, True),  # ResNet-18's stem shape (smaller image)
+])
+def test_stem_kernel_equals_float64_conv_and_torch_quantiser(n, c, h, w, out_channels, k, stride, padding,
+                                                            dilation, zero_point, relu):
+    gen = torch.Generator().manual_seed(h * w + c)
+    x = torch.randn(n, c, h, w, generator=gen)
+    weight = torch.randn(out_channels, c, k, k, generator=gen) / k
+    bias = torch.randn(out_channels, generator=gen)
+    scale = 0.0173
+    expected = _stem_reference(x, weight, bias, stride, padding, dilation, scale, zero_point, relu)
+    assert 0 < (expected == 255).sum() < expected.numel() / 4  # clamped values and plenty of others
+    out = _run_stem(x, weight, bias, stride, padding, dilation, scale, zero_point, relu)
+    assert torch.equal(out, expected)
+
+
+def test_stem_kernel_rounds_ties_to_even_like_torch():
+    """Inputs and weights on a coarse binary grid: every output is a multiple of 1/16, so ``y / 0.125`` lands
+    on many exact halves (ties); torch rounds them to even, and so must the kernel."""
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randint(-8, 9, (2, 3, 7, 6), generator=gen).float() / 4
+    weight = torch.randint(-4, 5, (8, 3, 3, 3), generator=gen).float() / 4
+    bias = torch.randint(-8, 9, (8,), generator=gen).float() / 16
+    args = ((1, 1), (1, 1), (1, 1), 0.125, 128, False)
+    expected = _stem_reference(x, weight, bias, *args)
+    y = F.conv2d(x, weight, bias, padding=1) / 0.125
+    assert ((y - y.floor()) == 0.5).sum() > 20  # ties
+    assert torch.equal(_run_stem(x, weight, bias, *args), expected)
+
+
+def test_stem_kernel_accumulates_in_float64():
+    """Large inputs (4096 + noise) and weights that sum to ~0 per channel: the terms (~1e3) cancel down to ~1, so a
+    float32 accumulation is off by ~1e-4 and moves some bytes (checked: it fails this test); the float64 sums
+    round to the float64 reference's float32 values."""
+    gen = torch.Generator().manual_seed(11)
+    x = 4096 + torch.randn(2, 3, 10, 10, generator=gen)
+    weight = torch.randn(16, 3, 3, 3, generator=gen)
+    weight -= weight.mean((1, 2, 3), keepdim=True)
+    bias = torch.randn(16, generator=gen)
+    args = ((1, 1), (0, 0), (1, 1), 0.05, 128, False)
+    expected = _stem_reference(x, weight, bias, *args)
+    assert 0 < (expected == 255).sum() + (expected == 0).sum() < expected.numel() / 4
+    assert torch.equal(_run_stem(x, weight, bias, *args), expected)
+
+
+@pytest.mark.parametrize("n, c, h, w, scale, zero_point", [(3, 1, 5, 13, 0.25, 0), (1, 3, 7, 9, 0.0173, 200)])
+def test_quantize_kernel_equals_torch_quantize_per_tensor(n, c, h, w, scale, zero_point):
+    """Finite values, ties, clamped ones (beyond |x / scale| ~ 2**31 torch's own int32 conversion overflows)."""
+    gen = torch.Generator().manual_seed(c)
+    x = torch.randn(n, c, h, w, generator=gen) * 3
+    x[0, 0, 0, :4] = torch.tensor([1e5, -1e5, 255.5 - zero_point, -0.5 - zero_point]) * scale  # clamped, ties
+    x[-1, -1, -1, :8] = torch.arange(-4, 4) * scale + scale / 2  # ties: k + 1/2 after the division
+    expected = torch.quantize_per_tensor(x, scale, zero_point, torch.quint8).int_repr().permute(0, 2, 3, 1)
+    out = torch.full((n, h, w, c), 0xAB, dtype=torch.uint8)
+    params = np.zeros(PARAM_COUNT, dtype=np.int64)
+    params[: len(QUANTIZE_PARAMS)] = [n, c, h, w, zero_point]
+    _quantize_u8(x.view(-1).numpy(), out.view(-1).numpy(), params, np.float32(1.0) / np.float32(scale))
     assert torch.equal(out, expected)

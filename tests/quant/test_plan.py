@@ -103,3 +103,27 @@ def test_released_resnet20_plan_equals_the_module_forward(shared_data):
             with plans_disabled():
                 reference = qmodel(batch)
             assert torch.equal(qmodel(batch), reference)
+
+
+def test_float_stem_and_quantiser_run_inside_the_compiled_call():
+    """The stem (with its max-pool) and the input quantisers are integer steps of the first segment; a float64 image
+    runs the modules (the stem's float64 sums would start from other values); changing the stem's weights in place
+    rebuilds the plan."""
+    from frugalvision.quant.plan import ConvStemStep, IntegerSegment, MaxPoolStep, QuantizeStep
+
+    qmodel, shape = _quantized("resnet_bottleneck")  # ImageNet stem: 7x7 stride 2, then a 3x3 max-pool
+    first = compile_plan(qmodel).program[0]
+    assert isinstance(first, IntegerSegment) and first.float_input
+    assert [type(s) for s in first.steps[:2]] == [ConvStemStep, MaxPoolStep]
+    lenet, _ = _quantized("lenet5_bn")
+    assert isinstance(compile_plan(lenet).program[0].steps[0], QuantizeStep)
+    x = torch.randn(2, *shape, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert planned_forward(qmodel, x.double()) is None
+        assert planned_forward(qmodel, x) is not None
+        before = qmodel(x)
+        qmodel.stem.conv.weight.mul_(1.25)
+        after = qmodel(x)
+        with plans_disabled():
+            assert torch.equal(after, qmodel(x))
+        assert not torch.equal(after, before)

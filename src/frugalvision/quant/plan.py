@@ -44,10 +44,13 @@ from ..ops.cpu.adder_u8_plan import (
     BUFFER_INPUT,
     BUFFER_OUTPUT,
     PARAM_COUNT,
+    STEM_PARAMS,
     STEP_ADDER,
+    STEP_CONV_STEM,
     STEP_FIELDS,
     STEP_MAX_POOL,
     STEP_PATCHES,
+    STEP_QUANTIZE,
     run_steps,
 )
 from ..ops.dispatch import select
@@ -58,7 +61,7 @@ from .networks import MaxPoolUint8, QuantizedBasicBlock, QuantizedBottleneck, Qu
 __all__ = ["IntegerPlan", "LoweringError", "PlanBuilder", "compile_plan", "plan_of", "planned_forward",
            "plans_disabled", "register_lowering"]
 
-_ITEM_BYTES = {"uint8": 1, "int32": 4, "float32": 4}
+_ITEM_BYTES = {"uint8": 1, "int32": 4, "float32": 4, "float64": 8}
 _TORCH_DTYPES = {"uint8": torch.uint8, "int32": torch.int32, "float32": torch.float32}
 _ALIGN = 64  # bytes: every arena slot starts on a cache line
 
@@ -112,8 +115,29 @@ class MaxPoolStep:
     output: int
 
 
-Step = TorchStep | AdderStep | MaxPoolStep | PatchStep
-IntegerStep = AdderStep | MaxPoolStep | PatchStep
+@dataclass
+class ConvStemStep:
+    """The float stem's convolution (BatchNorm folded) and its quantiser, from the float32 (N, C, H, W) image to
+    uint8 (N, H, W, C) in one pass: ``FloatConvStem`` without its max-pool (a :class:`MaxPoolStep` after it)."""
+
+    stem: FloatConvStem
+    input: int
+    output: int
+
+
+@dataclass
+class QuantizeStep:
+    """``QuantizeInput``: float (N, C, H, W) -> uint8 (N, H, W, C)."""
+
+    quant: QuantizeInput
+    input: int
+    output: int
+
+
+Step = TorchStep | AdderStep | MaxPoolStep | PatchStep | ConvStemStep | QuantizeStep
+IntegerStep = AdderStep | MaxPoolStep | PatchStep | ConvStemStep | QuantizeStep
+_INTEGER_STEPS = (AdderStep, MaxPoolStep, PatchStep, ConvStemStep, QuantizeStep)
+_FLOAT_INPUT_STEPS = (ConvStemStep, QuantizeStep)  # integer steps that read a float image
 Lowering = Callable[[nn.Module, "PlanBuilder", int], int]
 _LOWERINGS: dict[type, Lowering] = {}
 
@@ -171,6 +195,19 @@ class PlanBuilder:
     def max_pool(self, pool: dict[str, Any], value: int) -> int:
         self.steps.append(MaxPoolStep(pool, value, out := self._new()))
         return out
+
+    def conv_stem(self, stem: FloatConvStem, value: int) -> int:
+        """``stem`` on the float image ``value``: an integer step for the convolution and quantiser, then a uint8
+        max-pool where the stem has one (max commutes with the monotone quantiser); a stem with groups or
+        another pool runs in PyTorch."""
+        pool = stem.pool
+        if stem.conv.groups != 1 or not (pool is None or type(pool) is nn.MaxPool2d):
+            return self.lower(stem.quant, self.torch(stem.float_output, value))
+        self.steps.append(ConvStemStep(stem, value, out := self._new()))
+        if pool is None:
+            return out
+        return self.max_pool({k: getattr(pool, k) for k in ("kernel_size", "stride", "padding", "dilation",
+                                                            "ceil_mode")}, out)
 
 
 def _patch_row_bytes(layer: QuantizedAdder2d) -> int:
@@ -242,12 +279,13 @@ def _lower_max_pool(pool: MaxPoolUint8, b: PlanBuilder, x: int) -> int:
 
 @register_lowering(QuantizeInput)
 def _lower_quantize_input(quant: QuantizeInput, b: PlanBuilder, x: int) -> int:
-    return b.torch(quant.forward_eager, x)
+    b.steps.append(QuantizeStep(quant, x, out := b._new()))
+    return out
 
 
 @register_lowering(FloatConvStem)
 def _lower_float_stem(stem: FloatConvStem, b: PlanBuilder, x: int) -> int:
-    return b.lower(stem.quant, b.torch(stem.float_output, x))
+    return b.conv_stem(stem, x)
 
 
 @register_lowering(AdderUnit)
@@ -303,7 +341,15 @@ class IntegerSegment:
         self.input, self.output = steps[0].input, steps[-1].output
         scales, biases, self._places = [], [], []  # places: (weight offset, bytes, G, B, S, vector offset)
         w_at = v_at = 0
+        self.float_input = isinstance(steps[0], _FLOAT_INPUT_STEPS)  # the segment reads a float image
         for step in steps:
+            if isinstance(step, ConvStemStep):  # weights (C, kh, kw, O8) in the scales, the bias (O8) in the biases
+                weight, bias = _stem_weights(step.stem)
+                scales.append(weight)
+                biases.append(np.concatenate([bias, np.zeros(weight.size - bias.size, dtype=np.float32)]))
+                self._places.append((0, 0, 0, 0, 0, v_at))
+                v_at += weight.size
+                continue
             if not isinstance(step, AdderStep):
                 self._places.append((0, 0, 0, 0, 0, 0))
                 continue
@@ -329,11 +375,38 @@ class IntegerSegment:
         n = shape[0]
         shapes: dict[int, tuple[tuple[int, ...], str]] = {self.input: (shape, "uint8")}
         calls = []  # per step: (ints, floats) of the kernel
-        for step in self.steps:
+        if self.float_input:
+            shapes[self.input] = (shape, "float32")
+        for index, step in enumerate(self.steps):
             in_shape, in_dtype = shapes[step.input]
-            if in_dtype != "uint8":
-                raise LoweringError(f"integer step on a {in_dtype} value")
-            if isinstance(step, PatchStep):
+            if in_dtype != ("float32" if isinstance(step, _FLOAT_INPUT_STEPS) else "uint8"):
+                raise LoweringError(f"{type(step).__name__} on a {in_dtype} value")
+            if isinstance(step, QuantizeStep):
+                _, channels, height, width_in = in_shape
+                shapes[step.output] = ((n, height, width_in, channels), "uint8")
+                ints = np.zeros(PARAM_COUNT, dtype=np.int64)
+                ints[:5] = [n, channels, height, width_in, step.quant.zero_point]
+                floats = np.zeros(4, dtype=np.float32)
+                floats[0] = np.float32(1.0) / np.float32(step.quant.scale)  # as torch.quantize_per_tensor does
+                calls.append((ints, floats))
+            elif isinstance(step, ConvStemStep):
+                conv, quant = step.stem.conv, step.stem.quant
+                (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (_pair(getattr(conv, k)) for k in (
+                    "kernel_size", "stride", "padding", "dilation"))
+                _, channels, height, width_in = in_shape
+                if channels != conv.in_channels:
+                    raise LoweringError(f"the stem expects {conv.in_channels} channels, got {channels}")
+                h_out, w_out = conv_output_size(height, width_in, (kh, kw), (sh, sw), (ph, pw), (dh, dw))
+                shapes[step.output] = ((n, h_out, w_out, conv.out_channels), "uint8")
+                shapes[-1 - index] = ((n, channels, height + 2 * ph, width_in + 2 * pw), "float64")  # scratch
+                ints = np.zeros(PARAM_COUNT, dtype=np.int64)
+                ints[: len(STEM_PARAMS)] = [
+                    n, channels, height, width_in, conv.out_channels, h_out, w_out, kh, kw, sh, sw, ph, pw, dh, dw,
+                    quant.zero_point, quant.zero_point if step.stem.relu else 0, -(-conv.out_channels // 8) * 8]
+                floats = np.zeros(4, dtype=np.float32)
+                floats[0] = np.float32(1.0) / np.float32(quant.scale)  # as torch.quantize_per_tensor computes it
+                calls.append((ints, floats))
+            elif isinstance(step, PatchStep):
                 layer = step.layer
                 (kh, kw), (sh, sw), (ph, pw), (dh, dw) = layer.kernel_size, layer.stride, layer.padding, layer.dilation
                 _, height, width_in, _ = in_shape
@@ -364,14 +437,19 @@ class IntegerSegment:
                 calls.append((ints, np.zeros(4, dtype=np.float32)))
         places = self._allocate(shapes)
         table = np.zeros((len(self.steps), len(STEP_FIELDS)), dtype=np.int64)
-        for row, step, place in zip(table, self.steps, self._places):
-            row[0] = STEP_ADDER if isinstance(step, AdderStep) else STEP_PATCHES if isinstance(step, PatchStep) \
-                else STEP_MAX_POOL
+        kinds = {AdderStep: STEP_ADDER, PatchStep: STEP_PATCHES, MaxPoolStep: STEP_MAX_POOL,
+                 ConvStemStep: STEP_CONV_STEM, QuantizeStep: STEP_QUANTIZE}
+        for index, (row, step, place) in enumerate(zip(table, self.steps, self._places)):
+            row[0] = kinds[type(step)]
             row[1:4] = places[step.input]
             row[4:7] = places[step.output]
             row[7:10] = places[step.residual] if isinstance(step, AdderStep) and step.residual is not None \
-                else (BUFFER_ARENA, 0, 0)
-            row[10:17] = place[0], place[1], place[2], place[3], place[4], place[5], place[3] * 8 * place[2]
+                else places[-1 - index] if isinstance(step, ConvStemStep) else (BUFFER_ARENA, 0, 0)
+            length = place[3] * 8 * place[2]
+            if isinstance(step, ConvStemStep):  # the stem's weight vector, (C, kh, kw, O8)
+                weight = step.stem.conv.weight
+                length = weight[0].numel() * -(-weight.shape[0] // 8) * 8
+            row[10:17] = place[0], place[1], place[2], place[3], place[4], place[5], length
         params = np.stack([c[0] for c in calls])
         fparams = np.stack([c[1] for c in calls])
         out_shape, out_dtype = shapes[self.output]
@@ -380,32 +458,37 @@ class IntegerSegment:
 
     def _allocate(self, shapes: dict[int, tuple[tuple[int, ...], str]]) -> dict[int, tuple[int, int, int]]:
         """(buffer, byte offset, bytes) of every value: the input and output in their own tensors, the others in
-        the arena, reusing the space of values that are dead (first fit; a step's output never overlaps its
-        inputs, which are freed only after the step)."""
+        the arena, reusing the space of values that are dead (first fit; a step's output and scratch never overlap
+        its inputs, which are freed only after the step)."""
         last_use: dict[int, int] = {}
         for index, step in enumerate(self.steps):
             for value in (step.input, getattr(step, "residual", None)):
                 if value is not None:
                     last_use[value] = index
+            if -1 - index in shapes:  # the step's scratch (value -1 - index): live during the step only
+                last_use[-1 - index] = index
         sizes = {v: int(np.prod(s)) * _ITEM_BYTES[d] for v, (s, d) in shapes.items()}
         places = {self.input: (BUFFER_INPUT, 0, sizes[self.input]), self.output: (BUFFER_OUTPUT, 0, sizes[self.output])}
         live: list[tuple[int, int, int]] = []  # (offset, end, value) in the arena
         for index, step in enumerate(self.steps):
-            if step.output != self.output:
-                size = -(-sizes[step.output] // _ALIGN) * _ALIGN
+            for value in (step.output, -1 - index):
+                if value == self.output or value not in shapes:
+                    continue
+                size = -(-sizes[value] // _ALIGN) * _ALIGN
                 offset = 0
                 for start, end, _ in sorted(live):
                     if start - offset >= size:
                         break
                     offset = max(offset, end)
-                live.append((offset, offset + size, step.output))
-                places[step.output] = (BUFFER_ARENA, offset, sizes[step.output])
+                live.append((offset, offset + size, value))
+                places[value] = (BUFFER_ARENA, offset, sizes[value])
             live = [slot for slot in live if last_use.get(slot[2], -1) > index]
         return places
 
     def run(self, x: Tensor, width: int, threads: int) -> Tensor:
-        """The segment on a uint8 (N, H, W, C) tensor with the kernels of vector ``width``."""
-        x = x.contiguous()
+        """The segment on a uint8 (N, H, W, C) tensor (a float (N, C, H, W) one where it starts with the stem or the
+        quantiser: as float32, exact from float16 / bfloat16) with the kernels of vector ``width``."""
+        x = (x.float() if self.float_input else x).contiguous()
         key = (*x.shape, width, threads)
         bound = self._bound.get(key)
         if bound is None:
@@ -413,11 +496,25 @@ class IntegerSegment:
         arena = bound.arenas.pop() if bound.arenas else np.empty(bound.arena_bytes, dtype=np.uint8)
         out = torch.empty(bound.out_shape, dtype=bound.out_dtype)
         try:
-            run_steps(width, x.view(-1).numpy(), out.view(-1).view(torch.uint8).numpy(), arena, self.weights,
+            run_steps(width, x.view(-1).view(torch.uint8).numpy(), out.view(-1).view(torch.uint8).numpy(), arena,
+                      self.weights,
                       self.scales, self.biases, bound.table, bound.params, bound.fparams)
         finally:
             bound.arenas.append(arena)  # one arena per concurrent caller of this shape
         return out
+
+
+def _stem_weights(stem: FloatConvStem) -> tuple[np.ndarray, np.ndarray]:
+    """The stem's float32 weights as (C, kh, kw, O8) and its bias as (O8,), flat; O8 the output channels rounded
+    up to a multiple of 8, zeros in the padding channels."""
+    weight, bias = stem.conv.weight.detach(), stem.conv.bias.detach()
+    out_channels = weight.shape[0]
+    padded = -(-out_channels // 8) * 8
+    packed = torch.zeros(*weight.shape[1:], padded, dtype=torch.float32)
+    packed[..., :out_channels] = weight.float().permute(1, 2, 3, 0)  # (O, C, kh, kw) -> (C, kh, kw, O)
+    bias_padded = torch.zeros(padded, dtype=torch.float32)
+    bias_padded[:out_channels] = bias.float()
+    return packed.numpy().reshape(-1), bias_padded.numpy()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -436,7 +533,7 @@ class IntegerPlan:
         self.program: list[TorchStep | IntegerSegment] = []
         run: list[IntegerStep] = []
         for step in [*builder.steps, None]:
-            if isinstance(step, (AdderStep, MaxPoolStep, PatchStep)):
+            if isinstance(step, _INTEGER_STEPS):
                 run.append(step)
                 continue
             if run:
@@ -447,10 +544,20 @@ class IntegerPlan:
         self._check_values()
         self.layers = [s.source or s.layer for seg in self.program if isinstance(seg, IntegerSegment)
                        for s in seg.steps if isinstance(s, AdderStep)]  # the model's adder layers that the plan runs
-        # (a layer's buffer dict, name, the tensor packed, its version): a replaced or modified buffer (in place,
-        # e.g. by load_state_dict) makes the plan stale; _buffers rather than getattr: this runs on every forward
-        self._watched = [(layer._buffers, name, layer._buffers[name], layer._buffers[name]._version)
-                         for layer in self.layers for name in ("weight_packed", "scale", "bias", "qconfig")]
+        # (a layer's buffer or parameter dict, name, the tensor packed, its version): a replaced or modified buffer
+        # (in place, e.g. by load_state_dict) makes the plan stale; the dicts rather than getattr: this runs on
+        # every forward
+        watched = [(layer._buffers, name) for layer in self.layers for name in ("weight_packed", "scale", "bias",
+                                                                                 "qconfig")]
+        stems = [s.stem for seg in self.program if isinstance(seg, IntegerSegment) for s in seg.steps
+                 if isinstance(s, ConvStemStep)]
+        watched += [(stem.conv._parameters, name) for stem in stems for name in ("weight", "bias")]
+        watched += [(stem.quant._buffers, "qconfig") for stem in stems]
+        watched += [(s.quant._buffers, "qconfig") for seg in self.program if isinstance(seg, IntegerSegment)
+                    for s in seg.steps if isinstance(s, QuantizeStep)]
+        self._watched = [(tensors, name, tensors[name], tensors[name]._version) for tensors, name in watched]
+        # the stem's float64 sums start from float32 values: a float64 image runs the modules one by one
+        self.float32_stem = bool(stems)
 
     def _check_values(self) -> None:
         """Each integer segment reads one value from outside (its input) and leaves one (its output)."""
@@ -537,7 +644,7 @@ def planned_forward(model: nn.Module, x: Any) -> Tensor | None:
     if plan is None or plan.layer_count == 0:
         return None
     width = _sad_width(plan.layers[0])
-    if width is None:
+    if width is None or (plan.float32_stem and x.dtype == torch.float64):
         return None
     return plan(x, width)
 

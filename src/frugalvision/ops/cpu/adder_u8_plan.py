@@ -10,16 +10,22 @@ around each).
 The step table (built by :mod:`frugalvision.quant.plan`) has one int64 row per step (:data:`STEP_FIELDS`):
 
 * ``kind``: :data:`STEP_ADDER` (``frugalvision::adder2d_u8`` with its fused epilogue), :data:`STEP_MAX_POOL`
-  (max-pool of a uint8 (N, H, W, C) map; max commutes with the monotone quantiser, so it stays exact) or
-  :data:`STEP_PATCHES` (the patch rows of a one-channel map, see :func:`_patches_u8`);
-* where the step's input, output and residual lie: a buffer (:data:`BUFFER_INPUT` the uint8 input of the plan,
-  :data:`BUFFER_OUTPUT` the plan's result, :data:`BUFFER_ARENA` the scratch bytes for the activations in between),
-  a byte offset and a length;
+  (max-pool of a uint8 (N, H, W, C) map; max commutes with the monotone quantiser, so it stays exact),
+  :data:`STEP_PATCHES` (the patch rows of a one-channel map, see :func:`_patches_u8`), :data:`STEP_CONV_STEM`
+  (the float stem's convolution and the input quantiser, from the float32 image, see :func:`_conv_stem_u8`) or
+  :data:`STEP_QUANTIZE` (the input quantiser alone, see :func:`_quantize_u8`);
+* where the step's input, output and residual (a stem step: its scratch) lie: a buffer (:data:`BUFFER_INPUT` the
+  input of the plan, uint8 or the float32 image, :data:`BUFFER_OUTPUT` the plan's result, :data:`BUFFER_ARENA`
+  the scratch bytes for the activations in between), a byte offset and a length;
 * for an adder step, where its packed weights (uint8, (G, B, S, 8, 8)) and its scale and bias vectors (float32,
-  each ``G * 8B`` long) lie in the plan's weight, scale and bias arrays.
+  each ``G * 8B`` long) lie in the plan's weight, scale and bias arrays; for a stem step, where its float32 weights
+  ((C, kh, kw, O8), O8 the output channels padded to a multiple of 8) lie in the scale array, its bias (O8) at the
+  same offset in the bias array.
 
 ``params`` (int64, one row of :data:`PARAM_COUNT` per step) holds the kernel's integer arguments in the order of
-``adder2d_u8_numba._INT_ARGS`` (or the pool's geometry); ``fparams`` (float32, 4 per step) its float ones. The
+``adder2d_u8_numba._INT_ARGS`` (or the pool's geometry, :data:`POOL_PARAMS`, the stem's, :data:`STEM_PARAMS`, or
+the quantiser's, :data:`QUANTIZE_PARAMS`); ``fparams`` (float32, 4 per step) its float ones (a stem or quantiser:
+``1 / scale``). The
 adder steps run the very kernels of the ``frugalvision::adder2d_u8`` op, so a plan's results equal the op's bit for
 bit.
 """
@@ -29,6 +35,7 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
+from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from .adder_u8_numba import _FORWARD_KERNELS, TILES
@@ -40,14 +47,18 @@ __all__ = [
     "PARAM_COUNT",
     "PATCH_PARAMS",
     "POOL_PARAMS",
+    "QUANTIZE_PARAMS",
+    "STEM_PARAMS",
     "STEP_ADDER",
+    "STEP_CONV_STEM",
     "STEP_FIELDS",
     "STEP_MAX_POOL",
     "STEP_PATCHES",
+    "STEP_QUANTIZE",
     "run_steps",
 ]
 
-STEP_ADDER, STEP_MAX_POOL, STEP_PATCHES = 0, 1, 2
+STEP_ADDER, STEP_MAX_POOL, STEP_PATCHES, STEP_CONV_STEM, STEP_QUANTIZE = 0, 1, 2, 3, 4
 BUFFER_INPUT, BUFFER_OUTPUT, BUFFER_ARENA = 0, 1, 2
 STEP_FIELDS = ("kind", "in_buffer", "in_offset", "in_bytes", "out_buffer", "out_offset", "out_bytes", "res_buffer",
                "res_offset", "res_bytes", "weight_offset", "weight_bytes", "groups", "blocks", "steps",
@@ -55,7 +66,12 @@ STEP_FIELDS = ("kind", "in_buffer", "in_offset", "in_bytes", "out_buffer", "out_
 PARAM_COUNT = 26  # the adder kernel's integer arguments (adder_u8_numba._INT_ARGS)
 POOL_PARAMS = ("n", "height", "width", "channels", "h_out", "w_out", "kh", "kw", "sh", "sw", "ph", "pw", "dh", "dw")
 PATCH_PARAMS = (*POOL_PARAMS, "zero_point", "row_bytes")  # STEP_PATCHES: the pool's geometry, padding byte, row
+STEM_PARAMS = ("n", "channels", "height", "width", "out_channels", "h_out", "w_out", "kh", "kw", "sh", "sw", "ph",
+               "pw", "dh", "dw", "zero_point", "qmin", "out_padded")  # STEP_CONV_STEM
+QUANTIZE_PARAMS = ("n", "channels", "height", "width", "zero_point")  # STEP_QUANTIZE
 _POOL_ROWS_PER_TASK = 8
+_STEM_ROWS_PER_TASK = 4
+_QUANTIZE_TASK = 4096  # values per parallel task of the one-channel quantiser
 
 
 def _adder_layer(width, x, w, out, scale, bias, res, ints, floats):
@@ -155,6 +171,258 @@ def _patches_u8(src, dst, p):  # pragma: no cover - compiled
                 dst[o + e] = 0
 
 
+STEM_TILE = 8  # output positions per register tile of the stem (x 8 or 16 float64 channels)
+_F64 = ir.DoubleType()
+
+
+def _make_stem_tile(rows: int):
+    """The stem's register tile for ``rows`` rows of 8 output channels (1 or 2: 8 or 16 accumulators)."""
+
+    def _stem_tile(typingctx, padded, origins, offsets, w, w_off, w_stride, bias, inverse_scale, zero_point, qmin,
+                   dst, d_off, d_stride):
+        """One tile of :data:`STEM_TILE` positions x ``8 * rows`` output channels of the stem: ``acc[m, c] =
+        float64(bias[w_off + c]) + sum_k padded[origins[m] + offsets[k]] * float64(w[w_off + k * w_stride + c])``
+        (``padded`` float64; fused multiply-adds: the products are exact in float64, so each step rounds once,
+        like a multiply then an add; the image value is one broadcast load shared by the rows), then
+        ``clamp(rint(float32(acc) * inverse_scale) + zero_point, qmin, 255)`` as bytes at ``dst[d_off + m *
+        d_stride + c]``."""
+        f32_1d, i64_1d, f32 = types.Array(types.float32, 1, "C"), types.Array(types.int64, 1, "C"), types.float32
+        sig = types.none(types.Array(types.float64, 1, "C"), i64_1d, i64_1d, f32_1d, types.int64, types.int64,
+                         f32_1d, f32, f32, f32, types.Array(types.uint8, 1, "C"), types.int64, types.int64)
+
+        def codegen(context, builder, signature, args):
+            b = builder
+            w_off, w_stride, inverse_scale, zero_point, qmin, d_off, d_stride = (args[i] for i in
+                                                                                 (4, 5, 7, 8, 9, 11, 12))
+            sa = signature.args
+            data = [context.make_array(sa[i])(context, b, args[i]).data for i in (0, 1, 2, 3, 6, 10)]
+            x_d, org_d, off_d, w_d, bias_d, dst_d = data
+            i64, v8f, v8d = ir.IntType(64), ir.VectorType(ir.FloatType(), 8), ir.VectorType(_F64, 8)
+            fma = b.module.declare_intrinsic("llvm.fma.v8f64", fnty=ir.FunctionType(v8d, [v8d, v8d, v8d]))
+
+            def load_vec(ptr, index, ty):
+                return b.load(b.bitcast(b.gep(ptr, [index]), ty.as_pointer()), align=1)
+
+            def splat(value, ty):
+                v = b.insert_element(ir.Constant(ty, None), value, ir.Constant(ir.IntType(32), 0))
+                return b.shuffle_vector(v, v, ir.Constant(ir.VectorType(ir.IntType(32), 8), [0] * 8))
+
+            row_offsets = [b.add(w_off, ir.Constant(i64, 8 * n)) for n in range(rows)]
+            starts = [b.fpext(load_vec(bias_d, r, v8f), v8d) for r in row_offsets]
+            accs = [[cgutils.alloca_once_value(b, starts[n]) for n in range(rows)] for _ in range(STEM_TILE)]
+            bases = [b.gep(x_d, [b.load(b.gep(org_d, [ir.Constant(i64, m)]))]) for m in range(STEM_TILE)]
+            taps = b.extract_value(context.make_array(sa[2])(context, b, args[2]).shape, 0)
+            with cgutils.for_range(b, taps) as loop:
+                k = loop.index
+                w_k = b.mul(k, w_stride)
+                wvs = [b.fpext(load_vec(w_d, b.add(r, w_k), v8f), v8d) for r in row_offsets]
+                off = b.load(b.gep(off_d, [k]))
+                for m in range(STEM_TILE):
+                    xv = splat(b.load(b.gep(bases[m], [off])), v8d)  # a broadcast load
+                    for n in range(rows):
+                        b.store(b.call(fma, [xv, wvs[n], b.load(accs[m][n])]), accs[m][n])
+            rint = b.module.declare_intrinsic("llvm.rint.v8f32", fnty=ir.FunctionType(v8f, [v8f]))
+            inv, zp, lo = splat(inverse_scale, v8f), splat(zero_point, v8f), splat(qmin, v8f)
+            hi = ir.Constant(v8f, [255.0] * 8)
+            for m in range(STEM_TILE):
+                for n in range(rows):
+                    q = b.fadd(b.call(rint, [b.fmul(b.fptrunc(b.load(accs[m][n]), v8f), inv)]), zp)
+                    q = b.select(b.fcmp_ordered("<", q, lo), lo, q)
+                    q = b.select(b.fcmp_ordered(">", q, hi), hi, q)
+                    out = b.trunc(b.fptosi(q, ir.VectorType(ir.IntType(32), 8)), ir.VectorType(ir.IntType(8), 8))
+                    at = b.add(b.add(d_off, b.mul(ir.Constant(i64, m), d_stride)), ir.Constant(i64, 8 * n))
+                    b.store(out, b.bitcast(b.gep(dst_d, [at]), out.type.as_pointer()), align=1)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    _stem_tile.__name__ = _stem_tile.__qualname__ = f"_stem_tile{8 * rows}"  # one name per intrinsic
+    return intrinsic(_stem_tile)
+
+
+_stem_tile8, _stem_tile16 = _make_stem_tile(1), _make_stem_tile(2)
+
+
+@njit(cache=True, nogil=True)
+def _conv_stem_u8(src, dst, padded, weights, bias, p, inverse_scale):  # pragma: no cover - compiled
+    """The float stem and the input quantiser in one pass: float32 (N, C, H, W) image ``src`` (flat) -> uint8
+    (N, Ho, Wo, O) ``dst`` (flat); ``padded``: scratch for the zero-padded image in float64 (N, C, H + 2ph, W + 2pw)
+    (broadcast loads of float64 need no conversion); ``weights`` float32 (C, kh, kw, O8) flat and ``bias`` float32
+    (O8,), O8 the output channels padded to a multiple of 8 with zeros; ``p`` in the order of :data:`STEM_PARAMS`.
+
+    ``y = float32(bias + sum_k x_k w_k)`` with the products (exact: float32 x float32 fits float64) summed in float64
+    and rounded once to float32, as ``FloatConvStem.float_output`` computes it with ``F.conv2d`` in float64 (the
+    summation orders differ; they round to different float32 values only where the float64 sum lies within a few
+    units of 2**-53 of a float32 rounding midpoint). Then ``torch.quantize_per_tensor``'s quantiser:
+    ``clamp(round_half_even(y * inverse_scale) + zero_point, qmin, 255)``, ``inverse_scale = float32(1) /
+    float32(scale)``, the product in float32. ``qmin`` is the zero point after a ReLU (``q(relu(y)) = max(q(y),
+    zero_point)``), else 0; a max-pool after the ReLU is a uint8 max-pool step (max commutes with the monotone
+    quantiser; values beyond ``|y / scale| ~ 2**31`` clamp, see :func:`_quantize_u8`). Padding taps read zeros
+    (adding 0 changes no sum). Tiles of :data:`STEM_TILE` positions x 16 or 8 channels (:func:`_make_stem_tile`),
+    in parallel over output rows."""
+    n, channels, height, width = p[0], p[1], p[2], p[3]
+    kh, kw, ph, pw, dh, dw = p[7], p[8], p[11], p[12], p[13], p[14]
+    hp, wp = height + 2 * ph, width + 2 * pw
+    _pad_f64(src, padded, n * channels, height, width, ph, pw)
+    offsets = np.empty(channels * kh * kw, dtype=np.int64)  # tap (c, i, j) relative to a position's origin
+    for c in range(channels):
+        for i in range(kh):
+            for j in range(kw):
+                offsets[(c * kh + i) * kw + j] = (c * hp + i * dh) * wp + j * dw
+    _stem_rows(padded, dst, offsets, weights, bias, p, inverse_scale)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _pad_f64(src, padded, planes, height, width, ph, pw):  # pragma: no cover - compiled
+    """The ``planes`` float32 (H, W) planes of ``src`` into float64 (H + 2ph, W + 2pw) planes of ``padded``, zeros
+    around (one parallel loop per function: see :func:`_conv_stem_u8`)."""
+    hp, wp = height + 2 * ph, width + 2 * pw
+    rows = planes * hp
+    for task in prange((rows + _STEM_ROWS_PER_TASK - 1) // _STEM_ROWS_PER_TASK):  # the zero-padded image
+        for row in range(task * _STEM_ROWS_PER_TASK, min(rows, (task + 1) * _STEM_ROWS_PER_TASK)):  # (N, C, Hp, Wp)
+            r = row % hp
+            o = row * wp
+            if r < ph or r >= ph + height:
+                padded[o : o + wp] = 0.0
+                continue
+            s = (row // hp * height + r - ph) * width
+            padded[o : o + pw] = 0.0
+            for col in range(width):
+                padded[o + pw + col] = np.float64(src[s + col])
+            padded[o + pw + width : o + wp] = 0.0
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _stem_rows(padded, dst, offsets, weights, bias, p, inverse_scale):  # pragma: no cover - compiled
+    """The output rows of :func:`_conv_stem_u8`, in parallel tasks of :data:`_STEM_ROWS_PER_TASK` rows."""
+    n, channels, height, width, out_channels, h_out, w_out = p[0], p[1], p[2], p[3], p[4], p[5], p[6]
+    sh, sw, ph, pw = p[9], p[10], p[11], p[12]
+    zero_point, qmin, out_padded = np.float32(p[15]), np.float32(p[16]), p[17]
+    hp, wp = height + 2 * ph, width + 2 * pw
+    rows = n * h_out
+    for task in prange((rows + _STEM_ROWS_PER_TASK - 1) // _STEM_ROWS_PER_TASK):
+        origins = np.empty(STEM_TILE, dtype=np.int64)
+        stage = np.empty(STEM_TILE * 8, dtype=np.uint8)
+        for row in range(task * _STEM_ROWS_PER_TASK, min(rows, (task + 1) * _STEM_ROWS_PER_TASK)):
+            _stem_row(padded, dst, origins, stage, offsets, weights, bias, row, channels, hp, wp, h_out, w_out, sh, sw,
+                      out_channels, out_padded, inverse_scale, zero_point, qmin)
+
+
+@njit(cache=True, inline="always")
+def _stem_row(padded, dst, origins, stage, offsets, weights, bias, row, channels, hp, wp, h_out, w_out, sh, sw,
+              out_channels, out_padded, inverse_scale, zero_point, qmin):  # pragma: no cover - compiled
+    """Output row ``row`` of (N * Ho) of :func:`_conv_stem_u8`."""
+    b, oh = row // h_out, row % h_out
+    for ow0 in range(0, w_out, STEM_TILE):
+        count = min(STEM_TILE, w_out - ow0)
+        for m in range(STEM_TILE):  # past the row's end: the last position again (its bytes are dropped)
+            origins[m] = (b * channels * hp + oh * sh) * wp + (ow0 + min(m, count - 1)) * sw
+        d = ((b * h_out + oh) * w_out + ow0) * out_channels
+        wide = out_channels // 16 * 16 if count == STEM_TILE else 0  # 16 channels per tile, straight into dst
+        for c0 in range(0, wide, 16):
+            _stem_tile16(padded, origins, offsets, weights, c0, out_padded, bias, inverse_scale, zero_point,
+                         qmin, dst, d + c0, out_channels)
+        for c0 in range(wide, out_padded, 8):
+            lanes = min(8, out_channels - c0)
+            if count == STEM_TILE and lanes == 8:
+                _stem_tile8(padded, origins, offsets, weights, c0, out_padded, bias, inverse_scale, zero_point,
+                            qmin, dst, d + c0, out_channels)
+                continue
+            _stem_tile8(padded, origins, offsets, weights, c0, out_padded, bias, inverse_scale, zero_point, qmin,
+                        stage, 0, 8)
+            for m in range(count):
+                for lane in range(lanes):
+                    dst[d + m * out_channels + c0 + lane] = stage[m * 8 + lane]
+
+
+def _quantize_ir(b: ir.IRBuilder, value: ir.Value, inverse_scale: ir.Value, zero_point: ir.Value) -> ir.Value:
+    """``clamp(round_half_even(value * inverse_scale) + zero_point, 0, 255)`` in float32 then as bytes, on a float
+    or a vector of floats (``llvm.rint``: one instruction, where ``np.rint`` may call the C library)."""
+    ty = value.type
+    lanes = ty.count if isinstance(ty, ir.VectorType) else 0
+    name = f"llvm.rint.v{lanes}f32" if lanes else "llvm.rint.f32"
+    rint = b.module.declare_intrinsic(name, fnty=ir.FunctionType(ty, [ty]))
+    if lanes:
+        inverse_scale, zero_point = (b.shuffle_vector(
+            b.insert_element(ir.Constant(ty, None), v, ir.Constant(ir.IntType(32), 0)), ir.Constant(ty, None),
+            ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)) for v in (inverse_scale, zero_point))
+    q = b.fadd(b.call(rint, [b.fmul(value, inverse_scale)]), zero_point)
+    lo, hi = ir.Constant(ty, 0.0 if not lanes else [0.0] * lanes), ir.Constant(ty, 255.0 if not lanes else
+                                                                               [255.0] * lanes)
+    q = b.select(b.fcmp_ordered("<", q, lo), lo, q)
+    q = b.select(b.fcmp_ordered(">", q, hi), hi, q)
+    i32, i8 = (ir.VectorType(t, lanes) if lanes else t for t in (ir.IntType(32), ir.IntType(8)))
+    return b.trunc(b.fptosi(q, i32), i8)
+
+
+@intrinsic
+def _quantize_one(typingctx, value, inverse_scale, zero_point):
+    """One float32 value through the quantiser (:func:`_quantize_ir`), as uint8."""
+    sig = types.uint8(types.float32, types.float32, types.float32)
+
+    def codegen(context, builder, signature, args):
+        return _quantize_ir(builder, *args)
+
+    return sig, codegen
+
+
+@intrinsic
+def _quantize_16(typingctx, src, s_off, dst, d_off, inverse_scale, zero_point):
+    """``src[s_off : s_off + 16]`` (float32) through the quantiser into ``dst[d_off : d_off + 16]`` (uint8)."""
+    sig = types.none(types.Array(types.float32, 1, "C"), types.int64, types.Array(types.uint8, 1, "C"),
+                     types.int64, types.float32, types.float32)
+
+    def codegen(context, builder, signature, args):
+        b = builder
+        sa = signature.args
+        src_d = context.make_array(sa[0])(context, b, args[0]).data
+        dst_d = context.make_array(sa[2])(context, b, args[2]).data
+        vf = ir.VectorType(ir.FloatType(), 16)
+        value = b.load(b.bitcast(b.gep(src_d, [args[1]]), vf.as_pointer()), align=1)
+        q = _quantize_ir(b, value, args[4], args[5])
+        b.store(q, b.bitcast(b.gep(dst_d, [args[3]]), q.type.as_pointer()), align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(cache=True, nogil=True)
+def _quantize_u8(src, dst, p, inverse_scale):  # pragma: no cover - compiled
+    """``torch.quantize_per_tensor``'s quantiser (as in :func:`_conv_stem_u8`, without the convolution) from the
+    float32 (N, C, H, W) ``src`` into the uint8 (N, H, W, C) ``dst`` (both flat); ``p`` in the order of
+    :data:`QUANTIZE_PARAMS`. In parallel over rows. Equal to torch's bytes for finite values with ``|x / scale| <
+    2**31``: beyond, torch's int32 conversion overflows (e.g. +inf can give byte 0), here they clamp."""
+    n, channels, height, width, zero_point = p[0], p[1], p[2], p[3], np.float32(p[4])
+    if channels == 1:  # (N, 1, H, W) is (N, H, W, 1)
+        _quantize_flat(src, dst, n * height * width, inverse_scale, zero_point)
+    else:
+        _quantize_channels(src, dst, n, channels, height, width, inverse_scale, zero_point)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _quantize_flat(src, dst, size, inverse_scale, zero_point):  # pragma: no cover - compiled
+    """The quantiser on ``size`` values in place order, 16 at a time, in tasks of :data:`_QUANTIZE_TASK`."""
+    for task in prange((size + _QUANTIZE_TASK - 1) // _QUANTIZE_TASK):
+        start, end = task * _QUANTIZE_TASK, min(size, (task + 1) * _QUANTIZE_TASK)
+        vector_end = start + (end - start) // 16 * 16
+        for i in range(start, vector_end, 16):
+            _quantize_16(src, i, dst, i, inverse_scale, zero_point)
+        for i in range(vector_end, end):
+            dst[i] = _quantize_one(src[i], inverse_scale, zero_point)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _quantize_channels(src, dst, n, channels, height, width, inverse_scale, zero_point):  # pragma: no cover
+    """The quantiser from (N, C, H, W) to (N, H, W, C), in parallel over rows."""
+    for row in prange(n * height):
+        b, h = row // height, row % height
+        for c in range(channels):
+            s = ((b * channels + c) * height + h) * width
+            d = row * width * channels + c
+            for col in range(width):
+                dst[d + col * channels] = _quantize_one(src[s + col], inverse_scale, zero_point)
+
+
 @njit(cache=True, inline="always")
 def _view(buffer, offset, length, x, out, arena):  # pragma: no cover - compiled
     if buffer == BUFFER_INPUT:
@@ -165,7 +433,6 @@ def _view(buffer, offset, length, x, out, arena):  # pragma: no cover - compiled
 
 
 def _make_driver(width: int):
-    @njit(cache=True, nogil=True)
     def _run(x, out, arena, weights, scales, biases, table, params, fparams):  # pragma: no cover - compiled
         for s in range(table.shape[0]):
             t = table[s]
@@ -177,6 +444,8 @@ def _make_driver(width: int):
             if t[0] == STEP_PATCHES:
                 _patches_u8(src, dst, params[s])
                 continue
+            if t[0] == STEP_QUANTIZE or t[0] == STEP_CONV_STEM:  # run by _run_float_steps
+                continue
             res = _view(t[7], t[8], t[9], x, out, arena)
             # packed weights (G, B, S, 8, 8)
             w = weights[t[10] : t[10] + t[11]].reshape((t[12], t[13], t[14], 8, 8))
@@ -184,7 +453,27 @@ def _make_driver(width: int):
             bias = biases[t[15] : t[15] + t[16]]
             _adder_layer(width, src, w, dst, scale, bias, res, params[s], fparams[s])
 
-    return _run
+    # not cached: on this branch a width's driver loaded from numba's cache crashed (the width-0 driver, in a process
+    # that had loaded the width-64 one; the same code compiled afresh runs; cause not found yet). Compiling it costs
+    # ~3 s on the first forward of a process; its kernels stay cached.
+    _run.__name__ = _run.__qualname__ = f"run_steps_width{width}"
+    return njit(cache=False, nogil=True)(_run)
+
+
+@njit(cache=True, nogil=True)
+def _run_float_steps(x, out, arena, weights, scales, biases, table, params, fparams):  # pragma: no cover - compiled
+    """The steps of ``table`` that read a float image (stem, quantiser; at the start of a segment), which the
+    width's driver skips: one more compiled call (~1 us), cached, whatever the width."""
+    for s in range(table.shape[0]):
+        t = table[s]
+        src = _view(t[1], t[2], t[3], x, out, arena)
+        dst = _view(t[4], t[5], t[6], x, out, arena)
+        if t[0] == STEP_QUANTIZE:
+            _quantize_u8(src.view(np.float32), dst, params[s], fparams[s][0])
+        elif t[0] == STEP_CONV_STEM:  # weights (C, kh, kw, O8) in scales, bias (O8,) in biases, scratch as res
+            padded = _view(t[7], t[8], t[9], x, out, arena).view(np.float64)
+            _conv_stem_u8(src.view(np.float32), dst, padded, scales[t[15] : t[15] + t[16]],
+                          biases[t[15] : t[15] + params[s][17]], params[s], fparams[s][0])
 
 
 _DRIVERS = {vec: _make_driver(vec) for vec in TILES}
@@ -196,4 +485,6 @@ def run_steps(width: int, x: np.ndarray, out: np.ndarray, arena: np.ndarray, wei
     """Runs the steps of ``table`` (see the module docstring) with the kernels of vector ``width``: ``x``, ``out``,
     ``arena`` and ``weights`` flat uint8 arrays, ``scales`` and ``biases`` flat float32 arrays, ``table`` int64
     (steps, len(STEP_FIELDS)), ``params`` int64 (steps, PARAM_COUNT), ``fparams`` float32 (steps, 4)."""
+    if table.shape[0] and (table[0, 0] == STEP_CONV_STEM or table[0, 0] == STEP_QUANTIZE):  # float steps first
+        _run_float_steps(x, out, arena, weights, scales, biases, table, params, fparams)
     _DRIVERS[width](x, out, arena, weights, scales, biases, table, params, fparams)
