@@ -16,6 +16,8 @@ from frugalvision.layers import Adder2d
 from frugalvision.ops import adder2d
 from frugalvision.ops.reference import adder2d_forward
 
+from .utils import calibrated
+
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
@@ -32,14 +34,6 @@ def _op_types(path: Path) -> Counter:
     return Counter(node.op_type for node in graph.node)
 
 
-def _calibrated(model: nn.Module, input_size: tuple[int, ...]) -> nn.Module:
-    """Gives the BatchNorms running statistics of the model's own activations (as a trained model has)."""
-    torch.manual_seed(0)
-    model.train()
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.randn(16, *input_size))
-    return model.eval()
 
 
 class FunctionalAdder(nn.Module):
@@ -96,7 +90,7 @@ def test_functional_adder_call_exports(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("name", "input_size"), [("lenet5_bn", (1, 28, 28)), ("resnet20", (3, 32, 32))])
 def test_adder_models_export_and_match(tmp_path: Path, name: str, input_size: tuple[int, ...]) -> None:
-    model = _calibrated(fv.create_model(name, conv_type="adder"), input_size)
+    model = calibrated(fv.create_model(name, conv_type="adder"), input_size)
     path = tmp_path / f"{name}.onnx"
     error = export_onnx(model, path, torch.randn(2, *input_size), tolerance=1e-4)
     assert error is not None and error <= 1e-4
@@ -111,7 +105,7 @@ def test_adder_models_export_and_match(tmp_path: Path, name: str, input_size: tu
 
 def test_largest_intermediate_is_one_tap(tmp_path: Path) -> None:
     """The memory argument: no tensor of the graph is larger than N * O * C/G * Ho * Wo of one layer."""
-    model = _calibrated(fv.create_model("resnet20", conv_type="adder"), (3, 32, 32))
+    model = calibrated(fv.create_model("resnet20", conv_type="adder"), (3, 32, 32))
     path = tmp_path / "r.onnx"
     export_onnx(model, path, torch.randn(1, 3, 32, 32))
     inferred = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
@@ -127,14 +121,14 @@ def test_largest_intermediate_is_one_tap(tmp_path: Path) -> None:
 
 
 def test_vanillanet_fused_export(tmp_path: Path) -> None:
-    model = fv.reparameterize_model(_calibrated(fv.create_model("vanillanet_5"), (3, 64, 64)))
+    model = fv.reparameterize_model(calibrated(fv.create_model("vanillanet_5"), (3, 64, 64)))
     error = export_onnx(model, tmp_path / "v.onnx", torch.randn(1, 3, 64, 64))
     assert error is not None and error <= 1e-4
     assert "ReduceSum" not in _op_types(tmp_path / "v.onnx")
 
 
 def test_cnn_twin_export(tmp_path: Path) -> None:
-    model = _calibrated(fv.create_model("resnet20", conv_type="conv"), (3, 32, 32))
+    model = calibrated(fv.create_model("resnet20", conv_type="conv"), (3, 32, 32))
     error = export_onnx(model, tmp_path / "c.onnx", torch.randn(2, 3, 32, 32))
     assert error is not None and error <= 1e-4
 

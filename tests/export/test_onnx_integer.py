@@ -25,18 +25,12 @@ from frugalvision.quant import quantize
 from frugalvision.quant.modules import QuantizedAdder2d, QuantizeInput
 from frugalvision.quant.networks import ChannelsFirst, QuantizedChain
 
+from .utils import calibrated
+
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 
-def _trained_like(model: nn.Module, input_size: tuple[int, ...]) -> nn.Module:
-    """BatchNorm running statistics of the model's own activations (as a trained model has), then eval mode."""
-    torch.manual_seed(0)
-    model.train()
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.randn(16, *input_size))
-    return model.eval()
 
 
 def _images(n: int, size: tuple[int, ...], seed: int = 1) -> torch.Tensor:
@@ -45,13 +39,13 @@ def _images(n: int, size: tuple[int, ...], seed: int = 1) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def int8_lenet() -> nn.Module:
-    model = _trained_like(fv.create_model("lenet5_bn", conv_type="adder"), (1, 28, 28))
+    model = calibrated(fv.create_model("lenet5_bn", conv_type="adder"), (1, 28, 28))
     return quantize(model, [_images(64, (1, 28, 28), seed=2)], observer="minmax")
 
 
 @pytest.fixture(scope="module")
 def int8_resnet20() -> nn.Module:
-    model = _trained_like(fv.create_model("resnet20", conv_type="adder"), (3, 32, 32))
+    model = calibrated(fv.create_model("resnet20", conv_type="adder"), (3, 32, 32))
     return quantize(model, [_images(32, (3, 32, 32), seed=2)], observer="minmax")
 
 
@@ -123,7 +117,7 @@ def test_odd_geometry_adder_layer_against_the_int32_reference(tmp_path, groups, 
 
 
 def test_unsupported_integer_models_fail_in_one_line(tmp_path) -> None:
-    model = _trained_like(fv.create_model("resnet20", conv_type="adder"), (3, 32, 32))
+    model = calibrated(fv.create_model("resnet20", conv_type="adder"), (3, 32, 32))
     int8_stem = quantize(model, [_images(8, (3, 32, 32))], observer="minmax", stem="int8")
     path = tmp_path / "s.onnx"
     with pytest.raises(ExportError, match="int8 stem"):
@@ -173,7 +167,7 @@ def test_deploy_exports_an_int8_model_and_reports_parameters_as_count_does(int8_
 
 
 def test_deploy_says_nothing_to_fuse_for_an_addernet_and_counts_what_fuses(tmp_path, capsys) -> None:
-    adder = _trained_like(fv.create_model("lenet5_bn", conv_type="adder"), (1, 28, 28))
+    adder = calibrated(fv.create_model("lenet5_bn", conv_type="adder"), (1, 28, 28))
     save_model(tmp_path / "adder.safetensors", adder)
     assert main(["deploy", "--checkpoint", str(tmp_path / "adder.safetensors"), "--onnx", str(tmp_path / "a.onnx")]) \
         == 0
@@ -182,7 +176,7 @@ def test_deploy_says_nothing_to_fuse_for_an_addernet_and_counts_what_fuses(tmp_p
     assert f"nothing to fuse (no BatchNorm or branch of this model folds): {total:,} parameters" in out
     assert "fused" not in out
 
-    vanilla = _trained_like(fv.create_model("vanillanet_5"), (3, 64, 64))
+    vanilla = calibrated(fv.create_model("vanillanet_5"), (3, 64, 64))
     save_model(tmp_path / "v.safetensors", vanilla)
     assert main(["deploy", "--checkpoint", str(tmp_path / "v.safetensors"), "--output",
                  str(tmp_path / "vd.safetensors"), "--input-size", "3", "64", "64"]) == 0
