@@ -27,6 +27,7 @@ COMMANDS: dict[str, list[str]] = {
     "import frugalvision": ["-c", "import frugalvision"],
     "frugalvision --help": ["-m", "frugalvision", "--help"],
     "frugalvision train --help": ["-m", "frugalvision", "train", "--help"],
+    "frugalvision bench quant-model --help": ["-m", "frugalvision", "bench", "quant-model", "--help"],
 }
 
 
