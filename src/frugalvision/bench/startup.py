@@ -75,8 +75,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 TARGET = Target(
-    name="startup", help="start-up time: import torch, import frugalvision, frugalvision --help, train --help",
-    description="Times fresh interpreters running `import torch`, `import frugalvision`, `frugalvision --help` and "
-                "`frugalvision train --help` (interleaved rounds, median and minimum), and writes a tidy CSV with "
-                "the machine information (load average included: on a busy machine start-up is slower).",
+    name="startup",
+    help="start-up time: import torch, import frugalvision, --help, train --help, bench quant-model --help",
+    description="Times fresh interpreters running `import torch`, `import frugalvision`, `frugalvision --help`, "
+                "`frugalvision train --help` and `frugalvision bench quant-model --help` (interleaved rounds, "
+                "median and minimum), and writes a tidy CSV with the machine information (load average included: "
+                "on a busy machine start-up is slower).",
     add_arguments=add_arguments, run=run)

@@ -75,7 +75,8 @@ class PlannedForward(InferenceOnly):
         return self.forward_modules(x)
 
     def forward_modules(self, x: Tensor) -> Tensor:
-        raise NotImplementedError
+        """The forward through the modules one by one; every integer network defines it (abstract here)."""
+        raise NotImplementedError(f"{type(self).__name__} must define forward_modules")
 
     def __getstate__(self) -> dict:
         """Copies leave the compiled plan out (it refers to this module's submodules and buffers); the copy
