@@ -4,6 +4,7 @@ torch.quantize_per_tensor."""
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 import torch
@@ -37,13 +38,15 @@ def _max_pool_nhwc(x, kernel, stride, padding, dilation, ceil_mode):
 
 
 @pytest.mark.parametrize("width", RUNNABLE)
+@pytest.mark.parametrize("workers", [1, 2, 5])  # 5: more workers than numba's threads share the tasks too
 @pytest.mark.parametrize("n, size, c_in, c_mid, k, stride, padding, pool", [
     (1, 9, 5, 11, 3, 2, 1, (3, 2, 1, 1, True)),  # C not a multiple of 8 (copied patch rows), ceil-mode pool
     (3, 8, 16, 16, 3, 1, 1, (2, 2, 0, 1, False)),  # rows read in place
     (2, 11, 8, 24, 5, 1, 2, (3, 1, 1, 2, False)),  # taps read in place, dilated pool
     (0, 6, 8, 8, 3, 1, 1, (2, 2, 0, 1, False)),  # empty batch
 ])
-def test_driver_runs_adder_pool_adder_like_the_reference(width, n, size, c_in, c_mid, k, stride, padding, pool):
+def test_driver_runs_adder_pool_adder_like_the_reference(width, workers, n, size, c_in, c_mid, k, stride, padding,
+                                                        pool):
     gen = torch.Generator().manual_seed(n + size)
     x = torch.randint(0, 256, (n, size, size, c_in), generator=gen, dtype=torch.uint8)
     w1 = torch.randint(0, 256, (c_mid, c_in, k, k), generator=gen, dtype=torch.uint8)
@@ -84,8 +87,14 @@ def test_driver_runs_adder_pool_adder_like_the_reference(width, n, size, c_in, c
                 b_bytes, w1_bytes, p2.data.numel(), 1, blocks, p2.data.shape[2], vec, vec]
     out = torch.full(expected.shape, float("nan"))
     arena = np.full(b_at + b_bytes + 64, 0xAB, dtype=np.uint8)
-    run_steps(width, x.view(-1).numpy(), out.view(-1).view(torch.uint8).numpy(), arena, weights, scales, biases,
-              table, np.stack([ints1, pool_ints, ints2]), np.stack([floats1, np.zeros(4, np.float32), floats2]))
+    previous = numba.get_num_threads()
+    numba.set_num_threads(min(max(workers, previous), numba.config.NUMBA_NUM_THREADS))  # workers on real threads
+    try:
+        run_steps(width, x.view(-1).numpy(), out.view(-1).view(torch.uint8).numpy(), arena, weights, scales, biases,
+                  table, np.stack([ints1, pool_ints, ints2]), np.stack([floats1, np.zeros(4, np.float32), floats2]),
+                  workers=workers)
+    finally:
+        numba.set_num_threads(previous)
     assert torch.equal(torch.from_numpy(arena[:a_bytes]).view(a.shape), a)
     assert torch.equal(torch.from_numpy(arena[b_at : b_at + b_bytes]).view(b.shape), b)
     assert torch.equal(out, expected)

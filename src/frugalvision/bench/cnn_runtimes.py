@@ -20,7 +20,8 @@ so that a benchmark can time the runtimes side by side:
   precision hint (the convolutions run in int8 - AMX-INT8 tiles where the CPU has them - and the rest in
   OpenVINO's default precision).
 * :func:`onnxruntime_int8`: ONNX export, ``quant_pre_process``, ``quantize_static`` (QDQ, uint8 activations and
-  int8 per-channel weights), the given thread count and ``session.intra_op.allow_spinning = 0``.
+  int8 per-channel weights), the given thread count and ``session.intra_op.allow_spinning = 0`` (or its default,
+  1, with ``spinning=True``).
 * :func:`torch_fx_int8`: PyTorch's FX-mode post-training static quantisation (``x86`` engine; returns a module).
 
 Idle threads. onnxruntime's intra-op workers spin after a run unless ``allow_spinning`` is 0; OpenVINO's CPU plugin
@@ -140,10 +141,11 @@ def openvino_int8(model: nn.Module, calibration: Tensor, threads: int = 2, hint:
 # ---------------------------------------------------------------------------------------------------- onnxruntime
 
 
-def onnxruntime_int8(model: nn.Module, calibration: Tensor, threads: int = 2) -> InferenceFn:
+def onnxruntime_int8(model: nn.Module, calibration: Tensor, threads: int = 2, spinning: bool = False) -> InferenceFn:
     """The float CNN exported to ONNX (TorchScript exporter, opset 17, dynamic batch) and quantised by onnxruntime's
     static quantisation on ``calibration`` (``quant_pre_process``, then ``quantize_static``: QDQ, uint8 activations,
-    int8 per-channel weights), run by the CPU provider with ``threads`` intra-op threads that do not spin."""
+    int8 per-channel weights), run by the CPU provider with ``threads`` intra-op threads that do not spin (that spin
+    between runs, onnxruntime's default, with ``spinning``)."""
     import onnxruntime as ort
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -168,7 +170,7 @@ def onnxruntime_int8(model: nn.Module, calibration: Tensor, threads: int = 2) ->
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         session = ort.InferenceSession(int8_path, options, providers=["CPUExecutionProvider"])  # holds the model
     return lambda x: session.run(None, {"input": _as_numpy(x)})[0]
 

@@ -10,7 +10,9 @@ Methods (:data:`METHODS`), each built by :func:`build_method` for one zoo model:
 * ``fp32_adder``: the float AdderNet (frugalvision's fp32 adder kernels).
 * ``fp32_cnn_torch``: the CNN twin (``conv_type="conv"``) in fp32 PyTorch (oneDNN).
 * ``int8_cnn_fx``: the CNN twin through PyTorch's FX post-training static quantisation, ``x86`` engine.
-* ``int8_cnn_ort``: the CNN twin exported to ONNX, quantised by onnxruntime (QDQ) and run by onnxruntime.
+* ``int8_cnn_ort``: the CNN twin exported to ONNX, quantised by onnxruntime (QDQ) and run by onnxruntime with
+  threads that block when idle; ``int8_cnn_ort_spin``: the same with onnxruntime's default threads, which spin
+  between and after runs (faster at small batches; its own worker process keeps the spinning off the others).
 * ``fp32_cnn_openvino``: the CNN twin in OpenVINO's CPU plugin with f32 inference precision.
 * ``default_cnn_openvino``: the same with OpenVINO's default precision (bf16 on a CPU with AMX, f32 elsewhere): what a
   user who keeps the defaults gets; it is neither an fp32 nor an int8 baseline in the ratios.
@@ -82,14 +84,15 @@ __all__ = ["FP32_CNN", "INT8_ADDER", "INT8_CNN", "METHODS", "MODELS", "TARGET", 
            "summary_table"]
 
 METHODS = ("int8_adder", "int8_adder_int8stem", "fp32_adder", "fp32_cnn_torch", "int8_cnn_fx", "int8_cnn_ort",
-           "fp32_cnn_openvino", "default_cnn_openvino", "int8_cnn_openvino")
+           "int8_cnn_ort_spin", "fp32_cnn_openvino", "default_cnn_openvino", "int8_cnn_openvino")
 INT8_ADDER = ("int8_adder", "int8_adder_int8stem")
-INT8_CNN = ("int8_cnn_fx", "int8_cnn_ort", "int8_cnn_openvino")
+INT8_CNN = ("int8_cnn_fx", "int8_cnn_ort", "int8_cnn_ort_spin", "int8_cnn_openvino")
 FP32_CNN = ("fp32_cnn_torch", "fp32_cnn_openvino")
 MODELS = ("resnet20", "lenet5_bn", "resnet18")
 _IMAGENET_MODELS = ("resnet18",)  # batch sizes 1, 8 and 16 calibration images by default (224 x 224 inputs)
 _RUNTIME_PACKAGES = {  # method: (packages it imports, the frugalvision extra that installs them)
     "int8_cnn_ort": (("onnxruntime", "onnx"), "export"),
+    "int8_cnn_ort_spin": (("onnxruntime", "onnx"), "export"),
     "fp32_cnn_openvino": (("openvino",), "bench"),
     "default_cnn_openvino": (("openvino",), "bench"),
     "int8_cnn_openvino": (("openvino", "nncf"), "bench"),
@@ -207,8 +210,8 @@ def build_method(model_name: str, method: str, threads: int = 2, calibration_ima
         return _torch_fn(cnn)
     if method == "int8_cnn_fx":
         return _torch_fn(torch_fx_int8(cnn, calibration))
-    if method == "int8_cnn_ort":
-        return onnxruntime_int8(cnn, calibration, threads)
+    if method in ("int8_cnn_ort", "int8_cnn_ort_spin"):
+        return onnxruntime_int8(cnn, calibration, threads, spinning=method == "int8_cnn_ort_spin")
     if method in ("fp32_cnn_openvino", "default_cnn_openvino"):
         return openvino_fp32(cnn, calibration[:1], threads, precision="f32" if method == "fp32_cnn_openvino" else None)
     return openvino_int8(cnn, calibration, threads)  # int8_cnn_openvino

@@ -17,7 +17,7 @@ from numba import njit, prange
 
 from ..ops.cpu import adder_u8_numba
 from ..ops.cpu.adder_numba import sync_threads
-from ..ops.cpu.adder_u8_numba import PEAK_ROW_STRIDE, PEAK_TILE, WIDTHS, WIDTHS_BYTES, sad_peak_loop
+from ..ops.cpu.adder_u8_numba import PEAK_ROW_STRIDE, PEAK_TILE, WIDTHS, WIDTHS_BYTES, _unique_name, sad_peak_loop
 from .common import threads as using_threads
 
 __all__ = ["PEAK_REDUCTION_BYTES", "PEAK_SECONDS", "peak_fn", "sad_peak", "sad_peak_run"]
@@ -27,7 +27,6 @@ PEAK_SECONDS = 2e-3  # target duration of one timed peak run
 
 
 def _make_peak_kernel(width: int):
-    @njit(parallel=True, cache=True, nogil=True)
     def _peak_kernel(x, w, vectors, reps, threads):  # pragma: no cover - compiled
         """The peak loop on each of ``threads`` parallel tasks, each with its own copy of the rows."""
         totals = np.zeros(threads, dtype=np.int64)
@@ -37,7 +36,8 @@ def _make_peak_kernel(width: int):
             totals[t] = sad_peak_loop(width, xt, wt, vectors, reps)
         return totals.sum()
 
-    return _peak_kernel
+    # a name per width: same-named closures compiled in different processes can share a symbol (see _unique_name)
+    return njit(parallel=True, cache=True, nogil=True)(_unique_name(_peak_kernel, f"_peak_kernel_width{width}"))
 
 
 _PEAK_KERNELS = {vec: _make_peak_kernel(vec) for vec in WIDTHS.values()}

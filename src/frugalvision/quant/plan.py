@@ -52,6 +52,7 @@ from ..ops.cpu.adder_u8_plan import (
     STEP_PATCHES,
     STEP_QUANTIZE,
     run_steps,
+    step_phases,
 )
 from ..ops.dispatch import select
 from ..ops.utils import conv_output_size
@@ -329,6 +330,7 @@ class _Bound:
     arena_bytes: int
     out_shape: tuple[int, ...]
     out_dtype: torch.dtype
+    phases: np.ndarray  # step_phases(table, params)
     arenas: list[np.ndarray] = field(default_factory=list)
 
 
@@ -454,7 +456,8 @@ class IntegerSegment:
         fparams = np.stack([c[1] for c in calls])
         out_shape, out_dtype = shapes[self.output]
         arena_bytes = max((p[1] + p[2] for p in places.values() if p[0] == BUFFER_ARENA), default=0) + _ALIGN
-        return _Bound(table, params, fparams, arena_bytes, out_shape, _TORCH_DTYPES[out_dtype])
+        return _Bound(table, params, fparams, arena_bytes, out_shape, _TORCH_DTYPES[out_dtype],
+                      step_phases(table, params))
 
     def _allocate(self, shapes: dict[int, tuple[tuple[int, ...], str]]) -> dict[int, tuple[int, int, int]]:
         """(buffer, byte offset, bytes) of every value: the input and output in their own tensors, the others in
@@ -497,8 +500,8 @@ class IntegerSegment:
         out = torch.empty(bound.out_shape, dtype=bound.out_dtype)
         try:
             run_steps(width, x.view(-1).view(torch.uint8).numpy(), out.view(-1).view(torch.uint8).numpy(), arena,
-                      self.weights,
-                      self.scales, self.biases, bound.table, bound.params, bound.fparams)
+                      self.weights, self.scales, self.biases, bound.table, bound.params, bound.fparams, bound.phases,
+                      threads)
         finally:
             bound.arenas.append(arena)  # one arena per concurrent caller of this shape
         return out

@@ -592,18 +592,23 @@ def _store_scalar(stage, count, rows, nr, c_first, og, out_bytes, elem0, out_cha
                 out_bytes[e] = np.uint8(np.int32(q))
 
 
+def _unique_name(fn, name: str):
+    """Gives the closure ``fn`` (one of several made from one ``def``) its own ``__name__`` and ``__qualname__``
+    before numba sees it. numba names a compiled function's symbol after its qualname, argument types and a
+    per-process counter; closures that share a qualname and argument types, compiled in different processes, can
+    get the same symbol, and once loaded from the cache into one process a caller links to whichever came first
+    (a width-0 plan driver ran the width-64 kernel and crashed; in the other order it returned wrong sums)."""
+    fn.__name__ = fn.__qualname__ = name
+    return fn
+
+
 def _make_forward_kernel(width: int):
     """The forward kernel of one vector width (a compile-time constant of the closure, so numba caches one
-    kernel per width)."""
+    kernel per width, each under its own name, see :func:`_unique_name`) and its one-task function."""
 
-    @njit(parallel=True, cache=True, nogil=True)
-    def _forward_kernel(x, w, out_bytes, scale, bias, res, ints, floats):  # pragma: no cover - compiled
-        """Eq. 2 in integers. ``x``: the NHWC input, flat uint8; ``w``: packed weights (G, B, S, 8, 8);
-        ``out_bytes``: the NHWC output (N, Ho, Wo, O) as flat bytes of int32 / float32 / uint8 (``mode`` 0 / 1 /
-        2); ``scale`` and ``bias``: float32 (G * 8B,), each group's channels padded to 8B; ``res``: the NHWC
-        residual, flat uint8; ``ints`` and ``floats``: the scalar arguments in the order of :data:`_INT_ARGS` and
-        :data:`_FLOAT_ARGS` (few arguments: numba's dispatcher types each one on every call). ``layout``,
-        ``runs``, ``run_steps``: see :func:`run_layout`."""
+    def _forward_chunk(x, w, out_bytes, scale, bias, res, ints, floats, chunk):  # pragma: no cover - compiled
+        """Parallel task ``chunk`` (of ``num_chunks``) of Eq. 2 in integers (see :func:`_forward_kernel`; the plan's
+        driver deals the chunks of every layer to its threads itself)."""
         n_img, height, width_in, channels, out_channels = ints[0], ints[1], ints[2], ints[3], ints[4]
         h_out, w_out, kh, kw, sh = ints[5], ints[6], ints[7], ints[8], ints[9]
         sw, ph, pw, dh, dw = ints[10], ints[11], ints[12], ints[13], ints[14]
@@ -625,47 +630,62 @@ def _make_forward_kernel(width: int):
         x_end = x_base + x.shape[0]
         channel_tiles = (num_blocks + nr - 1) // nr
         position_chunks = num_chunks // channel_splits
-        for chunk in prange(num_chunks):
-            buf = np.zeros(buf_bytes, dtype=np.uint8)  # copied kernel rows or patch rows
-            zrun = np.full(kw * channels + _SLACK, zero_point, dtype=np.uint8)  # a run of padding
-            addr = np.zeros(POS_BLOCK * runs, dtype=np.int64)  # (PB, runs) start addresses
-            stage = np.zeros(mr * nr * LANES, dtype=np.int32)
-            buf_base = np.int64(buf.ctypes.data)
-            zrun_base = np.int64(zrun.ctypes.data)
-            pos_chunk, split = chunk // channel_splits, chunk % channel_splits
-            tile_lo = split * channel_tiles // channel_splits
-            tile_hi = (split + 1) * channel_tiles // channel_splits
-            first_task = pos_chunk * num_tasks // position_chunks
-            for task in range(first_task, (pos_chunk + 1) * num_tasks // position_chunks):
-                p0 = task * POS_BLOCK
-                count = min(POS_BLOCK, num_pos - p0)
-                for g in range(groups):
-                    _block_runs(addr, count, p0, buf_base, x_base, x_end, zrun_base, layout, g, height,
-                                width_in, channels, cg, h_out, w_out, kh, kw, sh, sw, ph, pw, dh, dw, zero_point, k,
-                                row_bytes)
-                    for q in range(count, (count + mr - 1) // mr * mr):  # the last tile repeats the last position
-                        for r in range(runs):
-                            addr[r * POS_BLOCK + q] = addr[r * POS_BLOCK + count - 1]
-                    # tiles: channel rows outside (their weights stay in L1), positions inside
-                    for b0 in range(tile_lo * nr, tile_hi * nr, nr):
-                        rows = min(nr, num_blocks - b0)
-                        w_off = (g * num_blocks + b0) * steps * ROW_BYTES
-                        c_first = b0 * LANES
-                        sb0 = g * num_blocks * LANES + c_first
-                        for m0 in range(0, count, mr):
-                            cnt = min(mr, count - m0)
-                            elem0 = (p0 + m0) * out_channels + g * og + c_first
-                            _sad_tile(width, addr, m0, runs, run_steps, cnt, w_flat, w_off, steps * ROW_BYTES,
-                                      rows, out_bytes, elem0, out_channels, stage, use_stage, mode, scale, bias, sb0,
-                                      res, res_zp, res_scale, has_res, qmin, qmax)
-                            if use_stage:
-                                _store_scalar(stage, cnt, rows, nr, c_first, og, out_bytes, elem0, out_channels, mode,
-                                              scale, bias, sb0, res, res_zp, res_scale, has_res, qmin, qmax)
+        buf = np.zeros(buf_bytes, dtype=np.uint8)  # copied kernel rows or patch rows
+        zrun = np.full(kw * channels + _SLACK, zero_point, dtype=np.uint8)  # a run of padding
+        addr = np.zeros(POS_BLOCK * runs, dtype=np.int64)  # (PB, runs) start addresses
+        stage = np.zeros(mr * nr * LANES, dtype=np.int32)
+        buf_base = np.int64(buf.ctypes.data)
+        zrun_base = np.int64(zrun.ctypes.data)
+        pos_chunk, split = chunk // channel_splits, chunk % channel_splits
+        tile_lo = split * channel_tiles // channel_splits
+        tile_hi = (split + 1) * channel_tiles // channel_splits
+        first_task = pos_chunk * num_tasks // position_chunks
+        for task in range(first_task, (pos_chunk + 1) * num_tasks // position_chunks):
+            p0 = task * POS_BLOCK
+            count = min(POS_BLOCK, num_pos - p0)
+            for g in range(groups):
+                _block_runs(addr, count, p0, buf_base, x_base, x_end, zrun_base, layout, g, height,
+                            width_in, channels, cg, h_out, w_out, kh, kw, sh, sw, ph, pw, dh, dw, zero_point, k,
+                            row_bytes)
+                for q in range(count, (count + mr - 1) // mr * mr):  # the last tile repeats the last position
+                    for r in range(runs):
+                        addr[r * POS_BLOCK + q] = addr[r * POS_BLOCK + count - 1]
+                # tiles: channel rows outside (their weights stay in L1), positions inside
+                for b0 in range(tile_lo * nr, tile_hi * nr, nr):
+                    rows = min(nr, num_blocks - b0)
+                    w_off = (g * num_blocks + b0) * steps * ROW_BYTES
+                    c_first = b0 * LANES
+                    sb0 = g * num_blocks * LANES + c_first
+                    for m0 in range(0, count, mr):
+                        cnt = min(mr, count - m0)
+                        elem0 = (p0 + m0) * out_channels + g * og + c_first
+                        _sad_tile(width, addr, m0, runs, run_steps, cnt, w_flat, w_off, steps * ROW_BYTES,
+                                  rows, out_bytes, elem0, out_channels, stage, use_stage, mode, scale, bias, sb0,
+                                  res, res_zp, res_scale, has_res, qmin, qmax)
+                        if use_stage:
+                            _store_scalar(stage, cnt, rows, nr, c_first, og, out_bytes, elem0, out_channels, mode,
+                                          scale, bias, sb0, res, res_zp, res_scale, has_res, qmin, qmax)
 
-    return _forward_kernel
+    _forward_chunk = njit(cache=True, nogil=True)(_unique_name(_forward_chunk, f"_forward_chunk_width{width}"))
+
+    def _forward_kernel(x, w, out_bytes, scale, bias, res, ints, floats):  # pragma: no cover - compiled
+        """Eq. 2 in integers. ``x``: the NHWC input, flat uint8; ``w``: packed weights (G, B, S, 8, 8);
+        ``out_bytes``: the NHWC output (N, Ho, Wo, O) as flat bytes of int32 / float32 / uint8 (``mode`` 0 / 1 /
+        2); ``scale`` and ``bias``: float32 (G * 8B,), each group's channels padded to 8B; ``res``: the NHWC
+        residual, flat uint8; ``ints`` and ``floats``: the scalar arguments in the order of :data:`_INT_ARGS` and
+        :data:`_FLOAT_ARGS` (few arguments: numba's dispatcher types each one on every call). ``layout``,
+        ``runs``, ``run_steps``: see :func:`run_layout`. Runs the ``num_chunks`` tasks of :func:`_forward_chunk`
+        in parallel."""
+        for chunk in prange(ints[24]):
+            _forward_chunk(x, w, out_bytes, scale, bias, res, ints, floats, chunk)
+
+    kernel = njit(parallel=True, cache=True, nogil=True)(_unique_name(_forward_kernel, f"_forward_kernel_width{width}"))
+    return kernel, _forward_chunk
 
 
-_FORWARD_KERNELS = {vec: _make_forward_kernel(vec) for vec in TILES}
+_KERNEL_PAIRS = {vec: _make_forward_kernel(vec) for vec in TILES}
+_FORWARD_KERNELS = {vec: pair[0] for vec, pair in _KERNEL_PAIRS.items()}  # one layer, parallel over its chunks
+_FORWARD_CHUNKS = {vec: pair[1] for vec, pair in _KERNEL_PAIRS.items()}  # one chunk (the plan's driver)
 
 
 # --------------------------------------------------------------------------------------------------------------

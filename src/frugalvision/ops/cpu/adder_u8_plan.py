@@ -32,13 +32,15 @@ bit.
 
 from __future__ import annotations
 
+import platform
+
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from .adder_u8_numba import _FORWARD_KERNELS, TILES
+from .adder_u8_numba import _FORWARD_CHUNKS, TILES, _unique_name
 
 __all__ = [
     "BUFFER_ARENA",
@@ -56,6 +58,7 @@ __all__ = [
     "STEP_PATCHES",
     "STEP_QUANTIZE",
     "run_steps",
+    "step_phases",
 ]
 
 STEP_ADDER, STEP_MAX_POOL, STEP_PATCHES, STEP_CONV_STEM, STEP_QUANTIZE = 0, 1, 2, 3, 4
@@ -72,52 +75,94 @@ QUANTIZE_PARAMS = ("n", "channels", "height", "width", "zero_point")  # STEP_QUA
 _POOL_ROWS_PER_TASK = 8
 _STEM_ROWS_PER_TASK = 4
 _QUANTIZE_TASK = 4096  # values per parallel task of the one-channel quantiser
+_QUANTIZE_ROWS_PER_TASK = 2  # image rows per parallel task of the quantiser of several channels
+_PATCH_ROWS_PER_TASK = 2
 
 
-def _adder_layer(width, x, w, out, scale, bias, res, ints, floats):
-    """The SAD kernel of vector ``width`` (compiled code only, see the overload below)."""
+def _adder_chunk(width, x, w, out, scale, bias, res, ints, floats, chunk):
+    """Task ``chunk`` of the SAD kernel of vector ``width`` (compiled code only, see the overload below)."""
     raise NotImplementedError("compiled code only")
 
 
-@overload(_adder_layer)
-def _adder_layer_overload(width, x, w, out, scale, bias, res, ints, floats):
+@overload(_adder_chunk)
+def _adder_chunk_overload(width, x, w, out, scale, bias, res, ints, floats, chunk):
     # the kernel is chosen by the literal width when the caller is compiled, so that the driver of one width
     # compiles (and caches) only that width's kernel; a closure over the kernel itself would not be cached by numba
     if not isinstance(width, types.IntegerLiteral):
         return None
-    kernel = _FORWARD_KERNELS[width.literal_value]
+    kernel = _FORWARD_CHUNKS[width.literal_value]
 
-    def impl(width, x, w, out, scale, bias, res, ints, floats):  # pragma: no cover - compiled
-        kernel(x, w, out, scale, bias, res, ints, floats)
+    def impl(width, x, w, out, scale, bias, res, ints, floats, chunk):  # pragma: no cover - compiled
+        kernel(x, w, out, scale, bias, res, ints, floats, chunk)
 
-    return impl
+    return _unique_name(impl, f"_adder_chunk_width{width.literal_value}")
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def _max_pool_u8(src, dst, p):  # pragma: no cover - compiled
-    """Max-pool of the uint8 (N, H, W, C) map ``src`` into (N, Ho, Wo, C) ``dst`` (both flat); ``p`` in the order
-    of :data:`POOL_PARAMS`. Window taps in the padding are skipped (as ``F.max_pool2d`` pads with -inf)."""
+@intrinsic
+def _fetch_add(typingctx, counters, index):
+    """``counters[index] += 1`` as one atomic read-modify-write (sequentially consistent); returns the old value."""
+    sig = types.int64(types.Array(types.int64, 1, "C"), types.int64)
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        return builder.atomic_rmw("add", builder.gep(data, [args[1]]), ir.Constant(ir.IntType(64), 1), "seq_cst")
+
+    return sig, codegen
+
+
+@intrinsic
+def _load_acquire(typingctx, counters, index):
+    """``counters[index]`` as an atomic load with acquire order (what other threads wrote before their
+    :func:`_fetch_add` is visible after it)."""
+    sig = types.int64(types.Array(types.int64, 1, "C"), types.int64)
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        return builder.load_atomic(builder.gep(data, [args[1]]), "acquire", 8)
+
+    return sig, codegen
+
+
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
+
+
+@intrinsic
+def _spin_pause(typingctx):
+    """A spin-wait hint (``pause`` on x86: lets the sibling hyperthread run and saves power; nothing elsewhere)."""
+    sig = types.none()
+
+    def codegen(context, builder, signature, args):
+        if _X86:
+            pause = builder.module.declare_intrinsic("llvm.x86.sse2.pause", fnty=ir.FunctionType(ir.VoidType(), []))
+            builder.call(pause, [])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(cache=True, nogil=True)
+def _max_pool_chunk(src, dst, p, task):  # pragma: no cover - compiled
+    """Task ``task`` (:data:`_POOL_ROWS_PER_TASK` output rows) of the max-pool of the uint8 (N, H, W, C) map ``src``
+    into (N, Ho, Wo, C) ``dst`` (both flat); ``p`` in the order of :data:`POOL_PARAMS`. Window taps in the padding
+    are skipped (as ``F.max_pool2d`` pads with -inf)."""
     n, height, width, channels, h_out, w_out = p[0], p[1], p[2], p[3], p[4], p[5]
     kh, kw, sh, sw, ph, pw, dh, dw = p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13]
-    rows = n * h_out
-    tasks = (rows + _POOL_ROWS_PER_TASK - 1) // _POOL_ROWS_PER_TASK
-    for task in prange(tasks):
-        for row in range(task * _POOL_ROWS_PER_TASK, min(rows, (task + 1) * _POOL_ROWS_PER_TASK)):
-            b, oh = row // h_out, row % h_out
-            i_lo = max(0, (ph - oh * sh + dh - 1) // dh)  # the window's taps inside the map: i_lo <= i < i_hi
-            i_hi = min(kh, (height - 1 + ph - oh * sh) // dh + 1)
-            for ow in range(w_out):
-                o = ((b * h_out + oh) * w_out + ow) * channels
-                j_lo = max(0, (pw - ow * sw + dw - 1) // dw)
-                j_hi = min(kw, (width - 1 + pw - ow * sw) // dw + 1)
-                s = ((b * height + oh * sh - ph + i_lo * dh) * width + ow * sw - pw + j_lo * dw) * channels
-                for c in range(channels):
-                    dst[o + c] = src[s + c]
-                for i in range(i_lo, i_hi):
-                    for j in range(j_lo, j_hi):
-                        s = ((b * height + oh * sh - ph + i * dh) * width + ow * sw - pw + j * dw) * channels
-                        for c in range(channels):
-                            dst[o + c] = max(dst[o + c], src[s + c])
+    for row in range(task * _POOL_ROWS_PER_TASK, min(n * h_out, (task + 1) * _POOL_ROWS_PER_TASK)):
+        b, oh = row // h_out, row % h_out
+        i_lo = max(0, (ph - oh * sh + dh - 1) // dh)  # the window's taps inside the map: i_lo <= i < i_hi
+        i_hi = min(kh, (height - 1 + ph - oh * sh) // dh + 1)
+        for ow in range(w_out):
+            o = ((b * h_out + oh) * w_out + ow) * channels
+            j_lo = max(0, (pw - ow * sw + dw - 1) // dw)
+            j_hi = min(kw, (width - 1 + pw - ow * sw) // dw + 1)
+            s = ((b * height + oh * sh - ph + i_lo * dh) * width + ow * sw - pw + j_lo * dw) * channels
+            for c in range(channels):
+                dst[o + c] = src[s + c]
+            for i in range(i_lo, i_hi):
+                for j in range(j_lo, j_hi):
+                    s = ((b * height + oh * sh - ph + i * dh) * width + ow * sw - pw + j * dw) * channels
+                    for c in range(channels):
+                        dst[o + c] = max(dst[o + c], src[s + c])
 
 
 @intrinsic
@@ -134,17 +179,18 @@ def _copy8(typingctx, dst, src):
     return sig, codegen
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def _patches_u8(src, dst, p):  # pragma: no cover - compiled
-    """Patch rows of a one-channel uint8 (N, H, W, 1) map: ``dst`` (N, Ho, Wo, row_bytes) holds at position
-    (n, oh, ow) the ``kh * kw`` taps in (i, j) order (``zero_point`` in the padding), then zeros up to
-    ``row_bytes``; ``p`` in the order of :data:`PATCH_PARAMS`.
+@njit(cache=True, nogil=True)
+def _patches_chunk(src, dst, p, task):  # pragma: no cover - compiled
+    """Task ``task`` (:data:`_PATCH_ROWS_PER_TASK` output rows) of the patch rows of a one-channel uint8 (N, H, W, 1)
+    map: ``dst`` (N, Ho, Wo, row_bytes) holds at position (n, oh, ow) the ``kh * kw`` taps in (i, j) order
+    (``zero_point`` in the padding), then zeros up to ``row_bytes``; ``p`` in the order of :data:`PATCH_PARAMS`.
 
     A 1x1 adder layer on these rows, with the weights laid out the same way (zeros after the taps, so that the
     padding adds ``|0 - 0| = 0``), computes the same sums as the ``kh x kw`` layer on the map; its patch rows are
     read in place in full 8-byte steps instead of being gathered a few bytes at a time (LeNet-5's first layer: 25
     taps, 32 bytes). A kernel row of at most 8 taps inside the map is one 8-byte move (rows written in order, so
-    the bytes past a row are overwritten by the next one, and the tail is cleared last)."""
+    the bytes past a row are overwritten by the next one, and the tail is cleared last; never past the position's
+    own ``row_bytes``, which another task may be writing)."""
     n, height, width, h_out, w_out = p[0], p[1], p[2], p[4], p[5]
     kh, kw, sh, sw, ph, pw, dh, dw = p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13]
     zero_point, row_bytes = np.uint8(p[14]), p[15]
@@ -152,7 +198,8 @@ def _patches_u8(src, dst, p):  # pragma: no cover - compiled
     src_base, dst_base = np.int64(src.ctypes.data), np.int64(dst.ctypes.data)
     src_end = src_base + src.shape[0]
     moves = kw <= 8 and dw == 1
-    for row in prange(n * h_out):
+    last_move = row_bytes - 8  # the last tap at which an 8-byte move stays inside the position's row
+    for row in range(task * _PATCH_ROWS_PER_TASK, min(n * h_out, (task + 1) * _PATCH_ROWS_PER_TASK)):
         b, oh = row // h_out, row % h_out
         for ow in range(w_out):
             o = ((b * h_out + oh) * w_out + ow) * row_bytes
@@ -160,7 +207,8 @@ def _patches_u8(src, dst, p):  # pragma: no cover - compiled
             for i in range(kh):
                 ih = oh * sh - ph + i * dh
                 s = (b * height + ih) * width + iw0
-                if moves and 0 <= ih < height and iw0 >= 0 and iw0 + kw <= width and src_base + s + 8 <= src_end:
+                inside_row = 0 <= ih < height and iw0 >= 0 and iw0 + kw <= width
+                if moves and i * kw <= last_move and inside_row and src_base + s + 8 <= src_end:
                     _copy8(dst_base + o + i * kw, src_base + s)
                     continue
                 for j in range(kw):
@@ -169,6 +217,13 @@ def _patches_u8(src, dst, p):  # pragma: no cover - compiled
                     dst[o + i * kw + j] = src[s + j * dw] if inside else zero_point
             for e in range(taps, row_bytes):
                 dst[o + e] = 0
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _patches_u8(src, dst, p):  # pragma: no cover - compiled
+    """All the patch rows of :func:`_patches_chunk` (one step on its own, outside a plan)."""
+    for task in prange((p[0] * p[4] + _PATCH_ROWS_PER_TASK - 1) // _PATCH_ROWS_PER_TASK):
+        _patches_chunk(src, dst, p, task)
 
 
 STEM_TILE = 8  # output positions per register tile of the stem (x 8 or 16 float64 channels)
@@ -243,7 +298,7 @@ def _make_stem_tile(rows: int):
 _stem_tile8, _stem_tile16 = _make_stem_tile(1), _make_stem_tile(2)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _conv_stem_u8(src, dst, padded, weights, bias, p, inverse_scale):  # pragma: no cover - compiled
     """The float stem and the input quantiser in one pass: float32 (N, C, H, W) image ``src`` (flat) -> uint8
     (N, Ho, Wo, O) ``dst`` (flat); ``padded``: scratch for the zero-padded image in float64 (N, C, H + 2ph, W + 2pw)
@@ -259,53 +314,52 @@ def _conv_stem_u8(src, dst, padded, weights, bias, p, inverse_scale):  # pragma:
     zero_point)``), else 0; a max-pool after the ReLU is a uint8 max-pool step (max commutes with the monotone
     quantiser; values beyond ``|y / scale| ~ 2**31`` clamp, see :func:`_quantize_u8`). Padding taps read zeros
     (adding 0 changes no sum). Tiles of :data:`STEM_TILE` positions x 16 or 8 channels (:func:`_make_stem_tile`),
-    in parallel over output rows."""
-    n, channels, height, width = p[0], p[1], p[2], p[3]
-    kh, kw, ph, pw, dh, dw = p[7], p[8], p[11], p[12], p[13], p[14]
+    in parallel: first the padded image (:func:`_pad_chunk`), then the output rows (:func:`_stem_chunk`)."""
+    n, channels, height, h_out, ph = p[0], p[1], p[2], p[5], p[11]
+    for task in prange(-(-n * channels * (height + 2 * ph) // _STEM_ROWS_PER_TASK)):
+        _pad_chunk(src, padded, p, task)
+    for task in prange(-(-n * h_out // _STEM_ROWS_PER_TASK)):
+        _stem_chunk(padded, dst, weights, bias, p, inverse_scale, task)
+
+
+@njit(cache=True, nogil=True)
+def _pad_chunk(src, padded, p, task):  # pragma: no cover - compiled
+    """Task ``task`` (:data:`_STEM_ROWS_PER_TASK` rows of (N, C, H + 2ph)) of the stem's float64 zero-padded image:
+    the float32 (N, C, H, W) ``src`` into ``padded`` (N, C, H + 2ph, W + 2pw), zeros around; ``p`` in the order of
+    :data:`STEM_PARAMS`."""
+    n, channels, height, width, ph, pw = p[0], p[1], p[2], p[3], p[11], p[12]
     hp, wp = height + 2 * ph, width + 2 * pw
-    _pad_f64(src, padded, n * channels, height, width, ph, pw)
+    for row in range(task * _STEM_ROWS_PER_TASK, min(n * channels * hp, (task + 1) * _STEM_ROWS_PER_TASK)):
+        r = row % hp
+        o = row * wp
+        if r < ph or r >= ph + height:
+            padded[o : o + wp] = 0.0
+            continue
+        s = (row // hp * height + r - ph) * width
+        padded[o : o + pw] = 0.0
+        for col in range(width):
+            padded[o + pw + col] = np.float64(src[s + col])
+        padded[o + pw + width : o + wp] = 0.0
+
+
+@njit(cache=True, nogil=True)
+def _stem_chunk(padded, dst, weights, bias, p, inverse_scale, task):  # pragma: no cover - compiled
+    """Task ``task`` (:data:`_STEM_ROWS_PER_TASK` output rows of (N * Ho)) of :func:`_conv_stem_u8`, from the padded
+    image of :func:`_pad_chunk`."""
+    n, channels, height, width, out_channels, h_out, w_out = p[0], p[1], p[2], p[3], p[4], p[5], p[6]
+    kh, kw, sh, sw, ph, pw, dh, dw = p[7], p[8], p[9], p[10], p[11], p[12], p[13], p[14]
+    zero_point, qmin, out_padded = np.float32(p[15]), np.float32(p[16]), p[17]
+    hp, wp = height + 2 * ph, width + 2 * pw
     offsets = np.empty(channels * kh * kw, dtype=np.int64)  # tap (c, i, j) relative to a position's origin
     for c in range(channels):
         for i in range(kh):
             for j in range(kw):
                 offsets[(c * kh + i) * kw + j] = (c * hp + i * dh) * wp + j * dw
-    _stem_rows(padded, dst, offsets, weights, bias, p, inverse_scale)
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def _pad_f64(src, padded, planes, height, width, ph, pw):  # pragma: no cover - compiled
-    """The ``planes`` float32 (H, W) planes of ``src`` into float64 (H + 2ph, W + 2pw) planes of ``padded``, zeros
-    around (one parallel loop per function: see :func:`_conv_stem_u8`)."""
-    hp, wp = height + 2 * ph, width + 2 * pw
-    rows = planes * hp
-    for task in prange((rows + _STEM_ROWS_PER_TASK - 1) // _STEM_ROWS_PER_TASK):  # the zero-padded image
-        for row in range(task * _STEM_ROWS_PER_TASK, min(rows, (task + 1) * _STEM_ROWS_PER_TASK)):  # (N, C, Hp, Wp)
-            r = row % hp
-            o = row * wp
-            if r < ph or r >= ph + height:
-                padded[o : o + wp] = 0.0
-                continue
-            s = (row // hp * height + r - ph) * width
-            padded[o : o + pw] = 0.0
-            for col in range(width):
-                padded[o + pw + col] = np.float64(src[s + col])
-            padded[o + pw + width : o + wp] = 0.0
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def _stem_rows(padded, dst, offsets, weights, bias, p, inverse_scale):  # pragma: no cover - compiled
-    """The output rows of :func:`_conv_stem_u8`, in parallel tasks of :data:`_STEM_ROWS_PER_TASK` rows."""
-    n, channels, height, width, out_channels, h_out, w_out = p[0], p[1], p[2], p[3], p[4], p[5], p[6]
-    sh, sw, ph, pw = p[9], p[10], p[11], p[12]
-    zero_point, qmin, out_padded = np.float32(p[15]), np.float32(p[16]), p[17]
-    hp, wp = height + 2 * ph, width + 2 * pw
-    rows = n * h_out
-    for task in prange((rows + _STEM_ROWS_PER_TASK - 1) // _STEM_ROWS_PER_TASK):
-        origins = np.empty(STEM_TILE, dtype=np.int64)
-        stage = np.empty(STEM_TILE * 8, dtype=np.uint8)
-        for row in range(task * _STEM_ROWS_PER_TASK, min(rows, (task + 1) * _STEM_ROWS_PER_TASK)):
-            _stem_row(padded, dst, origins, stage, offsets, weights, bias, row, channels, hp, wp, h_out, w_out, sh, sw,
-                      out_channels, out_padded, inverse_scale, zero_point, qmin)
+    origins = np.empty(STEM_TILE, dtype=np.int64)
+    stage = np.empty(STEM_TILE * 8, dtype=np.uint8)
+    for row in range(task * _STEM_ROWS_PER_TASK, min(n * h_out, (task + 1) * _STEM_ROWS_PER_TASK)):
+        _stem_row(padded, dst, origins, stage, offsets, weights, bias, row, channels, hp, wp, h_out, w_out, sh, sw,
+                  out_channels, out_padded, inverse_scale, zero_point, qmin)
 
 
 @njit(cache=True, inline="always")
@@ -387,40 +441,43 @@ def _quantize_16(typingctx, src, s_off, dst, d_off, inverse_scale, zero_point):
 
 
 @njit(cache=True, nogil=True)
-def _quantize_u8(src, dst, p, inverse_scale):  # pragma: no cover - compiled
-    """``torch.quantize_per_tensor``'s quantiser (as in :func:`_conv_stem_u8`, without the convolution) from the
-    float32 (N, C, H, W) ``src`` into the uint8 (N, H, W, C) ``dst`` (both flat); ``p`` in the order of
-    :data:`QUANTIZE_PARAMS`. In parallel over rows. Equal to torch's bytes for finite values with ``|x / scale| <
-    2**31``: beyond, torch's int32 conversion overflows (e.g. +inf can give byte 0), here they clamp."""
+def _quantize_chunk(src, dst, p, inverse_scale, task):  # pragma: no cover - compiled
+    """Task ``task`` of ``torch.quantize_per_tensor``'s quantiser (as in :func:`_conv_stem_u8`, without the
+    convolution) from the float32 (N, C, H, W) ``src`` into the uint8 (N, H, W, C) ``dst`` (both flat); ``p`` in the
+    order of :data:`QUANTIZE_PARAMS`. A task: :data:`_QUANTIZE_TASK` values of a one-channel image ((N, 1, H, W) is
+    (N, H, W, 1): 16 values at a time), else :data:`_QUANTIZE_ROWS_PER_TASK` rows of (N * H). Equal to torch's bytes
+    for finite values with ``|x / scale| < 2**31``: beyond, torch's int32 conversion overflows (e.g. +inf can give
+    byte 0), here they clamp."""
     n, channels, height, width, zero_point = p[0], p[1], p[2], p[3], np.float32(p[4])
-    if channels == 1:  # (N, 1, H, W) is (N, H, W, 1)
-        _quantize_flat(src, dst, n * height * width, inverse_scale, zero_point)
-    else:
-        _quantize_channels(src, dst, n, channels, height, width, inverse_scale, zero_point)
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def _quantize_flat(src, dst, size, inverse_scale, zero_point):  # pragma: no cover - compiled
-    """The quantiser on ``size`` values in place order, 16 at a time, in tasks of :data:`_QUANTIZE_TASK`."""
-    for task in prange((size + _QUANTIZE_TASK - 1) // _QUANTIZE_TASK):
-        start, end = task * _QUANTIZE_TASK, min(size, (task + 1) * _QUANTIZE_TASK)
+    if channels == 1:
+        start, end = task * _QUANTIZE_TASK, min(n * height * width, (task + 1) * _QUANTIZE_TASK)
         vector_end = start + (end - start) // 16 * 16
         for i in range(start, vector_end, 16):
             _quantize_16(src, i, dst, i, inverse_scale, zero_point)
         for i in range(vector_end, end):
             dst[i] = _quantize_one(src[i], inverse_scale, zero_point)
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def _quantize_channels(src, dst, n, channels, height, width, inverse_scale, zero_point):  # pragma: no cover
-    """The quantiser from (N, C, H, W) to (N, H, W, C), in parallel over rows."""
-    for row in prange(n * height):
+        return
+    for row in range(task * _QUANTIZE_ROWS_PER_TASK, min(n * height, (task + 1) * _QUANTIZE_ROWS_PER_TASK)):
         b, h = row // height, row % height
         for c in range(channels):
             s = ((b * channels + c) * height + h) * width
             d = row * width * channels + c
             for col in range(width):
                 dst[d + col * channels] = _quantize_one(src[s + col], inverse_scale, zero_point)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _quantize_u8(src, dst, p, inverse_scale):  # pragma: no cover - compiled
+    """All the tasks of :func:`_quantize_chunk` (one step on its own, outside a plan)."""
+    for task in prange(_quantize_tasks(p[0], p[1], p[2], p[3])):
+        _quantize_chunk(src, dst, p, inverse_scale, task)
+
+
+@njit(cache=True)
+def _quantize_tasks(n, channels, height, width):  # pragma: no cover - compiled
+    if channels == 1:
+        return -(-n * height * width // _QUANTIZE_TASK)
+    return -(-n * height // _QUANTIZE_ROWS_PER_TASK)
 
 
 @njit(cache=True, inline="always")
@@ -433,58 +490,100 @@ def _view(buffer, offset, length, x, out, arena):  # pragma: no cover - compiled
 
 
 def _make_driver(width: int):
-    def _run(x, out, arena, weights, scales, biases, table, params, fparams):  # pragma: no cover - compiled
-        for s in range(table.shape[0]):
+    """The drivers of vector ``width``: ``(serial, parallel)``, see :func:`run_steps`."""
+
+    def _work(x, out, arena, weights, scales, biases, table, params, fparams, phases, counters):  # pragma: no cover
+        """One thread's share of all the phases: claims the next task of the current phase until none is left,
+        then waits until every task of the phase is done (the next phase reads what this one wrote). A thread that
+        runs alone, or starts late, finds the tasks left unclaimed: no task waits for a given thread."""
+        for ph in range(phases.shape[0]):
+            s, phase, tasks = phases[ph, 0], phases[ph, 1], phases[ph, 2]
             t = table[s]
+            kind = t[0]
             src = _view(t[1], t[2], t[3], x, out, arena)
             dst = _view(t[4], t[5], t[6], x, out, arena)
-            if t[0] == STEP_MAX_POOL:
-                _max_pool_u8(src, dst, params[s])
-                continue
-            if t[0] == STEP_PATCHES:
-                _patches_u8(src, dst, params[s])
-                continue
-            if t[0] == STEP_QUANTIZE or t[0] == STEP_CONV_STEM:  # run by _run_float_steps
-                continue
-            res = _view(t[7], t[8], t[9], x, out, arena)
-            # packed weights (G, B, S, 8, 8)
-            w = weights[t[10] : t[10] + t[11]].reshape((t[12], t[13], t[14], 8, 8))
-            scale = scales[t[15] : t[15] + t[16]]
-            bias = biases[t[15] : t[15] + t[16]]
-            _adder_layer(width, src, w, dst, scale, bias, res, params[s], fparams[s])
+            res = _view(t[7], t[8], t[9], x, out, arena)  # a stem: its float64 scratch
+            while True:
+                task = _fetch_add(counters, 2 * ph)
+                if task >= tasks:
+                    break
+                if kind == STEP_ADDER:
+                    w = weights[t[10] : t[10] + t[11]].reshape((t[12], t[13], t[14], 8, 8))  # (G, B, S, 8, 8)
+                    _adder_chunk(width, src, w, dst, scales[t[15] : t[15] + t[16]], biases[t[15] : t[15] + t[16]],
+                                 res, params[s], fparams[s], task)
+                elif kind == STEP_MAX_POOL:
+                    _max_pool_chunk(src, dst, params[s], task)
+                elif kind == STEP_PATCHES:
+                    _patches_chunk(src, dst, params[s], task)
+                elif kind == STEP_QUANTIZE:
+                    _quantize_chunk(src.view(np.float32), dst, params[s], fparams[s][0], task)
+                elif phase == 0:  # STEP_CONV_STEM: the padded image
+                    _pad_chunk(src.view(np.float32), res.view(np.float64), params[s], task)
+                else:  # weights (C, kh, kw, O8) in scales, bias (O8,) in biases
+                    _stem_chunk(res.view(np.float64), dst, scales[t[15] : t[15] + t[16]],
+                                biases[t[15] : t[15] + params[s][17]], params[s], fparams[s][0], task)
+                _fetch_add(counters, 2 * ph + 1)
+            while _load_acquire(counters, 2 * ph + 1) < tasks:
+                _spin_pause()
 
-    # not cached: on this branch a width's driver loaded from numba's cache crashed (the width-0 driver, in a process
-    # that had loaded the width-64 one; the same code compiled afresh runs; cause not found yet). Compiling it costs
-    # ~3 s on the first forward of a process; its kernels stay cached.
-    _run.__name__ = _run.__qualname__ = f"run_steps_width{width}"
-    return njit(cache=False, nogil=True)(_run)
+    # cached like its kernels: every per-width closure it calls has a name of its own (see _unique_name), else a
+    # width's driver loaded from the cache could call another width's kernel
+    work = njit(cache=True, nogil=True)(_unique_name(_work, f"work_width{width}"))
 
+    def _serial(x, out, arena, weights, scales, biases, table, params, fparams, phases, counters):  # pragma: no cover
+        work(x, out, arena, weights, scales, biases, table, params, fparams, phases, counters)
 
-@njit(cache=True, nogil=True)
-def _run_float_steps(x, out, arena, weights, scales, biases, table, params, fparams):  # pragma: no cover - compiled
-    """The steps of ``table`` that read a float image (stem, quantiser; at the start of a segment), which the
-    width's driver skips: one more compiled call (~1 us), cached, whatever the width."""
-    for s in range(table.shape[0]):
-        t = table[s]
-        src = _view(t[1], t[2], t[3], x, out, arena)
-        dst = _view(t[4], t[5], t[6], x, out, arena)
-        if t[0] == STEP_QUANTIZE:
-            _quantize_u8(src.view(np.float32), dst, params[s], fparams[s][0])
-        elif t[0] == STEP_CONV_STEM:  # weights (C, kh, kw, O8) in scales, bias (O8,) in biases, scratch as res
-            padded = _view(t[7], t[8], t[9], x, out, arena).view(np.float64)
-            _conv_stem_u8(src.view(np.float32), dst, padded, scales[t[15] : t[15] + t[16]],
-                          biases[t[15] : t[15] + params[s][17]], params[s], fparams[s][0])
+    def _parallel(x, out, arena, weights, scales, biases, table, params, fparams, phases, counters,
+                  workers):  # pragma: no cover - compiled
+        for _ in prange(workers):  # one parallel region for the whole forward
+            work(x, out, arena, weights, scales, biases, table, params, fparams, phases, counters)
+
+    return (njit(cache=True, nogil=True)(_unique_name(_serial, f"run_steps_serial_width{width}")),
+            njit(cache=True, nogil=True, parallel=True)(_unique_name(_parallel, f"run_steps_parallel_width{width}")))
 
 
 _DRIVERS = {vec: _make_driver(vec) for vec in TILES}
 
 
+def step_phases(table: np.ndarray, params: np.ndarray) -> np.ndarray:
+    """The phases of a step table, int64 (P, 3): (step, phase of the step, tasks). A phase's tasks run in any
+    order on any thread; a phase starts when the one before it is done. A stem step has two phases (the padded
+    image, then the output rows), the others one."""
+    rows = []
+    for s, (t, p) in enumerate(zip(table, params)):
+        kind = int(t[0])
+        if kind == STEP_ADDER:
+            rows.append((s, 0, int(p[24])))  # num_chunks (adder_u8_numba._INT_ARGS)
+        elif kind == STEP_MAX_POOL:
+            rows.append((s, 0, -(-int(p[0] * p[4]) // _POOL_ROWS_PER_TASK)))
+        elif kind == STEP_PATCHES:
+            rows.append((s, 0, -(-int(p[0] * p[4]) // _PATCH_ROWS_PER_TASK)))
+        elif kind == STEP_QUANTIZE:
+            rows.append((s, 0, int(_quantize_tasks(*(int(v) for v in p[:4])))))
+        else:  # STEP_CONV_STEM
+            n, channels, height, h_out, ph = (int(p[i]) for i in (0, 1, 2, 5, 11))
+            rows.append((s, 0, -(-n * channels * (height + 2 * ph) // _STEM_ROWS_PER_TASK)))
+            rows.append((s, 1, -(-n * h_out // _STEM_ROWS_PER_TASK)))
+    return np.array(rows, dtype=np.int64).reshape(-1, 3)
+
+
 def run_steps(width: int, x: np.ndarray, out: np.ndarray, arena: np.ndarray, weights: np.ndarray,
               scales: np.ndarray, biases: np.ndarray, table: np.ndarray, params: np.ndarray, fparams: np.ndarray,
-              ) -> None:
+              phases: np.ndarray | None = None, workers: int = 1) -> None:
     """Runs the steps of ``table`` (see the module docstring) with the kernels of vector ``width``: ``x``, ``out``,
     ``arena`` and ``weights`` flat uint8 arrays, ``scales`` and ``biases`` flat float32 arrays, ``table`` int64
-    (steps, len(STEP_FIELDS)), ``params`` int64 (steps, PARAM_COUNT), ``fparams`` float32 (steps, 4)."""
-    if table.shape[0] and (table[0, 0] == STEP_CONV_STEM or table[0, 0] == STEP_QUANTIZE):  # float steps first
-        _run_float_steps(x, out, arena, weights, scales, biases, table, params, fparams)
-    _DRIVERS[width](x, out, arena, weights, scales, biases, table, params, fparams)
+    (steps, len(STEP_FIELDS)), ``params`` int64 (steps, PARAM_COUNT), ``fparams`` float32 (steps, 4); ``phases``:
+    :func:`step_phases` of the table (computed when ``None``).
+
+    ``workers`` threads share the tasks of each phase; with more than one, the whole table runs in one parallel
+    region (one wake-up of numba's thread pool per call, where a parallel loop per step wakes the sleeping pool
+    once per step: ~50 us each on a 2-core machine with ``OMP_WAIT_POLICY=PASSIVE``); the threads wait for each
+    other between phases by spinning, only within the call."""
+    if phases is None:
+        phases = step_phases(table, params)
+    counters = np.zeros(2 * len(phases), dtype=np.int64)  # per phase: tasks claimed, tasks done
+    serial, parallel = _DRIVERS[width]
+    if workers <= 1:
+        serial(x, out, arena, weights, scales, biases, table, params, fparams, phases, counters)
+    else:
+        parallel(x, out, arena, weights, scales, biases, table, params, fparams, phases, counters, workers)
