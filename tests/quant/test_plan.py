@@ -127,3 +127,39 @@ def test_float_stem_and_quantiser_run_inside_the_compiled_call():
         with plans_disabled():
             assert torch.equal(after, qmodel(x))
         assert not torch.equal(after, before)
+
+
+def _random_adder(gen: torch.Generator, c_in: int, c_out: int, k: int, padding: int, zero_point: int,
+                  output: str = "uint8") -> QuantizedAdder2d:
+    layer = QuantizedAdder2d(c_in, c_out, (k, k), padding=(padding, padding), output=output)
+    layer.set_weight(torch.randint(0, 256, (c_out, c_in, k, k), generator=gen, dtype=torch.uint8), zero_point)
+    scale = (torch.rand(c_out, generator=gen) + 0.5) * 0.1 / (c_in * k * k)  # about 0.1 x the mean |a - b|
+    layer.set_epilogue(-scale, torch.rand(c_out, generator=gen) * 100 + 150, qmin=5, qmax=250)
+    return layer
+
+
+def test_channels_padded_to_eight_change_no_sum():
+    """A uint8 layer with 6 output channels, read through a max-pool by a padded 3x3 layer (input zero point 37)
+    whose 6 outputs a 1x1 layer reads: the plan runs them with 8 channels (scalar epilogues avoided) and the logits
+    equal the modules' (the padding channels hold the readers' zero point, their weights too: |z - z| = 0, also
+    at the padded border)."""
+    from frugalvision.quant.modules import QuantizeInput
+    from frugalvision.quant.networks import MaxPoolUint8, QuantizedChain
+
+    gen = torch.Generator().manual_seed(3)
+    quant = QuantizeInput()
+    quant.set_qparams(QParams(0.05, 20))
+    conv1 = _random_adder(gen, 3, 6, 3, 1, 20)
+    conv2 = _random_adder(gen, 6, 6, 3, 1, 37)  # reads conv1's output: its zero point is conv1's output's
+    conv3 = _random_adder(gen, 6, 4, 1, 0, 91, output="float32")
+    conv1.set_epilogue(conv1.scale, conv1.bias, qmin=37, qmax=250)  # a ReLU at the zero point 37
+    chain = QuantizedChain(nn.Sequential(quant, conv1, MaxPoolUint8(nn.MaxPool2d(2)), conv2, conv3))
+    steps = [s for item in compile_plan(chain).program if hasattr(item, "steps") for s in item.steps]
+    widths = [(s.layer.in_channels, s.layer.out_channels) for s in steps if hasattr(s, "layer")]
+    assert widths == [(3, 8), (8, 8), (8, 4)]
+    x = torch.randn(3, 3, 11, 9, generator=gen) * 2
+    with torch.no_grad():
+        out = chain(x)
+        with plans_disabled():
+            reference = chain(x)
+    assert torch.equal(out, reference)

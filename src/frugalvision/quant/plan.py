@@ -65,6 +65,10 @@ __all__ = ["IntegerPlan", "LoweringError", "PlanBuilder", "compile_plan", "plan_
 _ITEM_BYTES = {"uint8": 1, "int32": 4, "float32": 4, "float64": 8}
 _TORCH_DTYPES = {"uint8": torch.uint8, "int32": torch.int32, "float32": torch.float32}
 _ALIGN = 64  # bytes: every arena slot starts on a cache line
+# A segment with fewer |a - b| terms per call runs on one thread: waking numba's sleeping pool (one parallel region
+# per call) cost ~25 us on this 2-core machine; measured: LeNet-5-BN at batch 1 (0.4 M terms) 0.060 ms on one thread
+# against 0.084 ms on two, at batch 8 (3.3 M) 0.205 against 0.188, ResNet-20 at batch 1 (40 M) 0.45 against 0.32
+PARALLEL_MIN_TERMS = 2_000_000
 
 
 class LoweringError(FrugalVisionError):
@@ -232,6 +236,58 @@ def _packed_patch_layer(layer: QuantizedAdder2d, row_bytes: int) -> QuantizedAdd
     return packed
 
 
+def _pad_channels(steps: list[Step]) -> None:
+    """Rounds up to a multiple of 8 the output channels of the uint8 adder layers whose outputs only adder layers
+    read (directly or through max-pools), and those readers' input channels. The kernels store a tile's 8 channels
+    as one vector; with fewer in a row (LeNet-5's 6) they go through a scalar epilogue, ~10x slower. The padding
+    channels hold the readers' input zero point ``z`` (weights 0, scale 0, bias ``z``: every sum gives ``z``), and
+    the readers' weights for them are ``z``, as is their padding: ``|z - z| = 0``, so every sum is unchanged."""
+    readers: dict[int, list[Step]] = {}
+    for step in steps:
+        for value in (step.input, getattr(step, "residual", None)):
+            if value is not None:
+                readers.setdefault(value, []).append(step)
+    for step in steps:
+        layer = step.layer if isinstance(step, AdderStep) else None
+        if layer is None or layer.output != "uint8" or layer.residual or layer.groups != 1 \
+                or layer.out_channels % 8 == 0:
+            continue
+        adders, values, movable = [], [step.output], True
+        while values and movable:
+            value = values.pop()
+            movable = bool(readers.get(value))  # none: the plan's result
+            for reader in readers.get(value, []):
+                if isinstance(reader, MaxPoolStep):
+                    values.append(reader.output)
+                elif isinstance(reader, AdderStep) and reader.residual != value and reader.layer.groups == 1:
+                    adders.append(reader)
+                else:
+                    movable = False
+        zero_points = {reader.layer.zero_point for reader in adders}
+        if not movable or len(zero_points) != 1 or not layer.qmin <= (fill := zero_points.pop()) <= layer.qmax:
+            continue
+        channels = -(-layer.out_channels // 8) * 8
+        step.source, step.layer = step.source or layer, _resized(layer, layer.in_channels, channels, fill)
+        for reader in adders:
+            reader.source = reader.source or reader.layer
+            reader.layer = _resized(reader.layer, channels, reader.layer.out_channels, fill)
+
+
+def _resized(layer: QuantizedAdder2d, in_channels: int, out_channels: int, fill: int) -> QuantizedAdder2d:
+    """``layer`` (groups 1) with more input and output channels: weights ``fill`` on the new inputs and 0 on the new
+    outputs, whose scale is 0 and bias ``fill``; the same geometry and epilogue."""
+    weight = torch.zeros(out_channels, in_channels, *layer.kernel_size, dtype=torch.uint8)
+    weight[:, layer.in_channels :] = fill
+    weight[: layer.out_channels, : layer.in_channels] = layer.weight_q
+    scale, bias = torch.zeros(out_channels), torch.full((out_channels,), float(fill))
+    scale[: layer.out_channels], bias[: layer.out_channels] = layer.scale, layer.bias
+    resized = QuantizedAdder2d(in_channels, out_channels, layer.kernel_size, layer.stride, layer.padding,
+                               layer.dilation, output=layer.output, residual=layer.residual)
+    resized.set_weight(weight, layer.zero_point)
+    resized.set_epilogue(scale, bias, layer.qmin, layer.qmax, layer.residual_zero_point, layer.residual_scale)
+    return resized
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Lowerings of the integer networks
 
@@ -331,6 +387,7 @@ class _Bound:
     out_shape: tuple[int, ...]
     out_dtype: torch.dtype
     phases: np.ndarray  # step_phases(table, params)
+    workers: int  # threads that run the segment (1: no parallel region)
     arenas: list[np.ndarray] = field(default_factory=list)
 
 
@@ -377,6 +434,7 @@ class IntegerSegment:
         n = shape[0]
         shapes: dict[int, tuple[tuple[int, ...], str]] = {self.input: (shape, "uint8")}
         calls = []  # per step: (ints, floats) of the kernel
+        terms = 0
         if self.float_input:
             shapes[self.input] = (shape, "float32")
         for index, step in enumerate(self.steps):
@@ -427,6 +485,7 @@ class IntegerSegment:
                     layer.residual_zero_point, layer.residual_scale, layer.output, layer.qmin, layer.qmax, threads)
                 shapes[step.output] = (out_shape, layer.output)
                 calls.append((ints, floats))
+                terms += int(np.prod(out_shape)) * layer.weight_q[0].numel()  # |a - b| terms of the layer
             else:
                 (kh, kw), (sh, sw), (ph, pw), (dh, dw) = _pool_geometry(step.pool)
                 _, height, width_in, channels = in_shape
@@ -456,8 +515,9 @@ class IntegerSegment:
         fparams = np.stack([c[1] for c in calls])
         out_shape, out_dtype = shapes[self.output]
         arena_bytes = max((p[1] + p[2] for p in places.values() if p[0] == BUFFER_ARENA), default=0) + _ALIGN
+        workers = threads if terms >= PARALLEL_MIN_TERMS else 1
         return _Bound(table, params, fparams, arena_bytes, out_shape, _TORCH_DTYPES[out_dtype],
-                      step_phases(table, params))
+                      step_phases(table, params), workers)
 
     def _allocate(self, shapes: dict[int, tuple[tuple[int, ...], str]]) -> dict[int, tuple[int, int, int]]:
         """(buffer, byte offset, bytes) of every value: the input and output in their own tensors, the others in
@@ -501,7 +561,7 @@ class IntegerSegment:
         try:
             run_steps(width, x.view(-1).view(torch.uint8).numpy(), out.view(-1).view(torch.uint8).numpy(), arena,
                       self.weights, self.scales, self.biases, bound.table, bound.params, bound.fparams, bound.phases,
-                      threads)
+                      bound.workers)
         finally:
             bound.arenas.append(arena)  # one arena per concurrent caller of this shape
         return out
@@ -533,6 +593,7 @@ class IntegerPlan:
         if lowering is None:
             raise LoweringError(f"no lowering registered for {type(model).__name__}")
         self.result = lowering(model, builder, 0)
+        _pad_channels(builder.steps)
         self.program: list[TorchStep | IntegerSegment] = []
         run: list[IntegerStep] = []
         for step in [*builder.steps, None]:

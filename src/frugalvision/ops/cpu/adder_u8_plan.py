@@ -147,6 +147,8 @@ def _max_pool_chunk(src, dst, p, task):  # pragma: no cover - compiled
     are skipped (as ``F.max_pool2d`` pads with -inf)."""
     n, height, width, channels, h_out, w_out = p[0], p[1], p[2], p[3], p[4], p[5]
     kh, kw, sh, sw, ph, pw, dh, dw = p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13]
+    src_base, dst_base = np.int64(src.ctypes.data), np.int64(dst.ctypes.data)
+    vector_end = channels // 8 * 8  # channels taken 8 at a time (one 64-bit vector of bytes)
     for row in range(task * _POOL_ROWS_PER_TASK, min(n * h_out, (task + 1) * _POOL_ROWS_PER_TASK)):
         b, oh = row // h_out, row % h_out
         i_lo = max(0, (ph - oh * sh + dh - 1) // dh)  # the window's taps inside the map: i_lo <= i < i_hi
@@ -156,13 +158,32 @@ def _max_pool_chunk(src, dst, p, task):  # pragma: no cover - compiled
             j_lo = max(0, (pw - ow * sw + dw - 1) // dw)
             j_hi = min(kw, (width - 1 + pw - ow * sw) // dw + 1)
             s = ((b * height + oh * sh - ph + i_lo * dh) * width + ow * sw - pw + j_lo * dw) * channels
-            for c in range(channels):
+            for c in range(0, vector_end, 8):
+                _copy8(dst_base + o + c, src_base + s + c)
+            for c in range(vector_end, channels):
                 dst[o + c] = src[s + c]
             for i in range(i_lo, i_hi):
                 for j in range(j_lo, j_hi):
                     s = ((b * height + oh * sh - ph + i * dh) * width + ow * sw - pw + j * dw) * channels
-                    for c in range(channels):
+                    for c in range(0, vector_end, 8):
+                        _max8(dst_base + o + c, src_base + s + c)
+                    for c in range(vector_end, channels):
                         dst[o + c] = max(dst[o + c], src[s + c])
+
+
+@intrinsic
+def _max8(typingctx, dst, src):
+    """The 8 bytes at the integer address ``dst`` become their lane-wise unsigned maximum with those at ``src``."""
+    sig = types.none(types.int64, types.int64)
+
+    def codegen(context, builder, signature, args):
+        v8 = ir.VectorType(ir.IntType(8), 8)
+        umax = builder.module.declare_intrinsic("llvm.umax.v8i8", fnty=ir.FunctionType(v8, [v8, v8]))
+        d, s = (builder.inttoptr(a, v8.as_pointer()) for a in args)
+        builder.store(builder.call(umax, [builder.load(d, align=1), builder.load(s, align=1)]), d, align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 @intrinsic
@@ -179,6 +200,23 @@ def _copy8(typingctx, dst, src):
     return sig, codegen
 
 
+@intrinsic
+def _keep_low_bytes(typingctx, address, keep):
+    """Zeroes the 8 bytes at the integer ``address`` but the first ``keep`` (0 < keep < 8; one unaligned 64-bit
+    load, mask and store)."""
+    sig = types.none(types.int64, types.int64)
+
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        pointer = builder.inttoptr(args[0], i64.as_pointer())
+        mask = builder.sub(builder.shl(ir.Constant(i64, 1), builder.mul(args[1], ir.Constant(i64, 8))),
+                           ir.Constant(i64, 1))  # little-endian: the first bytes are the low ones
+        builder.store(builder.and_(builder.load(pointer, align=1), mask), pointer, align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @njit(cache=True, nogil=True)
 def _patches_chunk(src, dst, p, task):  # pragma: no cover - compiled
     """Task ``task`` (:data:`_PATCH_ROWS_PER_TASK` output rows) of the patch rows of a one-channel uint8 (N, H, W, 1)
@@ -188,35 +226,41 @@ def _patches_chunk(src, dst, p, task):  # pragma: no cover - compiled
     A 1x1 adder layer on these rows, with the weights laid out the same way (zeros after the taps, so that the
     padding adds ``|0 - 0| = 0``), computes the same sums as the ``kh x kw`` layer on the map; its patch rows are
     read in place in full 8-byte steps instead of being gathered a few bytes at a time (LeNet-5's first layer: 25
-    taps, 32 bytes). A kernel row of at most 8 taps inside the map is one 8-byte move (rows written in order, so
-    the bytes past a row are overwritten by the next one, and the tail is cleared last; never past the position's
-    own ``row_bytes``, which another task may be writing)."""
+    taps, 32 bytes). For each output row and kernel row, the image row is copied once into a padded line (the
+    ``zero_point`` around it); a kernel row of at most 8 taps is then one 8-byte move per position (kernel rows
+    written in order, so the bytes past one are rewritten by the next, and the tail is cleared last; never past the
+    position's own ``row_bytes``, which another task may be writing)."""
     n, height, width, h_out, w_out = p[0], p[1], p[2], p[4], p[5]
     kh, kw, sh, sw, ph, pw, dh, dw = p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13]
     zero_point, row_bytes = np.uint8(p[14]), p[15]
     taps = kh * kw
-    src_base, dst_base = np.int64(src.ctypes.data), np.int64(dst.ctypes.data)
-    src_end = src_base + src.shape[0]
+    span = (w_out - 1) * sw + (kw - 1) * dw + 1  # bytes of a padded image row that a row of positions reads
+    line = np.full(span + 8, zero_point, dtype=np.uint8)  # one padded image row (+ 8: the last 8-byte move)
+    line_base, dst_base = np.int64(line.ctypes.data), np.int64(dst.ctypes.data)
     moves = kw <= 8 and dw == 1
-    last_move = row_bytes - 8  # the last tap at which an 8-byte move stays inside the position's row
     for row in range(task * _PATCH_ROWS_PER_TASK, min(n * h_out, (task + 1) * _PATCH_ROWS_PER_TASK)):
         b, oh = row // h_out, row % h_out
-        for ow in range(w_out):
-            o = ((b * h_out + oh) * w_out + ow) * row_bytes
-            iw0 = ow * sw - pw
-            for i in range(kh):
-                ih = oh * sh - ph + i * dh
-                s = (b * height + ih) * width + iw0
-                inside_row = 0 <= ih < height and iw0 >= 0 and iw0 + kw <= width
-                if moves and i * kw <= last_move and inside_row and src_base + s + 8 <= src_end:
-                    _copy8(dst_base + o + i * kw, src_base + s)
-                    continue
+        first = (b * h_out + oh) * w_out * row_bytes  # the row's first position
+        for i in range(kh):  # kernel row i of every position of the row, from one padded image row
+            ih = oh * sh - ph + i * dh
+            inside = 0 <= ih < height
+            for col in range(span):
+                iw = col - pw
+                line[col] = src[(b * height + ih) * width + iw] if inside and 0 <= iw < width else zero_point
+            if moves and i * kw + 8 <= row_bytes:  # 8-byte moves; the bytes past the kernel row are rewritten
+                for ow in range(w_out):  # by row i + 1 or cleared below
+                    _copy8(dst_base + first + ow * row_bytes + i * kw, line_base + ow * sw)
+                continue
+            for ow in range(w_out):
                 for j in range(kw):
-                    iw = iw0 + j * dw
-                    inside = 0 <= ih < height and 0 <= iw < width
-                    dst[o + i * kw + j] = src[s + j * dw] if inside else zero_point
+                    dst[first + ow * row_bytes + i * kw + j] = line[ow * sw + j * dw]
+        keep = taps - (row_bytes - 8)  # bytes of the taps in a position's last 8 bytes
+        for ow in range(w_out):
+            if 0 < keep < 8:
+                _keep_low_bytes(dst_base + first + ow * row_bytes + row_bytes - 8, keep)
+                continue
             for e in range(taps, row_bytes):
-                dst[o + e] = 0
+                dst[first + ow * row_bytes + e] = 0
 
 
 @njit(cache=True, nogil=True, parallel=True)
