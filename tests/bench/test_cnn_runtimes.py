@@ -127,6 +127,20 @@ def test_a_worker_that_cannot_build_says_why():
     assert parent.recv() == "error: ValueError: no such runtime"
 
 
+def test_a_worker_runs_the_warm_calls_untimed_before_each_timed_call():
+    """The worker loop in this process: per timed call, ``warm_calls`` untimed calls first (the method was called
+    ``1 + calls * (warm_calls + 1)`` times: the first builds per shape), one sample per timed call."""
+    import multiprocessing
+
+    seen: list[int] = []
+    parent, child = multiprocessing.Pipe()
+    parent.send((1, 2, 3))  # batch 1: 2 timed calls, each after 3 warm ones
+    parent.send(None)
+    cnn_runtimes._serve(child, lambda: (lambda x: seen.append(len(x))), 1, {1: (1, 1, 4, 4)})
+    assert parent.recv() == "ready"
+    assert len(parent.recv()) == 2 and len(seen) == 1 + 2 * 4
+
+
 def test_runtime_versions_name_the_installed_packages():
     from importlib import metadata
 

@@ -58,6 +58,7 @@ CASES: list[tuple[str, str]] = [
     ("ablation addernet-optim --grads exact --output-dir {tmp}/ablation", r"weight gradient must be one of"),
     ("bench startup --rounds 0 --output {tmp}/s.csv", r"--rounds must be >= 1"),
     ("bench adder --shapes vgg --output {tmp}/a.csv", r"--shapes: unknown set"),
+    ("bench quant-model --warm-calls -1 --output {tmp}/q.csv", r"--warm-calls must be 0 or more, got -1"),
     ("plot filters --output {tmp}/f.png", r"plot filters needs --checkpoint"),
     # checkpoints
     ("eval --checkpoint {tmp}/bad.pth --dataset mnist5k", r"bad.pth is not a valid checkpoint"),

@@ -235,7 +235,8 @@ def idle_cpu_after_call(fn: InferenceFn, x: Any, window_s: float = 0.02, calls: 
 
 
 def _serve(conn: Any, builder: Callable[[], InferenceFn], threads: int, inputs: dict[int, tuple[int, ...]]) -> None:
-    """Worker process: build the method, then answer ``(batch, calls)`` with [(wall s, cpu s)] per call."""
+    """Worker process: build the method, then answer ``(batch, calls, warm_calls)`` with [(wall s, cpu s)] per
+    timed call, each right after ``warm_calls`` untimed calls."""
     try:
         torch.set_num_threads(threads)
         fn = builder()
@@ -247,9 +248,11 @@ def _serve(conn: Any, builder: Callable[[], InferenceFn], threads: int, inputs: 
         conn.send(f"error: {type(error).__name__}: {error}")
         return
     while (message := conn.recv()) is not None:
-        batch, calls = message
+        batch, calls, warm_calls = message
         x, samples = batches[batch], []
         for _ in range(calls):
+            for _ in range(warm_calls):
+                fn(x)
             start, start_cpu = time.perf_counter(), time.process_time()
             fn(x)
             samples.append((time.perf_counter() - start, time.process_time() - start_cpu))
@@ -258,12 +261,15 @@ def _serve(conn: Any, builder: Callable[[], InferenceFn], threads: int, inputs: 
 
 def time_in_processes(builders: dict[str, Callable[[], InferenceFn]], input_size: Sequence[int],
                       batch_sizes: Iterable[int], rounds: int | dict[int, int], threads: int = 2, warmup: int = 3,
-                      pause_s: float = 0.0, seed: int = 0) -> dict[int, dict[str, dict[str, list[float]]]]:
+                      pause_s: float = 0.0, seed: int = 0, warm_calls: int = 0,
+                      ) -> dict[int, dict[str, dict[str, list[float]]]]:
     """Time each method in its own worker process (spawned; ``builders`` must be picklable, e.g.
     ``functools.partial(quant_model.build_method, ...)``; a calling script needs the ``if __name__ == "__main__":``
     guard), interleaved: in every round each method runs once on the same seeded batch, in a new random order, with
     ``pause_s`` of sleep before each call (longer than the runtimes' idle polling, so none runs while another's
-    threads still spin).
+    threads still spin). With ``warm_calls``, each timed call comes right after that many untimed calls of the same
+    method in its worker (a method kept busy: its threads awake, its data in the caches); without, each timed call
+    is the first after the other methods' calls (a request after an idle spell).
 
     Returns ``{batch: {method: {"wall": [s, ...], "cpu": [s, ...]}}}``: each call's wall time and its worker's
     process CPU time (all threads), timed inside the worker; ``warmup`` untimed rounds first.
@@ -297,7 +303,7 @@ def time_in_processes(builders: dict[str, Callable[[], InferenceFn]], input_size
                     if pause_s:
                         time.sleep(pause_s)
                     conn = workers[name][1]
-                    conn.send((batch, 1))
+                    conn.send((batch, 1, warm_calls))
                     (wall, cpu), = conn.recv()
                     if round_index >= warmup:
                         samples[name]["wall"].append(wall)

@@ -277,6 +277,7 @@ def bench_quant_models(
     checkpoints: dict[str, str | Path] | None = None,
     sad_peak: bool = True,
     note: Callable[[str], None] = print,
+    warm_calls: int = 0,
 ) -> tuple[list[dict[str, object]], dict[str, str]]:
     """Time every method on every model and batch size (see the module docstring); one row per (model, batch size,
     method), and the run's information (SAD peak, load averages) for the CSV.
@@ -288,6 +289,8 @@ def bench_quant_models(
         calibration_images: default 256 (16 for ResNet-18).
         checkpoints: AdderNet weights per model name (the other models use random weights).
         sad_peak: measure the SAD peak for the int8 AdderNet rows' peak columns.
+        warm_calls: untimed calls of the same method right before each timed call (0: every timed call follows the
+            other methods' calls; see :func:`.cnn_runtimes.time_in_processes`).
     """
     from ..models import create_model
     from .cnn_runtimes import time_in_processes
@@ -310,7 +313,8 @@ def bench_quant_models(
         builders = {m: functools.partial(build_method, name, m, threads, calibration_images, checkpoint)
                     for m in model_methods}
         rounds = {b: (repeats or {}).get(b, 200 if b == 1 else 30) for b in sizes}
-        results = time_in_processes(builders, input_size, sizes, rounds, threads, pause_s=PAUSE_S)
+        results = time_in_processes(builders, input_size, sizes, rounds, threads, pause_s=PAUSE_S,
+                                    warm_calls=warm_calls)
         terms = adder_terms(name) if any(m in INT8_ADDER for m in model_methods) else 0
         for batch, samples in results.items():
             wall = {m: statistics.median(s["wall"]) for m, s in samples.items()}
@@ -322,7 +326,7 @@ def bench_quant_models(
                     "method": method, "threads": threads, "median_ms": round(wall[method] * 1e3, 4),
                     "cpu_median_ms": round(cpu[method] * 1e3, 4), "min_ms": round(min(times) * 1e3, 4),
                     "p90_ms": round(statistics.quantiles(times, n=10)[-1] * 1e3, 4) if len(times) > 1 else "",
-                    "repeats": len(times), "images_per_s": round(batch / wall[method], 1),
+                    "repeats": len(times), "warm_calls": warm_calls, "images_per_s": round(batch / wall[method], 1),
                     **ratio_columns(method, wall, cpu),
                     "checkpoint": "released" if checkpoint and method in ("fp32_adder", *INT8_ADDER) else "random",
                 }
@@ -380,6 +384,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default=None, metavar="FILE",
                         help="AdderNet ResNet-20 weights for the adder methods of resnet20 (e.g. the released "
                              "ResNet20-AdderNet.pth); other models use random weights")
+    parser.add_argument("--warm-calls", type=int, default=0, metavar="K",
+                        help="untimed calls of the same method right before each timed one (default 0: each timed "
+                             "call follows the other methods' calls, caches and threads cold; 1: a busy method)")
     parser.add_argument("--output", default=None,
                         help="CSV path (default benchmarks/results/bench_quant_model_<date>.csv)")
 
@@ -396,6 +403,8 @@ def run(args: argparse.Namespace) -> int:
     positive = [*(sizes or [1]), args.threads, args.repeats, args.repeats_1, args.calibration_images or 1]
     if min(positive) < 1:
         raise ConfigError("batch sizes, --threads, --repeats, --repeats-1 and --calibration-images must be positive")
+    if args.warm_calls < 0:
+        raise ConfigError(f"--warm-calls must be 0 or more, got {args.warm_calls}")
     if args.checkpoint is not None and not Path(args.checkpoint).exists():
         raise ConfigError(f"--checkpoint: {args.checkpoint} does not exist")
     repeats = {b: args.repeats_1 if b == 1 else args.repeats for b in (sizes or (1, 8, 64))}
@@ -403,7 +412,8 @@ def run(args: argparse.Namespace) -> int:
         machine = {**quant_machine_info(), **runtime_versions()}
     rows, run_info = bench_quant_models(models, sizes, _items(args.methods), repeats, args.threads,
                                         args.calibration_images,
-                                        {"resnet20": args.checkpoint} if args.checkpoint else None)
+                                        {"resnet20": args.checkpoint} if args.checkpoint else None,
+                                        warm_calls=args.warm_calls)
     info = {**machine, **run_info}
     output = write_csv(rows, args.output or result_path("quant_model"), info)
     print(summary_table(rows))

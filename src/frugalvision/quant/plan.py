@@ -65,10 +65,11 @@ __all__ = ["IntegerPlan", "LoweringError", "PlanBuilder", "compile_plan", "plan_
 _ITEM_BYTES = {"uint8": 1, "int32": 4, "float32": 4, "float64": 8}
 _TORCH_DTYPES = {"uint8": torch.uint8, "int32": torch.int32, "float32": torch.float32}
 _ALIGN = 64  # bytes: every arena slot starts on a cache line
-# A segment with fewer |a - b| terms per call runs on one thread: waking numba's sleeping pool (one parallel region
-# per call) cost ~25 us on this 2-core machine; measured: LeNet-5-BN at batch 1 (0.4 M terms) 0.060 ms on one thread
-# against 0.084 ms on two, at batch 8 (3.3 M) 0.205 against 0.188, ResNet-20 at batch 1 (40 M) 0.45 against 0.32
-PARALLEL_MIN_TERMS = 2_000_000
+# A segment with fewer |a - b| terms per call runs on one thread (no parallel region: nothing to wake). Measured on
+# this 2-core VM, one thread against two, hot (calls back to back) and cold (each call after the other methods' of
+# `bench quant-model`): LeNet-5-BN at batch 1 (0.4 M terms) 0.060 / 0.084 ms hot, 0.57 / 0.64 cold; at batch 8
+# (3.3 M) 0.205 / 0.188 hot, 0.66 / 0.86 cold; ResNet-20 at batch 1 (40 M) 0.45 / 0.32 hot, 1.38 / 1.24 cold
+PARALLEL_MIN_TERMS = 8_000_000
 
 
 class LoweringError(FrugalVisionError):

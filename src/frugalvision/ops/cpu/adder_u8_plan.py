@@ -32,6 +32,7 @@ bit.
 
 from __future__ import annotations
 
+import os
 import platform
 
 import numpy as np
@@ -123,7 +124,30 @@ def _load_acquire(typingctx, counters, index):
     return sig, codegen
 
 
+_POSIX = os.name == "posix"
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
+# A waiting thread spins this many times (~20-50 us) before it yields its CPU at each further check: a thread just
+# woken may share the waiter's CPU until the kernel moves it (the kernel tends to wake a thread on its waker's CPU),
+# and a waiter that only spins then holds the CPU that the task it waits for needs, for a whole time slice.
+# Measured on ResNet-20 at batch 8 after a 20 ms pause (as between the calls of `bench quant-model`): 7.2 ms per
+# segment call spinning only, against 1.7 ms without the pause.
+_SPINS_BEFORE_YIELD = 1000
+
+
+@intrinsic
+def _yield_cpu(typingctx):
+    """``sched_yield()``: lets another thread that is ready on this CPU run (``SwitchToThread`` is not used: POSIX
+    only; elsewhere a plain spin)."""
+    sig = types.none()
+
+    def codegen(context, builder, signature, args):
+        if _POSIX:
+            fnty = ir.FunctionType(ir.IntType(32), [])
+            function = cgutils.get_or_insert_function(builder.module, fnty, "sched_yield")
+            builder.call(function, [])
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 @intrinsic
@@ -567,8 +591,13 @@ def _make_driver(width: int):
                     _stem_chunk(res.view(np.float64), dst, scales[t[15] : t[15] + t[16]],
                                 biases[t[15] : t[15] + params[s][17]], params[s], fparams[s][0], task)
                 _fetch_add(counters, 2 * ph + 1)
+            spins = 0
             while _load_acquire(counters, 2 * ph + 1) < tasks:
-                _spin_pause()
+                spins += 1
+                if spins < _SPINS_BEFORE_YIELD:
+                    _spin_pause()
+                else:
+                    _yield_cpu()
 
     # cached like its kernels: every per-width closure it calls has a name of its own (see _unique_name), else a
     # width's driver loaded from the cache could call another width's kernel
