@@ -41,7 +41,7 @@ def test_missing_runtime_is_left_out_with_a_note_unless_named(monkeypatch):
     monkeypatch.setattr(quant_model, "_importable", lambda package: package not in ("openvino", "nncf"))
     notes = []
     chosen = quant_model.select_methods(None, notes.append)
-    assert chosen == [m for m in quant_model.METHODS if "openvino" not in m]
+    assert chosen == [m for m in quant_model.METHODS if "openvino" not in m and m not in quant_model.ALONE_ONLY]
     assert len(notes) == 3 and all("openvino" in n and "not installed" in n and "[bench]" in n for n in notes)
     with pytest.raises(ConfigError, match="int8_cnn_openvino needs openvino, nncf"):
         quant_model.select_methods(["int8_adder", "int8_cnn_openvino"])

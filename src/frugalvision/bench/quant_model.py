@@ -12,7 +12,9 @@ Methods (:data:`METHODS`), each built by :func:`build_method` for one zoo model:
 * ``int8_cnn_fx``: the CNN twin through PyTorch's FX post-training static quantisation, ``x86`` engine.
 * ``int8_cnn_ort``: the CNN twin exported to ONNX, quantised by onnxruntime (QDQ) and run by onnxruntime with
   threads that block when idle; ``int8_cnn_ort_spin``: the same with onnxruntime's default threads, which spin
-  between and after runs (faster at small batches; its own worker process keeps the spinning off the others).
+  between and after runs (faster at small batches). Its threads spin ~10 ms after each call, longer than the pause
+  before the next method's call, so it runs only when named with ``--methods``: time it with the method you compare
+  it with and nothing else (:data:`ALONE_ONLY`).
 * ``fp32_cnn_openvino``: the CNN twin in OpenVINO's CPU plugin with f32 inference precision.
 * ``default_cnn_openvino``: the same with OpenVINO's default precision (bf16 on a CPU with AMX, f32 elsewhere): what a
   user who keeps the defaults gets; it is neither an fp32 nor an int8 baseline in the ratios.
@@ -79,13 +81,16 @@ if TYPE_CHECKING:
 
     from .cnn_runtimes import InferenceFn
 
-__all__ = ["FP32_CNN", "INT8_ADDER", "INT8_CNN", "METHODS", "MODELS", "TARGET", "adder_terms", "bench_quant_models",
-           "build_method", "default_batch_sizes", "missing_packages", "ratio_columns", "select_methods",
-           "summary_table"]
+__all__ = ["ALONE_ONLY", "FP32_CNN", "INT8_ADDER", "INT8_CNN", "METHODS", "MODELS", "TARGET", "adder_terms",
+           "bench_quant_models", "build_method", "default_batch_sizes", "missing_packages", "ratio_columns",
+           "select_methods", "summary_table"]
 
 METHODS = ("int8_adder", "int8_adder_int8stem", "fp32_adder", "fp32_cnn_torch", "int8_cnn_fx", "int8_cnn_ort",
            "int8_cnn_ort_spin", "fp32_cnn_openvino", "default_cnn_openvino", "int8_cnn_openvino")
 INT8_ADDER = ("int8_adder", "int8_adder_int8stem")
+# only when named: its threads spin ~10 ms after each call (20-25 ms of CPU on 2 threads, measured with
+# cnn_runtimes.idle_cpu_after_call), longer than the pause before the next method's call, whose cores they would take
+ALONE_ONLY = ("int8_cnn_ort_spin",)
 INT8_CNN = ("int8_cnn_fx", "int8_cnn_ort", "int8_cnn_ort_spin", "int8_cnn_openvino")
 FP32_CNN = ("fp32_cnn_torch", "fp32_cnn_openvino")
 MODELS = ("resnet20", "lenet5_bn", "resnet18")
@@ -126,10 +131,13 @@ def missing_packages(method: str) -> list[str]:
 
 def select_methods(methods: Sequence[str] | None, note: Callable[[str], None] = print) -> list[str]:
     """The methods to run: ``None`` means every method whose runtime is installed (the others are left out with a
-    ``note``); methods named explicitly must be known and installed (else :class:`ConfigError`)."""
+    ``note``) but those of :data:`ALONE_ONLY`; methods named explicitly must be known and installed (else
+    :class:`ConfigError`)."""
     if methods is None:
         chosen = []
         for method in METHODS:
+            if method in ALONE_ONLY:
+                continue
             missing = missing_packages(method)
             if missing:
                 extra = _RUNTIME_PACKAGES[method][1]
