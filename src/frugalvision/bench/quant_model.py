@@ -13,8 +13,8 @@ Methods (:data:`METHODS`), each built by :func:`build_method` for one zoo model:
 * ``int8_cnn_ort``: the CNN twin exported to ONNX, quantised by onnxruntime (QDQ) and run by onnxruntime with
   threads that block when idle; ``int8_cnn_ort_spin``: the same with onnxruntime's default threads, which spin
   between and after runs (faster at small batches). Its threads spin ~10 ms after each call, longer than the pause
-  before the next method's call, so it runs only when named with ``--methods``: time it with the method you compare
-  it with and nothing else (:data:`ALONE_ONLY`).
+  before the next method's call, so it runs only when named with ``--methods`` (:data:`ALONE_ONLY`); even paired
+  with one other method it slows that method's calls: time it in a run of its own.
 * ``fp32_cnn_openvino``: the CNN twin in OpenVINO's CPU plugin with f32 inference precision.
 * ``default_cnn_openvino``: the same with OpenVINO's default precision (bf16 on a CPU with AMX, f32 elsewhere): what a
   user who keeps the defaults gets; it is neither an fp32 nor an int8 baseline in the ratios.
