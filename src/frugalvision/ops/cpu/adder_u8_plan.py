@@ -259,7 +259,7 @@ def _patches_chunk(src, dst, p, task):  # pragma: no cover - compiled
     zero_point, row_bytes = np.uint8(p[14]), p[15]
     taps = kh * kw
     span = (w_out - 1) * sw + (kw - 1) * dw + 1  # bytes of a padded image row that a row of positions reads
-    line = np.full(span + 8, zero_point, dtype=np.uint8)  # one padded image row (+ 8: the last 8-byte move)
+    line = np.full(max(span, 0) + 8, zero_point, dtype=np.uint8)  # one padded image row (+ 8: the last 8-byte move)
     line_base, dst_base = np.int64(line.ctypes.data), np.int64(dst.ctypes.data)
     moves = kw <= 8 and dw == 1
     for row in range(task * _PATCH_ROWS_PER_TASK, min(n * h_out, (task + 1) * _PATCH_ROWS_PER_TASK)):
