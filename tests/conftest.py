@@ -20,6 +20,8 @@ from types import ModuleType
 
 import pytest
 
+import frugalvision  # noqa: F401  (before anything imports torch: sets OMP_WAIT_POLICY=PASSIVE, see omp_env)
+
 __all__ = [
     "REPO_ROOT",
     "REQUIRE_SHARED_VARIABLES",

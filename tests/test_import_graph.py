@@ -30,10 +30,11 @@ PACKAGE = "frugalvision"
 # (counting, reports) and the inference helper; the benchmark package (frugalvision.bench, which runs everything
 # below); and the thin command line on top.
 # ``errors``, ``version``, ``run_dir`` (the run folder's file names, read by models and above), ``names`` (the
-# vocabulary the command line offers without importing torch) and ``extensions`` (checkpoint loaders declared by
-# module name) sit below everything; the package ``__init__`` (the public facade) above everything.
+# vocabulary the command line offers without importing torch), ``extensions`` (checkpoint loaders declared by
+# module name) and ``omp_env`` (OpenMP's wait policy) sit below everything; the package ``__init__`` (the public
+# facade) above everything.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "version", "run_dir", "names", "extensions"),
+    ("errors", "version", "run_dir", "names", "extensions", "omp_env"),
     ("ops",),
     ("data",),
     ("layers",),

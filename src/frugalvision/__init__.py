@@ -8,17 +8,11 @@ they need when first touched.
 from __future__ import annotations
 
 import importlib
-import os
 from typing import TYPE_CHECKING, Any
 
+from . import omp_env  # noqa: F401  (first: OMP_WAIT_POLICY=PASSIVE unless set, before torch is imported)
 from .extensions import declare_checkpoint_loader
 from .version import __version__
-
-# Two OpenMP thread pools share the cores here: torch's and the one behind the numba kernels. With the default
-# active waiting, the idle pool spins while the other works; on a 2-core machine that made a LeNet-5-BN epoch
-# 2-3x slower (see README, "Threads"). Passive waiting lets the idle pool sleep. Set before torch is imported so
-# that torch's pool follows it too; an explicit OMP_WAIT_POLICY in the environment wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # load_model serves integer models through the loader frugalvision.quant registers; it is imported on the first
 # integer file (see frugalvision.extensions).

@@ -45,6 +45,7 @@ import torch
 from numba import njit, prange
 from torch import Tensor
 
+from ...omp_env import warn_if_torch_spins
 from ..adder2d import compute_dtype
 from ..utils import conv_output_size
 
@@ -64,7 +65,9 @@ def sync_threads() -> int:
     """Make numba use ``torch.get_num_threads()`` threads (at most numba's pool size); returns the count.
 
     numba's OpenMP pool, when it starts (on the first ``numba.get_num_threads()``), sets OpenMP's thread count
-    to its own pool size, which is the count torch reports and uses; torch's count is read first and put back."""
+    to its own pool size, which is the count torch reports and uses; torch's count is read first and put back.
+    Warns once where torch's pool spins when idle (:func:`frugalvision.omp_env.warn_if_torch_spins`)."""
+    warn_if_torch_spins()
     wanted = torch.get_num_threads()
     current = numba.get_num_threads()  # starts numba's pool on first use
     if torch.get_num_threads() != wanted:
