@@ -290,7 +290,7 @@ def _patches_chunk(src, dst, p, task):  # pragma: no cover - compiled
 @njit(cache=True, nogil=True, parallel=True)
 def _patches_u8(src, dst, p):  # pragma: no cover - compiled
     """All the patch rows of :func:`_patches_chunk` (one step on its own, outside a plan)."""
-    for task in prange((p[0] * p[4] + _PATCH_ROWS_PER_TASK - 1) // _PATCH_ROWS_PER_TASK):
+    for task in prange(_tasks(STEP_PATCHES, 0, p)):
         _patches_chunk(src, dst, p, task)
 
 
@@ -383,10 +383,9 @@ def _conv_stem_u8(src, dst, padded, weights, bias, p, inverse_scale):  # pragma:
     quantiser; values beyond ``|y / scale| ~ 2**31`` clamp, see :func:`_quantize_u8`). Padding taps read zeros
     (adding 0 changes no sum). Tiles of :data:`STEM_TILE` positions x 16 or 8 channels (:func:`_make_stem_tile`),
     in parallel: first the padded image (:func:`_pad_chunk`), then the output rows (:func:`_stem_chunk`)."""
-    n, channels, height, h_out, ph = p[0], p[1], p[2], p[5], p[11]
-    for task in prange(-(-n * channels * (height + 2 * ph) // _STEM_ROWS_PER_TASK)):
+    for task in prange(_tasks(STEP_CONV_STEM, 0, p)):
         _pad_chunk(src, padded, p, task)
-    for task in prange(-(-n * h_out // _STEM_ROWS_PER_TASK)):
+    for task in prange(_tasks(STEP_CONV_STEM, 1, p)):
         _stem_chunk(padded, dst, weights, bias, p, inverse_scale, task)
 
 
@@ -537,15 +536,27 @@ def _quantize_chunk(src, dst, p, inverse_scale, task):  # pragma: no cover - com
 @njit(cache=True, nogil=True, parallel=True)
 def _quantize_u8(src, dst, p, inverse_scale):  # pragma: no cover - compiled
     """All the tasks of :func:`_quantize_chunk` (one step on its own, outside a plan)."""
-    for task in prange(_quantize_tasks(p[0], p[1], p[2], p[3])):
+    for task in prange(_tasks(STEP_QUANTIZE, 0, p)):
         _quantize_chunk(src, dst, p, inverse_scale, task)
 
 
 @njit(cache=True)
-def _quantize_tasks(n, channels, height, width):  # pragma: no cover - compiled
-    if channels == 1:
-        return -(-n * height * width // _QUANTIZE_TASK)
-    return -(-n * height // _QUANTIZE_ROWS_PER_TASK)
+def _tasks(kind, phase, p):  # pragma: no cover - compiled
+    """The task count of phase ``phase`` of a step of ``kind`` with the parameters ``p`` (its ``params`` row): the
+    one definition the chunk functions' task ranges follow."""
+    if kind == STEP_ADDER:
+        return p[24]  # num_chunks (adder_u8_numba._INT_ARGS)
+    if kind == STEP_MAX_POOL:
+        return -(-p[0] * p[4] // _POOL_ROWS_PER_TASK)
+    if kind == STEP_PATCHES:
+        return -(-p[0] * p[4] // _PATCH_ROWS_PER_TASK)
+    if kind == STEP_QUANTIZE:  # one channel: values; else rows
+        if p[1] == 1:
+            return -(-p[0] * p[2] * p[3] // _QUANTIZE_TASK)
+        return -(-p[0] * p[2] // _QUANTIZE_ROWS_PER_TASK)
+    if phase == 0:  # STEP_CONV_STEM: rows of the padded image (N, C, H + 2ph), then output rows (N * Ho)
+        return -(-p[0] * p[1] * (p[2] + 2 * p[11]) // _STEM_ROWS_PER_TASK)
+    return -(-p[0] * p[5] // _STEM_ROWS_PER_TASK)
 
 
 @njit(cache=True, inline="always")
@@ -625,18 +636,8 @@ def step_phases(table: np.ndarray, params: np.ndarray) -> np.ndarray:
     rows = []
     for s, (t, p) in enumerate(zip(table, params)):
         kind = int(t[0])
-        if kind == STEP_ADDER:
-            rows.append((s, 0, int(p[24])))  # num_chunks (adder_u8_numba._INT_ARGS)
-        elif kind == STEP_MAX_POOL:
-            rows.append((s, 0, -(-int(p[0] * p[4]) // _POOL_ROWS_PER_TASK)))
-        elif kind == STEP_PATCHES:
-            rows.append((s, 0, -(-int(p[0] * p[4]) // _PATCH_ROWS_PER_TASK)))
-        elif kind == STEP_QUANTIZE:
-            rows.append((s, 0, int(_quantize_tasks(*(int(v) for v in p[:4])))))
-        else:  # STEP_CONV_STEM
-            n, channels, height, h_out, ph = (int(p[i]) for i in (0, 1, 2, 5, 11))
-            rows.append((s, 0, -(-n * channels * (height + 2 * ph) // _STEM_ROWS_PER_TASK)))
-            rows.append((s, 1, -(-n * h_out // _STEM_ROWS_PER_TASK)))
+        for phase in range(2 if kind == STEP_CONV_STEM else 1):
+            rows.append((s, phase, int(_tasks(kind, phase, p))))
     return np.array(rows, dtype=np.int64).reshape(-1, 3)
 
 
